@@ -1,0 +1,105 @@
+"""CalDAV ``free-busy-query`` REPORT on a user's calendar, answered from the availability index.
+
+Radicale has its own free-busy report, but it reads floating times and all-day dates as UTC and does not know
+whose attendee entry was declined, so it would disagree with the JSON API. This middleware answers the query
+on a calendar collection with the same computation as the API, restricted to that calendar. Anything it does
+not handle (other REPORTs, open-ended or oversized ranges, other paths, callers without access to the owner)
+goes on to the engine unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import defusedxml.ElementTree as DefusedET
+import icalendar
+from aiohttp import web
+
+from proxy.auth import PRINCIPAL_REQUEST_KEY
+from proxy.availability.index import AvailabilityIndex
+from proxy.availability.intervals import BusyInterval
+from proxy.availability.service import AvailabilityService, Freshness, UserView
+from proxy.keys import ENGINE, SETTINGS
+
+log = logging.getLogger(__name__)
+
+_CALDAV = "{urn:ietf:params:xml:ns:caldav}"
+_UTC_FORMAT = "%Y%m%dT%H%M%SZ"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def parse_freebusy_query(body: bytes) -> tuple[datetime, datetime] | None:
+    """The time range of a ``free-busy-query`` body, or None if it is not one with a closed UTC range."""
+    try:
+        root = DefusedET.fromstring(body)
+    except Exception:  # not our concern: the engine reports malformed XML
+        return None
+    if root.tag != _CALDAV + "free-busy-query":
+        return None
+    time_range = root.find(_CALDAV + "time-range")
+    if time_range is None or "start" not in time_range.attrib or "end" not in time_range.attrib:
+        return None
+    try:
+        start = datetime.strptime(time_range.attrib["start"], _UTC_FORMAT).replace(tzinfo=UTC)
+        end = datetime.strptime(time_range.attrib["end"], _UTC_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return (start, end) if start < end else None
+
+
+def render_freebusy(busy: list[BusyInterval], start: datetime, end: datetime, stale: bool) -> bytes:
+    calendar = icalendar.Calendar()
+    calendar.add("PRODID", "-//calrelay//availability//EN")
+    calendar.add("VERSION", "2.0")
+    freebusy = icalendar.FreeBusy()
+    freebusy.add("DTSTAMP", datetime.now(UTC).replace(microsecond=0))
+    freebusy.add("DTSTART", start)
+    freebusy.add("DTEND", end)
+    if stale:
+        # Not standard, but tells a reader that this mirror may be missing busy time.
+        freebusy.add("X-CALRELAY-STALE", "TRUE")
+    for interval in busy:
+        freebusy.add("FREEBUSY", (interval.start, interval.end), parameters={"FBTYPE": "BUSY"})
+    calendar.add_component(freebusy)
+    return calendar.to_ical()
+
+
+def make_freebusy_middleware(
+    index_key: web.AppKey[AvailabilityIndex],
+    view_of: Callable[[web.Application, str], UserView],
+    freshness_of: Callable[[web.Application, str], Freshness],
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def freebusy_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method != "REPORT":
+            return await handler(request)
+        segments = request.path.strip("/").split("/")
+        principal = request.get(PRINCIPAL_REQUEST_KEY)
+        if len(segments) != 2 or principal is None or not principal.may_access(segments[0]):
+            return await handler(request)
+        body = await request.read()  # cached by aiohttp: the engine reads the same bytes if we pass
+        window = parse_freebusy_query(body) if b"free-busy-query" in body else None
+        max_days = request.app[SETTINGS].availability.max_window_days
+        if window is None or window[1] - window[0] > timedelta(days=max_days):
+            return await handler(request)
+        user, path = segments[0], f"/{segments[0]}/{segments[1]}/"
+        service = AvailabilityService(request.app[ENGINE], request.app[index_key])
+        answer = await request.app[ENGINE].call(
+            service.availability,
+            view_of(request.app, user),
+            window[0],
+            window[1],
+            freshness_of(request.app, user),
+            None,
+            frozenset({path}),
+        )
+        if not answer.snapshot.sources:  # not a calendar of this user: let the engine answer (404, 403…)
+            return await handler(request)
+        log.debug("free-busy-query on %s answered from the availability index", path)
+        body = render_freebusy(answer.busy, window[0], window[1], bool(answer.snapshot.stale_paths))
+        return web.Response(status=200, body=body, content_type="text/calendar", charset="utf-8")
+
+    return freebusy_middleware

@@ -1,0 +1,194 @@
+"""Parsing calendar objects and expanding them into event instances (pure, no I/O).
+
+A stored calendar object is parsed once into a :class:`ParsedItem`. A non-recurring item's instances are
+computed at parse time; a recurring one keeps its recurring-ical-events query so that it can be expanded over
+any window later (see :mod:`proxy.availability.index` for the caching of those expansions).
+
+All instants leave this module as aware UTC datetimes. Floating times and DATE values are read in the user's
+zone, which is why a parsed item belongs to one zone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+import icalendar
+import recurring_ical_events
+
+from proxy.model import EVENT_KIND_PROPERTY, EVENT_ORIGIN_PROPERTY, EventKind, Origin
+
+log = logging.getLogger(__name__)
+
+#: Slack added to a component's nominal length when looking back for instances that started before a window:
+#: wall-clock lengths and all-day dates shift by a DST change (at most a few hours) once placed in a zone.
+DURATION_SLACK = timedelta(days=1)
+
+
+class Disposition(StrEnum):
+    """What an instance does to the user's availability, in order of precedence."""
+
+    BUSY = "busy"
+    CANCELLED = "cancelled"  # STATUS:CANCELLED never blocks (rule 5)
+    DECLINED = "declined"  # the user's own attendee entry has PARTSTAT=DECLINED
+    FREE = "free"  # TRANSP:TRANSPARENT is shown but leaves the slot open (rule 5)
+
+
+def normalize_address(address: str) -> str:
+    """A calendar-user address in the form used for matching: ``mailto:`` scheme, lower case."""
+    value = address.strip()
+    if value.lower().startswith("mailto:"):
+        value = value[len("mailto:") :]
+    return "mailto:" + value.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One occurrence of an event, in UTC, with what decides whether it blocks."""
+
+    calendar: str
+    href: str
+    uid: str
+    recurrence_id: datetime | None  # original start of a recurring occurrence; None for a single event
+    summary: str
+    kind: EventKind
+    origin: Origin
+    start: datetime
+    end: datetime
+    all_day: bool
+    transparent: bool
+    cancelled: bool
+    declined_by: frozenset[str]  # normalized addresses of attendees with PARTSTAT=DECLINED
+
+    def disposition(self, addresses: frozenset[str]) -> Disposition:
+        """``addresses`` are the user's normalized calendar-user addresses (see :func:`normalize_address`)."""
+        if self.cancelled:
+            return Disposition.CANCELLED
+        if self.declined_by and not self.declined_by.isdisjoint(addresses):
+            return Disposition.DECLINED
+        if self.transparent:
+            return Disposition.FREE
+        return Disposition.BUSY
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return self.start < end and start < self.end
+
+    def contains(self, at: datetime) -> bool:
+        return self.start <= at < self.end
+
+
+def to_utc(value: date | datetime, zone: ZoneInfo) -> datetime:
+    """An iCalendar DATE or DATE-TIME as an aware UTC datetime; floating values and dates are in ``zone``."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=zone)
+        return value.astimezone(UTC)
+    return datetime.combine(value, time(), tzinfo=zone).astimezone(UTC)
+
+
+def _text(component: icalendar.Component, name: str) -> str:
+    value = component.get(name)
+    return "" if value is None else str(value).strip()
+
+
+def _kind(component: icalendar.Component) -> EventKind:
+    raw = _text(component, EVENT_KIND_PROPERTY)
+    if not raw:
+        return EventKind.APPOINTMENT
+    try:
+        return EventKind.parse(raw)
+    except ValueError:
+        # An unknown kind still occupies time; treating it as an appointment keeps it blocking.
+        log.warning("event %s has unknown %s %r; treated as APPOINTMENT",
+                    _text(component, "UID"), EVENT_KIND_PROPERTY, raw)
+        return EventKind.APPOINTMENT
+
+
+def _origin(component: icalendar.Component) -> Origin:
+    raw = _text(component, EVENT_ORIGIN_PROPERTY).upper()
+    try:
+        return Origin(raw) if raw else Origin.CRM
+    except ValueError:
+        log.warning("event %s has unknown %s %r; treated as CRM",
+                    _text(component, "UID"), EVENT_ORIGIN_PROPERTY, raw)
+        return Origin.CRM
+
+
+def _declined_by(component: icalendar.Component) -> frozenset[str]:
+    attendees = component.get("ATTENDEE")
+    if attendees is None:
+        return frozenset()
+    if not isinstance(attendees, list):
+        attendees = [attendees]
+    return frozenset(
+        normalize_address(str(attendee))
+        for attendee in attendees
+        if str(attendee.params.get("PARTSTAT", "")).upper() == "DECLINED"
+    )
+
+
+def instance_of(component: icalendar.Event, calendar: str, href: str, zone: ZoneInfo) -> Instance:
+    """The instance described by one (possibly expanded) VEVENT."""
+    start, end = component.start, component.end
+    recurrence_id = component.get("RECURRENCE-ID")
+    return Instance(
+        calendar=calendar,
+        href=href,
+        uid=_text(component, "UID"),
+        recurrence_id=None if recurrence_id is None else to_utc(recurrence_id.dt, zone),
+        summary=_text(component, "SUMMARY"),
+        kind=_kind(component),
+        origin=_origin(component),
+        start=to_utc(start, zone),
+        end=to_utc(end, zone),
+        all_day=not isinstance(start, datetime),
+        transparent=_text(component, "TRANSP").upper() == "TRANSPARENT",
+        cancelled=_text(component, "STATUS").upper() == "CANCELLED",
+        declined_by=_declined_by(component),
+    )
+
+
+def _nominal_length(component: icalendar.Event) -> timedelta:
+    """The component's own length before it is placed in a zone (DTEND - DTSTART, DURATION or the default)."""
+    start, end = component.start, component.end
+    if isinstance(start, datetime) and isinstance(end, datetime) and (start.tzinfo is None) != (
+        end.tzinfo is None
+    ):
+        start, end = start.replace(tzinfo=None), end.replace(tzinfo=None)
+    return max(end - start, timedelta(0))
+
+
+class ParsedItem:
+    """One stored calendar object, parsed once for one user zone."""
+
+    def __init__(self, text: str, calendar: str, href: str, zone: ZoneInfo) -> None:
+        self.calendar = calendar
+        self.href = href
+        self.zone = zone
+        parsed = icalendar.Calendar.from_ical(text)
+        events = list(parsed.walk("VEVENT"))
+        self.recurring = any("RRULE" in event or "RDATE" in event for event in events)
+        #: Upper bound of any instance's length, used to look back for instances that began before a window.
+        self.max_length = max((_nominal_length(event) for event in events), default=timedelta(0)) + (
+            DURATION_SLACK
+        )
+        self._query = recurring_ical_events.of(parsed)
+        #: Instances of a non-recurring item, computed once; empty for a recurring item.
+        self.fixed: tuple[Instance, ...] = () if self.recurring else self._instances(self._query.all())
+
+    def expand(self, start: datetime, end: datetime) -> tuple[Instance, ...]:
+        """The instances overlapping [start, end) (aware datetimes)."""
+        if not self.recurring:
+            return tuple(instance for instance in self.fixed if instance.overlaps(start, end))
+        # Bounds in the user's zone make recurring-ical-events read floating times in that zone too.
+        occurrences = self._query.between(start.astimezone(self.zone), end.astimezone(self.zone))
+        return tuple(instance for instance in self._instances(occurrences) if instance.overlaps(start, end))
+
+    def _instances(self, occurrences: Iterable[icalendar.Event]) -> tuple[Instance, ...]:
+        instances = (instance_of(event, self.calendar, self.href, self.zone) for event in occurrences)
+        # A zero-length instance contains no instant, so it can neither block nor explain a busy instant.
+        return tuple(instance for instance in instances if instance.end > instance.start)

@@ -1,0 +1,150 @@
+"""Availability for one user: read the user's calendars through the index and apply the policy.
+
+:class:`AvailabilityService` is blocking (it may read storage) and is meant to run in the engine's thread
+pool; everything after the read is pure and lives in :mod:`.intervals`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from proxy.availability.index import AvailabilityIndex, StoredItemLike
+from proxy.availability.instances import Disposition, Instance
+from proxy.availability.intervals import BusyInterval, busy_intervals, free_slots, reasons_at
+from proxy.availability.sources import SourceFreshness, SourceStatus, source_status
+
+log = logging.getLogger(__name__)
+
+
+class CalendarLike(Protocol):
+    path: str
+    props: Mapping[str, str]
+    etag: str
+
+
+class CalendarStore(Protocol):
+    """What the service needs from storage (the engine provides it)."""
+
+    def list_calendars(self, user: str) -> Sequence[CalendarLike]: ...
+
+    def read_items(self, path: str) -> Sequence[StoredItemLike]: ...
+
+
+@dataclass(frozen=True)
+class UserView:
+    """Who is asking about whom: the zone for floating/all-day values and the user's own addresses."""
+
+    user: str
+    zone: ZoneInfo
+    addresses: frozenset[str]  # normalized, see instances.normalize_address
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Relay information and the staleness policy, fixed for one answer."""
+
+    now: datetime
+    stale_after: timedelta
+    by_path: Mapping[str, SourceFreshness]
+    relay_present: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The user's calendars and every instance overlapping the window, whatever its disposition."""
+
+    sources: list[SourceStatus]
+    problems: dict[str, dict[str, str]]  # collection path -> item href -> why it could not be read
+    instances: list[Instance]
+
+    @property
+    def stale_paths(self) -> frozenset[str]:
+        return frozenset(source.path for source in self.sources if source.stale)
+
+
+@dataclass(frozen=True)
+class AvailabilityAnswer:
+    start: datetime
+    end: datetime
+    busy: list[BusyInterval]
+    free_events: list[Instance]  # TRANSP:TRANSPARENT instances: shown, never blocking
+    slots: list[tuple[datetime, datetime]] | None
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True)
+class ReasonsAnswer:
+    at: datetime
+    busy: bool
+    reasons: list[tuple[Instance, Disposition]]
+    snapshot: Snapshot
+
+
+class AvailabilityService:
+    def __init__(self, store: CalendarStore, index: AvailabilityIndex | None = None) -> None:
+        self.store = store
+        self.index = index or AvailabilityIndex()
+
+    def snapshot(
+        self,
+        view: UserView,
+        start: datetime,
+        end: datetime,
+        freshness: Freshness,
+        paths: frozenset[str] | None = None,
+    ) -> Snapshot:
+        """Read the user's calendars (only ``paths`` if given) and collect the instances over [start, end)."""
+        calendars = self.store.list_calendars(view.user)
+        self.index.retain(f"/{view.user}/", (calendar.path for calendar in calendars))
+        sources: list[SourceStatus] = []
+        problems: dict[str, dict[str, str]] = {}
+        instances: list[Instance] = []
+        for calendar in sorted(calendars, key=lambda c: c.path):
+            if paths is not None and calendar.path not in paths:
+                continue
+            collection = self.index.collection(calendar.path, calendar.etag, view.zone, self.store.read_items)
+            instances.extend(self.index.query(collection, start, end))
+            if collection.problems:
+                problems[calendar.path] = dict(collection.problems)
+            sources.append(
+                source_status(
+                    calendar.path,
+                    calendar.props,
+                    freshness.by_path.get(calendar.path),
+                    freshness.relay_present,
+                    freshness.now,
+                    freshness.stale_after,
+                )
+            )
+        return Snapshot(sources, problems, instances)
+
+    def availability(
+        self,
+        view: UserView,
+        start: datetime,
+        end: datetime,
+        freshness: Freshness,
+        slot: timedelta | None = None,
+        paths: frozenset[str] | None = None,
+    ) -> AvailabilityAnswer:
+        snapshot = self.snapshot(view, start, end, freshness, paths)
+        busy = busy_intervals(snapshot.instances, start, end, view.addresses)
+        free_events = sorted(
+            (i for i in snapshot.instances if i.disposition(view.addresses) is Disposition.FREE),
+            key=lambda i: (i.start, i.calendar, i.uid),
+        )
+        slots = None if slot is None else free_slots(busy, start, end, slot, view.zone)
+        return AvailabilityAnswer(start, end, busy, free_events, slots, snapshot)
+
+    def reasons(self, view: UserView, at: datetime, freshness: Freshness) -> ReasonsAnswer:
+        # A window of one microsecond holds exactly the instances that contain ``at``.
+        snapshot = self.snapshot(view, at, at + timedelta(microseconds=1), freshness)
+        found = [(i, i.disposition(view.addresses)) for i in reasons_at(snapshot.instances, at)]
+        found.sort(key=lambda pair: pair[1] is not Disposition.BUSY)  # blocking reasons first; stable
+        busy = any(disposition is Disposition.BUSY for _, disposition in found)
+        return ReasonsAnswer(at, busy, found, snapshot)

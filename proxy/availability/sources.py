@@ -1,0 +1,60 @@
+"""The calendars that make up a user's availability, and how fresh each one is (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP
+
+
+@dataclass(frozen=True)
+class SourceFreshness:
+    """What the relay knows about a mirror's last pull from iCloud."""
+
+    last_success: datetime | None
+    stale: bool = False  # the relay's own verdict (e.g. the link needs reconnecting)
+    error: str | None = None  # the last failure, for the response
+
+
+#: ``(user) -> {collection path: freshness}``, provided by the relay; absent paths have no sync information.
+FreshnessProvider = Callable[[str], Mapping[str, SourceFreshness]]
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """A calendar as reported with an availability answer."""
+
+    path: str
+    mirror_role: str | None  # None for a booking calendar (local, always fresh)
+    calendar_kind: str | None
+    last_success: datetime | None
+    stale: bool
+    error: str | None
+
+
+def source_status(
+    path: str,
+    props: Mapping[str, str],
+    freshness: SourceFreshness | None,
+    have_relay_info: bool,
+    now: datetime,
+    stale_after: timedelta,
+) -> SourceStatus:
+    """Judge one calendar's freshness.
+
+    A booking calendar lives here, so it is always fresh. A mirror is stale when the relay says so, when its
+    last successful pull is older than ``stale_after``, or when the relay reports on this user but has never
+    pulled it. Without any relay information (no relay configured) a mirror cannot be judged and is reported
+    with ``last_success`` null and not stale. Stale sources are always still used: never "free" by failure.
+    """
+    role = props.get(MIRROR_ROLE_PROP)
+    kind = props.get(CALENDAR_KIND_PROP)
+    if role is None:
+        return SourceStatus(path, None, kind, None, False, None)
+    if freshness is None:
+        never = "never synced from iCloud" if have_relay_info else None
+        return SourceStatus(path, role, kind, None, have_relay_info, never)
+    too_old = freshness.last_success is None or now - freshness.last_success > stale_after
+    return SourceStatus(path, role, kind, freshness.last_success, freshness.stale or too_old, freshness.error)
