@@ -1,0 +1,207 @@
+"""``calrelay emulator``: run the iCloud emulator, or change the faults of a running one.
+
+calrelay emulator [--host H] [--port P] [--partition-port P2] [--data DIR] [--accounts FILE] [fault flags]
+calrelay emulator faults --url http://127.0.0.1:8443 [fault flags] [--clear]
+calrelay emulator mail --url http://127.0.0.1:8443 [--clear]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from proxy.emulator.accounts import AccountsError, default_accounts, load_accounts
+from proxy.emulator.app import EmulatorServer
+from proxy.emulator.context import EmulatorOptions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8443
+DEFAULT_CONTROL_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+
+#: command-line flag → fault switch (see proxy.emulator.faults.FaultSettings)
+FAULT_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--throttle": ("throttle_seconds", float, "throttle every request for N seconds from the next one"),
+    "--throttle-status": ("throttle_status", int, "status of a throttled answer: 503 (default) or 429"),
+    "--retry-after": ("retry_after", int, "Retry-After seconds sent while throttled (default 1)"),
+    "--budget": ("budget_per_minute", int, "requests per account per minute before throttling (0: none)"),
+    "--error-rate": ("error_rate", float, "share 0..1 of requests answered with a random 500/502"),
+    "--drop-rate": ("drop_rate", float, "share 0..1 of requests whose connection is dropped"),
+    "--latency-ms": ("latency_ms", int, "delay added to every request"),
+    "--lag-ms": ("visibility_lag_ms", int, "delay before a new object shows in REPORT/multiget/listing"),
+}
+FAULT_SWITCHES: dict[str, tuple[str, str]] = {
+    "--etag-churn": ("etag_churn", "change every ETag before each request (no client write)"),
+    "--revoke-app-passwords": ("revoke_app_passwords", "refuse every app-specific password with 401"),
+}
+
+
+def _add_fault_arguments(parser: argparse.ArgumentParser, switchable_off: bool) -> None:
+    group = parser.add_argument_group("fault switches")
+    for flag, (dest, kind, text) in FAULT_FLAGS.items():
+        group.add_argument(flag, dest=dest, type=kind, default=None, metavar="N", help=text)
+    for flag, (dest, text) in FAULT_SWITCHES.items():
+        action = argparse.BooleanOptionalAction if switchable_off else "store_true"
+        group.add_argument(flag, dest=dest, action=action, default=None, help=text)
+
+
+def _fault_changes(args: argparse.Namespace) -> dict[str, Any]:
+    names = [dest for dest, _, _ in FAULT_FLAGS.values()] + [dest for dest, _ in FAULT_SWITCHES.values()]
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "emulator",
+        parents=[common],
+        help="run the local iCloud CalDAV emulator",
+        description="Serve a local CalDAV server that behaves like iCloud (docs/emulator.md). Discovery "
+        "listens on --port, the calendar home on the partition port; --data keeps its state across restarts.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"discovery port (default {DEFAULT_PORT})"
+    )
+    parser.add_argument("--partition-port", type=int, help="calendar-home port (default: --port + 1)")
+    parser.add_argument(
+        "--accounts", metavar="FILE", help="accounts TOML (default: the built-in demo account)"
+    )
+    behaviour = parser.add_argument_group("behaviour options")
+    behaviour.add_argument(
+        "--well-known",
+        choices=("multistatus", "redirect"),
+        default="multistatus",
+        help="/.well-known/caldav answers 207 like the principal, or 301 to /",
+    )
+    behaviour.add_argument(
+        "--home-redirect",
+        type=int,
+        choices=(301, 302),
+        help="the discovery port redirects /<DSID>/calendars/ to the partition port",
+    )
+    behaviour.add_argument(
+        "--vcalendar-filter-status",
+        type=int,
+        choices=(400, 403),
+        default=400,
+        help="answer to a calendar-query with only a VCALENDAR comp-filter",
+    )
+    behaviour.add_argument(
+        "--sync-token-error-element",
+        action="store_true",
+        help="add <valid-sync-token/> to the 403 for a bad sync token (iCloud: bare 403)",
+    )
+    _add_fault_arguments(parser, switchable_off=False)
+    parser.set_defaults(func=run)
+
+    commands = parser.add_subparsers(dest="emulator_command", metavar="{faults,mail}")
+    faults = commands.add_parser("faults", help="show or change the fault switches of a running emulator")
+    faults.add_argument("--url", default=DEFAULT_CONTROL_URL, help="the emulator's discovery URL")
+    faults.add_argument("--clear", action="store_true", help="switch every fault off first")
+    _add_fault_arguments(faults, switchable_off=True)
+    faults.set_defaults(func=run_faults)
+    mail = commands.add_parser(
+        "mail", help="print (or --clear) the invitation e-mail log of a running emulator"
+    )
+    mail.add_argument("--url", default=DEFAULT_CONTROL_URL, help="the emulator's discovery URL")
+    mail.add_argument("--clear", action="store_true", help="empty the log")
+    mail.set_defaults(func=run_mail)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        accounts = load_accounts(args.accounts) if args.accounts else default_accounts()
+    except (AccountsError, OSError) as error:
+        print(f"calrelay emulator: {error}", file=sys.stderr)
+        return 2
+    options = EmulatorOptions(
+        well_known=args.well_known,
+        home_redirect=args.home_redirect,
+        vcalendar_filter_status=args.vcalendar_filter_status,
+        sync_token_error_element=args.sync_token_error_element,
+    )
+    server = EmulatorServer(
+        args.host,
+        args.port,
+        args.partition_port if args.partition_port is not None else (args.port + 1 if args.port else 0),
+        accounts=accounts,
+        data_dir=args.data,
+        options=options,
+    )
+    try:
+        server.set_faults(**_fault_changes(args))
+    except ValueError as error:
+        print(f"calrelay emulator: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(_serve_until_signalled(server))
+    return 0
+
+
+async def _serve_until_signalled(server: EmulatorServer) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    print(f"iCloud emulator: discovery {server.discovery_url}  partition {server.partition_url}", flush=True)
+    for account in server.accounts:
+        print(
+            f"  account {account.apple_id}  DSID {account.dsid}  app password {account.app_passwords[0]}",
+            flush=True,
+        )
+    print(f"  control API {server.discovery_url}_emulator/  (loopback only)", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        log.info("iCloud emulator shutting down")
+        await server.stop()
+
+
+def _call(url: str, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/_emulator/{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"} if data else {},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def run_faults(args: argparse.Namespace) -> int:
+    changes = _fault_changes(args)
+    try:
+        if args.clear:
+            result = _call(args.url, "DELETE", "faults")
+        if changes or not args.clear:
+            result = (
+                _call(args.url, "POST", "faults", changes) if changes else _call(args.url, "GET", "faults")
+            )
+    except urllib.error.HTTPError as error:
+        print(
+            f"calrelay emulator faults: {error.code} {error.read().decode(errors='replace')}", file=sys.stderr
+        )
+        return 2
+    except urllib.error.URLError as error:
+        print(f"calrelay emulator faults: cannot reach {args.url}: {error.reason}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def run_mail(args: argparse.Namespace) -> int:
+    try:
+        result = _call(args.url, "DELETE" if args.clear else "GET", "mail")
+    except urllib.error.URLError as error:
+        print(f"calrelay emulator mail: cannot reach {args.url}: {error.reason}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
