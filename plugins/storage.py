@@ -1,0 +1,166 @@
+"""Radicale storage plugin: the multifilesystem storage, plus the CRM rules and a change signal.
+
+Radicale keeps doing all the storing (files, caches, sync-token history); this subclass adds two things:
+
+- **Validation** of the CRM contract on write: ``{urn:calrelay}calendar-kind`` on MKCALENDAR and
+  PROPPATCH, ``X-CALRELAY-KIND`` on every VEVENT that is PUT, and the mirror properties, which only the relay
+  may set. A refusal raises ``ValueError`` (Radicale answers 400) after recording a message for the client.
+- A **change signal** for every change the relay must see. Changes are recorded in the request's scope and
+  published by the front door after Radicale returns, so no listener ever runs under the storage lock; a
+  change made outside a client request (by the relay itself) goes straight to ``change_listener``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from radicale import item as radicale_item
+from radicale import pathutils
+from radicale.storage import multifilesystem
+
+from plugins import scope
+from plugins.scope import Change, ChangeAction
+from proxy.model import (
+    CALENDAR_KIND_PROP,
+    EVENT_KIND_PROPERTY,
+    MIRROR_ROLE_PROP,
+    MIRROR_SOURCE_PROP,
+    CalendarKind,
+    EventKind,
+    MirrorRole,
+)
+
+logger = logging.getLogger(__name__)
+
+RELAY_ONLY_PROPS = (MIRROR_ROLE_PROP, MIRROR_SOURCE_PROP)
+
+# Radicale writes a new collection's props through set_meta while creating it; that is part of the one
+# "collection created" change, not a PROPPATCH of its own.
+_inside_create: ContextVar[bool] = ContextVar("calrelay_inside_create", default=False)
+
+
+@contextmanager
+def _creating() -> Iterator[None]:
+    token = _inside_create.set(True)
+    try:
+        yield
+    finally:
+        _inside_create.reset(token)
+
+
+def _reject(message: str) -> ValueError:
+    scope.refuse(message)
+    return ValueError(message)
+
+
+def validate_props(props: Mapping[str, str], previous: Mapping[str, str] | None = None) -> None:
+    """Refuse an unknown calendar kind, and client attempts to turn a collection into a mirror."""
+    kind = props.get(CALENDAR_KIND_PROP)
+    if kind is not None:
+        try:
+            CalendarKind.parse(kind)
+        except ValueError as error:
+            raise _reject(f"{CALENDAR_KIND_PROP}: {error}") from None
+    if scope.current() is not None:  # a client request, not the relay
+        for prop in RELAY_ONLY_PROPS:
+            if props.get(prop) != (previous or {}).get(prop):
+                raise _reject(f"{prop} is managed by calrelay's iCloud link and cannot be set by a client")
+
+
+def validate_item(item: radicale_item.Item) -> None:
+    """Refuse a VEVENT whose X-CALRELAY-KIND is neither APPOINTMENT nor BLOCKED."""
+    if item.component_name != "VCALENDAR":
+        return
+    for component in item.vobject_item.getChildren():
+        if component.name != "VEVENT":
+            continue
+        for line in component.contents.get(EVENT_KIND_PROPERTY.lower(), []):
+            try:
+                EventKind.parse(str(line.value))
+            except ValueError as error:
+                uid = component.contents.get("uid", [None])[0]
+                where = f" (UID {uid.value})" if uid is not None else ""
+                raise _reject(f"{error}{where}") from None
+
+
+class Collection(multifilesystem.Collection):
+    _storage: Storage
+
+    def upload(self, href: str, item: radicale_item.Item):
+        validate_item(item)
+        result = super().upload(href, item)
+        self._storage.emit(Change(ChangeAction.ITEM_PUT, self.path_with_slash, href))
+        return result
+
+    def delete(self, href: str | None = None) -> None:
+        super().delete(href)
+        if href is None:
+            self._storage.emit(Change(ChangeAction.COLLECTION_DELETE, self.path_with_slash))
+        else:
+            self._storage.emit(Change(ChangeAction.ITEM_DELETE, self.path_with_slash, href))
+
+    def set_meta(self, props: Mapping[str, str]) -> None:
+        creating = _inside_create.get()
+        validate_props(props, None if creating else self.get_meta())
+        super().set_meta(props)
+        if not creating:
+            self._storage.emit(Change(ChangeAction.COLLECTION_PROPS, self.path_with_slash))
+
+    @property
+    def path_with_slash(self) -> str:
+        return pathutils.unstrip_path(self.path, True)
+
+
+class Storage(multifilesystem.Storage):
+    _collection_class = Collection
+
+    #: Receives changes made outside a client request (set by the engine; must be thread-safe).
+    change_listener: Callable[[Change], None] = staticmethod(lambda change: None)
+
+    def emit(self, change: Change) -> None:
+        current = scope.current()
+        if current is not None:
+            current.changes.append(change)
+        else:
+            self.change_listener(change)
+
+    def create_collection(self, href: str, items: Iterable[radicale_item.Item] | None = None, props=None):
+        if items is not None:
+            items = list(items)
+            for item in items:
+                validate_item(item)
+        with _creating():
+            if props:
+                validate_props(props)
+            result = super().create_collection(href, items, props)
+        self.emit(Change(ChangeAction.COLLECTION_CREATE, pathutils.unstrip_path(pathutils.strip_path(href), True)))
+        return result
+
+    def move(self, item: radicale_item.Item, to_collection, to_href: str) -> None:
+        source = item.collection
+        assert isinstance(source, Collection) and isinstance(to_collection, Collection)
+        from_href = item.href
+        super().move(item, to_collection, to_href)
+        self.emit(Change(ChangeAction.ITEM_MOVE, source.path_with_slash, from_href, to_collection.path_with_slash))
+
+    def mirror_role(self, path: str) -> MirrorRole | None:
+        """The mirror role recorded on the collection at ``path``, read from its props file."""
+        sane_path = pathutils.strip_path(path)
+        try:
+            folder = pathutils.path_to_filesystem(
+                self._get_collection_root_folder(), sane_path, self._is_collision_free
+            )
+            with open(os.path.join(folder, ".Radicale.props"), encoding="utf-8") as file:
+                role = json.load(file).get(MIRROR_ROLE_PROP)
+        except (OSError, ValueError, pathutils.UnsafePathError):
+            return None
+        try:
+            return MirrorRole(role) if role else None
+        except ValueError:
+            logger.warning("collection %s has an unknown mirror role %r", path, role)
+            return None

@@ -1,0 +1,74 @@
+"""The application factory: calrelay's front door.
+
+Middlewares, outermost first: limits (bad paths, oversized bodies, hostile XML), authentication (one source
+for every endpoint). Routes: ``/health``, the JSON API under ``/api/v1/``, and everything else to the CalDAV
+engine (Radicale), which serves discovery, collections, objects and REPORTs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from proxy import __version__
+from proxy.auth import PRINCIPAL_REQUEST_KEY, Authenticator, UsersFile, make_auth_middleware
+from proxy.config import Settings
+from proxy.engine import ChangeBus, Engine
+from proxy.keys import AUTHENTICATOR, CHANGES, ENGINE, SETTINGS
+from proxy.limits import make_limits_middleware
+
+logger = logging.getLogger(__name__)
+
+#: Paths the CalDAV engine answers without credentials (a redirect that reveals nothing).
+ANONYMOUS_CALDAV_PATHS = frozenset({"/.well-known/caldav", "/.well-known/caldav/"})
+
+
+def make_app(settings: Settings) -> web.Application:
+    engine = Engine(settings)
+    authenticator = Authenticator(UsersFile(settings.users_file), settings.auth)
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes,
+        middlewares=[
+            make_limits_middleware(settings.server.max_body_bytes),
+            make_auth_middleware(authenticator, engine.call, public_paths=ANONYMOUS_CALDAV_PATHS),
+        ],
+    )
+    app[SETTINGS] = settings
+    app[ENGINE] = engine
+    app[AUTHENTICATOR] = authenticator
+    app.cleanup_ctx.append(_engine_lifecycle)
+    app.router.add_get("/health", health)
+    # The catch-all goes last so that every more specific route above wins.
+    app.router.add_route("*", "/{path:.*}", caldav)
+    return app
+
+
+async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    engine = app[ENGINE]
+    bus = ChangeBus(asyncio.get_running_loop())
+    engine.attach(bus)
+    app[CHANGES] = bus
+    users = await engine.call(app[AUTHENTICATOR].users.records)
+    for name in users:
+        await engine.call(engine.ensure_principal, name)
+    if not users:
+        logger.warning(
+            "no users yet: add one with `calrelay users add NAME --password-stdin --data %s`",
+            app[SETTINGS].storage.data_dir,
+        )
+    yield
+    engine.close()
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def caldav(request: web.Request) -> web.StreamResponse:
+    principal = request.get(PRINCIPAL_REQUEST_KEY)
+    body = await request.read()
+    name, is_service = (principal.name, principal.is_service) if principal else ("", False)
+    return await request.app[ENGINE].handle(request, body, name, is_service)

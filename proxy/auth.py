@@ -1,0 +1,234 @@
+"""Authentication for every endpoint: the users file, password checks, and slowing down guessers.
+
+The users file is in htpasswd format with bcrypt hashes, one ``name:hash`` per line, with an optional third
+field ``service`` for service accounts (the CRM backend), which may act on every principal. bcrypt hashes
+never contain ``:``, so the format stays unambiguous; ``calrelay users`` maintains the file.
+
+bcrypt is slow on purpose; CalDAV clients send credentials with every request, so a successful check is
+remembered (keyed by an HMAC of the password under a per-process key, never the password itself) until the
+users file changes. Wrong passwords are slowed down per client address with an exponential delay; a request
+without credentials is challenged at once, because clients probe that way first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+from aiohttp import web
+
+from proxy.config import AuthSettings
+
+logger = logging.getLogger(__name__)
+
+SERVICE_FLAG = "service"
+#: Paths that answer without credentials.
+PUBLIC_PATHS = frozenset({"/health"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    is_service: bool = False
+
+    def may_access(self, user: str) -> bool:
+        return self.is_service or self.name == user
+
+
+PRINCIPAL_REQUEST_KEY = web.RequestKey("calrelay.principal", Principal)
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    name: str
+    password_hash: bytes
+    is_service: bool
+
+
+def valid_user_name(name: str) -> bool:
+    """Names become URL path segments and directory names: keep them plain."""
+    return bool(name) and len(name) <= 64 and all(c.isalnum() or c in "._-@" for c in name) and name[0] != "."
+
+
+class UsersFile:
+    """The htpasswd-style users file. Reads are cached until the file's mtime changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._records: dict[str, UserRecord] = {}
+
+    def records(self) -> dict[str, UserRecord]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._stamp, self._records = None, {}
+            return {}
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._stamp:
+            self._records = self._parse(self.path.read_text(encoding="utf-8"))
+            self._stamp = stamp
+        return self._records
+
+    @staticmethod
+    def _parse(text: str) -> dict[str, UserRecord]:
+        records = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            fields = line.strip().split(":")
+            if len(fields) not in (2, 3) or not fields[0] or (len(fields) == 3 and fields[2] != SERVICE_FLAG):
+                logger.warning("users file line %d is not name:bcrypt-hash[:service]; ignored", number)
+                continue
+            records[fields[0]] = UserRecord(fields[0], fields[1].encode(), len(fields) == 3)
+        return records
+
+    def write(self, records: dict[str, UserRecord]) -> None:
+        lines = [
+            f"{r.name}:{r.password_hash.decode()}" + (f":{SERVICE_FLAG}" if r.is_service else "")
+            for r in sorted(records.values(), key=lambda r: r.name)
+        ]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write("\n".join(lines) + ("\n" if lines else ""))
+        os.replace(temporary, self.path)
+
+    def add(self, name: str, password: str, is_service: bool) -> None:
+        if not valid_user_name(name):
+            raise ValueError(
+                f"invalid user name {name!r}: use letters, digits, '.', '_', '-', '@' (not starting with '.')"
+            )
+        if not password:
+            raise ValueError("the password must not be empty")
+        records = dict(self.records())
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt())
+        records[name] = UserRecord(name, hashed, is_service)
+        self.write(records)
+
+    def remove(self, name: str) -> bool:
+        records = dict(self.records())
+        if records.pop(name, None) is None:
+            return False
+        self.write(records)
+        return True
+
+
+class Authenticator:
+    """Checks Basic credentials against the users file, with a success cache and a per-client slowdown."""
+
+    def __init__(self, users: UsersFile, settings: AuthSettings) -> None:
+        self.users = users
+        self.settings = settings
+        self._cache_key = secrets.token_bytes(32)
+        self._verified: dict[tuple[str, bytes], bytes] = {}  # (name, HMAC of password) -> hash it matched
+        self._failures: dict[str, tuple[int, float]] = {}  # client -> (consecutive failures, last time)
+
+    @functools.cached_property
+    def _decoy_hash(self) -> bytes:
+        return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt())
+
+    def _fingerprint(self, password: str) -> bytes:
+        return hmac.new(self._cache_key, password.encode(), hashlib.sha256).digest()
+
+    def check(self, name: str, password: str) -> Principal | None:
+        """The principal for valid credentials, else None. Blocking (bcrypt): call it in a thread."""
+        record = self.users.records().get(name)
+        if record is None:
+            # Spend the same effort as for a real user so that timing does not reveal which names exist.
+            bcrypt.checkpw(password.encode(), self._decoy_hash)
+            return None
+        key = (name, self._fingerprint(password))
+        if self._verified.get(key) == record.password_hash:
+            return Principal(name, record.is_service)
+        if not bcrypt.checkpw(password.encode(), record.password_hash):
+            return None
+        self._verified[key] = record.password_hash
+        return Principal(name, record.is_service)
+
+    def penalty(self, client: str) -> float:
+        """Seconds to hold back the answer to a client whose recent attempts failed."""
+        failures, last = self._failures.get(client, (0, 0.0))
+        if failures == 0 or time.monotonic() - last > self.settings.max_failed_login_delay * 6:
+            return 0.0
+        return min(self.settings.failed_login_delay * 2 ** (failures - 1), self.settings.max_failed_login_delay)
+
+    def record(self, client: str, success: bool) -> None:
+        if success:
+            self._failures.pop(client, None)
+        else:
+            failures, _ = self._failures.get(client, (0, 0.0))
+            self._failures[client] = (failures + 1, time.monotonic())
+            if len(self._failures) > 10_000:  # bound memory under a spray of addresses
+                oldest = min(self._failures, key=lambda c: self._failures[c][1])
+                del self._failures[oldest]
+
+
+def parse_basic(header: str) -> tuple[str, str] | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        name, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (name, password) if sep else None
+
+
+def challenge(realm: str, message: str) -> web.Response:
+    return web.Response(
+        status=401,
+        text=message + "\n",
+        headers={"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'},
+    )
+
+
+def make_auth_middleware(
+    authenticator: Authenticator,
+    run_blocking: Callable[..., Awaitable[Principal | None]],
+    public_paths: frozenset[str] = frozenset(),
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Require valid credentials everywhere except ``PUBLIC_PATHS`` and ``public_paths``."""
+    realm = authenticator.settings.realm
+    anonymous = PUBLIC_PATHS | public_paths
+
+    @web.middleware
+    async def auth_middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path in anonymous:
+            return await handler(request)
+        credentials = parse_basic(request.headers.get("Authorization", ""))
+        if credentials is None:
+            return challenge(realm, "Authentication required: send HTTP Basic credentials of a calrelay user.")
+        client = request.remote or "unknown"
+        delay = authenticator.penalty(client)
+        if delay:
+            await asyncio.sleep(delay)
+        principal = await run_blocking(authenticator.check, *credentials)
+        authenticator.record(client, principal is not None)
+        if principal is None:
+            logger.warning("failed login for %r from %s", credentials[0], client)
+            return challenge(realm, "Wrong user name or password.")
+        request[PRINCIPAL_REQUEST_KEY] = principal
+        return await handler(request)
+
+    return auth_middleware
+
+
+def principal_of(request: web.Request) -> Principal:
+    """The authenticated principal of a request (the auth middleware guarantees one off public paths)."""
+    return request[PRINCIPAL_REQUEST_KEY]

@@ -1,0 +1,50 @@
+"""The ``calrelay`` command line.
+
+Each subcommand lives in its own module with a ``register(subparsers, common)`` function that adds its
+parser and sets ``func`` to a callable taking the parsed arguments and returning an exit status.
+``common`` is the parent parser holding the options every subcommand accepts (``--config``, ``--data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from proxy import __version__
+from proxy.config import ConfigError
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="TOML configuration file (default: built-in defaults)")
+    common.add_argument("--data", metavar="DIR", help="data directory (overrides [storage] data_dir)")
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from proxy import serve, users
+    from proxy.emulator import cli as emulator_cli
+
+    parser = argparse.ArgumentParser(prog="calrelay", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"calrelay {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_options()
+    for module in (serve, users, emulator_cli):
+        module.register(subparsers, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose + 1, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as error:
+        print(f"calrelay: configuration error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,210 @@
+"""Configuration: the schema, declared once with types and help text, and the TOML loader.
+
+Every option is a field of a frozen dataclass, one dataclass per TOML table. The help text lives next to
+the type and default, ``config/calrelay.toml`` documents every key (a test keeps the two in step), and the
+loader rejects unknown keys and wrong types with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the offending key."""
+
+
+def option(default: Any, help: str) -> Any:
+    """A setting with its default and help text (``help`` is shown in the annotated config file)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = option("127.0.0.1", "Address to listen on. Keep loopback unless a TLS proxy sits in front.")
+    port: int = option(5232, "TCP port to listen on (0 picks a free one).")
+    threads: int = option(8, "Size of the thread pool that runs the CalDAV engine (Radicale).")
+    max_body_bytes: int = option(
+        10_000_000, "Largest request body accepted; larger ones get 413 before anything is stored."
+    )
+    shutdown_timeout: float = option(10.0, "Seconds to let in-flight requests finish on SIGINT/SIGTERM.")
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    data_dir: Path = option(
+        Path("calrelay-data"), "Directory for calendars, users and state (relative to the working dir)."
+    )
+    max_resource_size: int = option(5_000_000, "Largest single calendar object or calendar import, bytes.")
+    max_occurrences: int = option(
+        20_000, "Most occurrences one recurring event may expand to in a query (guards unbounded RRULEs)."
+    )
+    default_calendar_kind: str = option(
+        "simple", "Kind of a calendar that declares none: round-robin, collective, class-booking, service, simple."
+    )
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    users_file: Path | None = option(
+        None, "htpasswd-style users file (bcrypt). Default: <data_dir>/users. Manage it with `calrelay users`."
+    )
+    failed_login_delay: float = option(
+        1.0, "Base delay after a wrong password from one client; doubles per failure, reset on success."
+    )
+    max_failed_login_delay: float = option(10.0, "Upper bound of the per-client delay after wrong passwords.")
+    realm: str = option("calrelay", "Realm shown in the Basic authentication challenge.")
+
+
+@dataclass(frozen=True)
+class AvailabilitySettings:
+    timezone: str = option("UTC", "IANA zone for floating times and all-day events (e.g. Europe/Berlin).")
+    stale_after: float = option(
+        600.0, "Seconds after which a mirror that has not synced is reported stale by availability."
+    )
+    max_window_days: int = option(366, "Longest window one availability query may cover.")
+
+
+@dataclass(frozen=True)
+class RecorderSettings:
+    path: Path | None = option(None, "Record every HTTP exchange to this HAR 1.2 file (secrets redacted).")
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    availability: AvailabilitySettings = field(default_factory=AvailabilitySettings)
+    recorder: RecorderSettings = field(default_factory=RecorderSettings)
+
+    @property
+    def users_file(self) -> Path:
+        return self.auth.users_file or self.storage.data_dir / "users"
+
+    def replace(self, section: str, **values: Any) -> Settings:
+        """A copy with some keys of one section changed (CLI flags override the file this way)."""
+        updated = dataclasses.replace(getattr(self, section), **values)
+        return dataclasses.replace(self, **{section: updated})
+
+
+def sections() -> dict[str, type]:
+    """The TOML tables and the dataclass that declares each."""
+    hints = typing.get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Settings)}
+
+
+def load(path: Path | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Settings:
+    """Settings from the TOML file at ``path`` (or the defaults), then ``overrides`` (section → key → value).
+
+    Relative paths in the file are resolved against the file's directory, so a config works from any cwd.
+    """
+    raw: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: not valid TOML: {error}") from None
+        base = path.resolve().parent
+    tables = sections()
+    unknown = sorted(set(raw) - set(tables))
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}]; known sections: {', '.join(tables)}")
+    settings = Settings()
+    for section, cls in tables.items():
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        values = {key: _convert(section, key, value, cls, base) for key, value in table.items()}
+        for key, value in (overrides or {}).get(section, {}).items():
+            if value is not None:
+                values[key] = _convert(section, key, value, cls, Path.cwd())
+        if values:
+            settings = settings.replace(section, **values)
+    _validate(settings)
+    return settings
+
+
+def _convert(section: str, key: str, value: Any, cls: type, base: Path) -> Any:
+    hints = typing.get_type_hints(cls)
+    if key not in hints:
+        known = ", ".join(hints)
+        raise ConfigError(f"unknown key {section}.{key}; keys of [{section}]: {known}")
+    expected = hints[key]
+    optional = type(None) in typing.get_args(expected)
+    target = next((t for t in typing.get_args(expected) if t is not type(None)), expected)
+    name = f"{section}.{key}"
+    if optional and value in ("", None):
+        return None
+    if target is Path:
+        if not isinstance(value, str | Path):
+            raise ConfigError(f"{name} must be a path (a string), not {type(value).__name__}")
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else base / candidate
+    if target is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, not {value!r}")
+        return value
+    if target is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name} must be a number, not {value!r}")
+        return float(value)
+    if target is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, not {value!r}")
+        return value
+    if target is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, not {value!r}")
+        return value
+    raise ConfigError(f"{name}: unsupported type {expected}")  # a schema bug, caught by the schema test
+
+
+def _validate(settings: Settings) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from proxy.model import CalendarKind
+
+    checks = [
+        (0 <= settings.server.port <= 65535, "server.port must be between 0 and 65535"),
+        (settings.server.threads >= 1, "server.threads must be at least 1"),
+        (settings.server.max_body_bytes >= 1024, "server.max_body_bytes must be at least 1024"),
+        (settings.storage.max_resource_size >= 1024, "storage.max_resource_size must be at least 1024"),
+        (settings.storage.max_occurrences >= 1, "storage.max_occurrences must be at least 1"),
+        (settings.auth.failed_login_delay >= 0, "auth.failed_login_delay must not be negative"),
+        (settings.availability.max_window_days >= 1, "availability.max_window_days must be at least 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    try:
+        CalendarKind.parse(settings.storage.default_calendar_kind)
+    except ValueError as error:
+        raise ConfigError(f"storage.default_calendar_kind: {error}") from None
+    try:
+        ZoneInfo(settings.availability.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"availability.timezone: unknown time zone {settings.availability.timezone!r}"
+        ) from None
+
+
+def describe() -> list[tuple[str, str, Any, str]]:
+    """(section, key, default, help) for every option, in declaration order."""
+    rows = []
+    for section, cls in sections().items():
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            rows.append((section, f.name, default, f.metadata["help"]))
+    return rows

@@ -1,0 +1,238 @@
+"""The CalDAV engine: an embedded Radicale, run in a bounded thread pool, and the bridge to it.
+
+Radicale is a WSGI application with blocking file I/O and locks, so it never runs on the event loop: each
+request is handed to a worker thread together with a request scope (``plugins.scope``) and the identity the
+front door established. When Radicale returns, the changes its storage plugin recorded are published on the
+:class:`ChangeBus`, outside the storage lock and without delaying the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import io
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import radicale
+from aiohttp import web
+from multidict import CIMultiDict
+from radicale import config as radicale_config
+from radicale import pathutils
+
+from plugins import scope as request_scope
+from plugins.auth import ROLE_ENVIRON_KEY, SERVICE_ROLE
+from plugins.rights import Rights
+from plugins.scope import Change
+from plugins.storage import Storage
+from proxy.config import Settings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Hop-by-hop and length headers are recomputed by aiohttp.
+_SKIPPED_RESPONSE_HEADERS = {"content-length", "connection", "transfer-encoding"}
+_REASON_STATUSES = {400, 403, 409}
+
+
+@dataclass(frozen=True)
+class CalendarInfo:
+    path: str  # "/alice/work/"
+    props: Mapping[str, str]
+    etag: str
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    href: str
+    etag: str
+    text: str
+
+
+class ChangeBus:
+    """Fans storage changes out to subscribers on the event loop. Thread-safe ``publish``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._subscribers: list[Callable[[Change], None]] = []
+
+    def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
+        """Call ``callback(change)`` on the loop for every change; returns the unsubscribe function."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    def publish(self, change: Change) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, change)
+        except RuntimeError:  # the loop is closed: nobody is left to tell
+            logger.debug("change after shutdown dropped: %s", change)
+
+    def _deliver(self, change: Change) -> None:
+        logger.debug("change: %s %s %s", change.action, change.path, change.href or "")
+        for callback in list(self._subscribers):
+            try:
+                callback(change)
+            except Exception:
+                logger.exception("change subscriber %r failed on %s", callback, change)
+
+
+def radicale_configuration(settings: Settings) -> radicale_config.Configuration:
+    """Radicale's configuration for calrelay's engine, derived from calrelay's settings."""
+    configuration = radicale_config.load()
+    collections = settings.storage.data_dir / "collections"
+    configuration.update(
+        {
+            "server": {
+                # The front door enforces the request size; Radicale checks single resources.
+                "max_content_length": str(settings.server.max_body_bytes),
+                "max_resource_size": str(min(settings.storage.max_resource_size,
+                                             int(settings.server.max_body_bytes * 0.8))),
+                "max_vevent_rrule_occurrence": str(settings.storage.max_occurrences),
+                "delay_on_error": "0",
+            },
+            "auth": {"type": "plugins.auth", "delay": "0", "cache_logins": "False"},
+            "rights": {"type": "plugins.rights", "permit_delete_collection": "True"},
+            "storage": {"type": "plugins.storage", "filesystem_folder": str(collections)},
+            "web": {"type": "none"},
+            "logging": {"mask_passwords": "True"},
+        },
+        "calrelay",
+        privileged=True,
+    )
+    return configuration
+
+
+class Engine:
+    """The embedded Radicale and its thread pool."""
+
+    def __init__(self, settings: Settings) -> None:
+        settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.application = radicale.Application(radicale_configuration(settings))
+        # Radicale builds its plugins itself; reach in once to wire them to each other and to the bus.
+        storage = self.application._storage
+        rights = self.application._rights
+        assert isinstance(storage, Storage) and isinstance(rights, Rights)
+        self.storage: Storage = storage
+        rights.mirror_role = storage.mirror_role
+        radicale_logger = logging.getLogger("radicale")
+        if not any(isinstance(h, request_scope.WarningCollector) for h in radicale_logger.handlers):
+            radicale_logger.addHandler(request_scope.WarningCollector())
+        self._pool = ThreadPoolExecutor(settings.server.threads, thread_name_prefix="caldav")
+        self._bus: ChangeBus | None = None
+
+    def attach(self, bus: ChangeBus) -> None:
+        """Send every change, from client requests and from the relay, to ``bus``."""
+        self._bus = bus
+        self.storage.change_listener = bus.publish
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking function in the engine's pool, keeping the caller's context variables."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, fn, *args)
+
+    # -- CalDAV requests ---------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request, body: bytes, user: str, is_service: bool) -> web.Response:
+        environ = _environ(request, body, user, SERVICE_ROLE if is_service else "")
+        status, headers, payload, scope = await self.call(self._run_wsgi, environ)
+        if self._bus is not None:
+            for change in scope.changes:
+                self._bus.publish(change)
+        reason = scope.refusal or (scope.warnings[-1] if status == 400 and scope.warnings else None)
+        if reason and status in _REASON_STATUSES:
+            payload = f"{reason}\n".encode()
+            headers = [(k, v) for k, v in headers if k.lower() not in ("content-type", "content-encoding")]
+            headers.append(("Content-Type", "text/plain; charset=utf-8"))
+        response = web.Response(status=status, body=payload)
+        for key, value in headers:
+            if key.lower() not in _SKIPPED_RESPONSE_HEADERS:
+                response.headers.add(key, value)
+        return response
+
+    def _run_wsgi(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes, Any]:
+        captured: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            captured["status"], captured["headers"] = status, headers
+
+        with request_scope.request_scope() as scope:
+            payload = b"".join(self.application(environ, start_response))
+        return int(captured["status"].split(" ", 1)[0]), captured["headers"], payload, scope
+
+    # -- direct reads for the JSON API -------------------------------------------------------------------
+
+    def ensure_principal(self, user: str) -> None:
+        path = f"/{user}/"
+        with self.storage.acquire_lock("w", user):
+            if next(iter(self.storage.discover(path)), None) is None:
+                self.storage.create_collection(path)
+
+    def list_calendars(self, user: str) -> list[CalendarInfo]:
+        """The user's calendar collections (booking calendars and mirrors) with their props and ETags."""
+        if not pathutils.is_safe_path_component(user):
+            return []
+        calendars = []
+        with self.storage.acquire_lock("r", user):
+            for collection in self.storage.discover(f"/{user}/", depth="1"):
+                if isinstance(collection, radicale.storage.BaseCollection) and collection.tag == "VCALENDAR":
+                    path = pathutils.unstrip_path(collection.path, True)
+                    calendars.append(CalendarInfo(path, dict(collection.get_meta()), collection.etag))
+        return calendars
+
+    def read_items(self, path: str) -> list[StoredItem]:
+        """Every object of the calendar at ``path`` (empty if there is none)."""
+        user = pathutils.strip_path(path).split("/", 1)[0]
+        with self.storage.acquire_lock("r", user):
+            collection = next(iter(self.storage.discover(path)), None)
+            if not isinstance(collection, radicale.storage.BaseCollection):
+                return []
+            return [StoredItem(item.href or "", item.etag, item.serialize()) for item in collection.get_all()]
+
+
+def _environ(request: web.Request, body: bytes, user: str, role: str) -> dict[str, Any]:
+    host = request.host or "localhost"
+    server_name, _, server_port = host.rpartition(":") if ":" in host else (host, "", "")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": request.path,
+        "QUERY_STRING": request.query_string,
+        "CONTENT_TYPE": request.headers.get("Content-Type", ""),
+        "CONTENT_LENGTH": str(len(body)),
+        "SERVER_NAME": server_name or host,
+        "SERVER_PORT": server_port or ("443" if request.secure else "80"),
+        "SERVER_PROTOCOL": f"HTTP/{request.version.major}.{request.version.minor}",
+        "REMOTE_ADDR": request.remote or "",
+        "REMOTE_USER": user,
+        ROLE_ENVIRON_KEY: role,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": request.scheme,
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": _LogStream(),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    headers: CIMultiDict[str] = CIMultiDict(request.headers)
+    for name in ("Authorization", "Cookie", "Content-Type", "Content-Length"):
+        headers.popall(name, None)
+    for name in headers:
+        environ["HTTP_" + name.upper().replace("-", "_")] = ", ".join(headers.getall(name))
+    return environ
+
+
+class _LogStream(io.TextIOBase):
+    """``wsgi.errors`` that forwards to logging instead of stderr."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            logger.warning("radicale: %s", text.rstrip())
+        return len(text)

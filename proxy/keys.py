@@ -1,0 +1,14 @@
+"""Typed keys for what the application holds (aiohttp ``AppKey``s: no globals)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.auth import Authenticator
+from proxy.config import Settings
+from proxy.engine import ChangeBus, Engine
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", Engine)
+CHANGES = web.AppKey("changes", ChangeBus)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)

@@ -1,0 +1,66 @@
+"""The vocabulary of the CRM contract (design §2): calendar kinds, event kinds, and where they are stored.
+
+Pure definitions shared by the storage plugin, the relay and the availability engine.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+#: Collection property (Clark notation, as Radicale stores it) that holds a booking calendar's kind.
+CALENDAR_KIND_PROP = "{urn:calrelay}calendar-kind"
+#: Collection property marking a mirror of an iCloud calendar: its value is the mirror's role.
+MIRROR_ROLE_PROP = "{urn:calrelay}mirror-role"
+#: Collection property of a mirror: the URL of the iCloud calendar it mirrors.
+MIRROR_SOURCE_PROP = "{urn:calrelay}mirror-source"
+
+#: iCalendar properties calrelay uses on VEVENTs.
+EVENT_KIND_PROPERTY = "X-CALRELAY-KIND"
+EVENT_ORIGIN_PROPERTY = "X-CALRELAY-ORIGIN"
+
+
+class CalendarKind(StrEnum):
+    ROUND_ROBIN = "round-robin"
+    COLLECTIVE = "collective"
+    CLASS_BOOKING = "class-booking"
+    SERVICE = "service"
+    SIMPLE = "simple"
+
+    @property
+    def integrates(self) -> bool:
+        """Rule 1: only Round Robin, Collective, Class Booking and Service calendars reach iCloud."""
+        return self is not CalendarKind.SIMPLE
+
+    @classmethod
+    def parse(cls, value: str) -> CalendarKind:
+        """The kind named by ``value`` (case-insensitive), or ValueError naming the allowed values."""
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            allowed = ", ".join(kind.value for kind in cls)
+            raise ValueError(f"unknown calendar kind {value!r}: use one of {allowed}") from None
+
+
+class EventKind(StrEnum):
+    APPOINTMENT = "APPOINTMENT"
+    BLOCKED = "BLOCKED"
+
+    @classmethod
+    def parse(cls, value: str) -> EventKind:
+        try:
+            return cls(value.strip().upper())
+        except ValueError:
+            allowed = ", ".join(kind.value for kind in cls)
+            raise ValueError(f"unknown {EVENT_KIND_PROPERTY} {value!r}: use one of {allowed}") from None
+
+
+class MirrorRole(StrEnum):
+    """What a mirror collection of an iCloud calendar is for (rules 3 and 4)."""
+
+    PRIMARY = "primary"  # calrelay writes appointments there and reads all its events
+    CONFLICT = "conflict"  # read only; its events block availability
+
+
+class Origin(StrEnum):
+    CRM = "CRM"
+    ICLOUD = "ICLOUD"
