@@ -377,6 +377,11 @@ async def recorder_middleware(request: web.Request, handler: Handler) -> web.Str
     except web.HTTPException as error:
         recorder.record(await _capture(request, request_body, error, started, begin, read))
         raise
+    except Exception:
+        # aiohttp answers an unhandled error with a 500; the recording should show that it happened.
+        failure = web.HTTPInternalServerError()
+        recorder.record(await _capture(request, request_body, failure, started, begin, read))
+        raise
     recorder.record(await _capture(request, request_body, response, started, begin, read))
     return response
 
