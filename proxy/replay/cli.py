@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             replay(
                 exchanges,
                 target,
-                auth=auth,
+                authorization=auth,
                 only=args.only,
                 stop_on_first=args.stop_on_first,
                 timeout=args.timeout,
@@ -70,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_MATCHED if report.matched else EXIT_DIFFERED
 
 
-def _auth(args: argparse.Namespace) -> aiohttp.BasicAuth | None:
+def _auth(args: argparse.Namespace) -> str | None:
+    """The Authorization header value for --user, or None."""
     if args.password_stdin and not args.user:
         raise ValueError("--password-stdin needs --user")
     if not args.user:
         return None
     password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else ""
-    return aiohttp.BasicAuth(args.user, password)
+    return aiohttp.encode_basic_auth(args.user, password)

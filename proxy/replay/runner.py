@@ -118,12 +118,14 @@ async def replay(
     exchanges: Sequence[Exchange],
     target: Target,
     *,
-    auth: aiohttp.BasicAuth | None = None,
+    authorization: str | None = None,
     only: Collection[str] | None = None,
     stop_on_first: bool = False,
     timeout: float = 30.0,
 ) -> Report:
-    """Replay ``exchanges`` in order against ``target``; TargetUnreachable when it cannot be connected to."""
+    """Replay ``exchanges`` in order against ``target``; TargetUnreachable when it cannot be connected to.
+
+    ``authorization`` is the Authorization header to send where the recorded request had one."""
     report = Report(target=f"{target.origin}{target.base}/", total=len(exchanges))
     bindings = Bindings()
     wanted = {method.upper() for method in only} if only else None
@@ -132,7 +134,7 @@ async def replay(
         for exchange in exchanges:
             if wanted is not None and exchange.method not in wanted:
                 continue
-            result = await _replay_one(session, exchange, target, auth, bindings)
+            result = await _replay_one(session, exchange, target, authorization, bindings)
             report.results.append(result)
             log.debug(
                 "#%d %s %s: %d differences",
@@ -151,7 +153,7 @@ async def _replay_one(
     session: aiohttp.ClientSession,
     exchange: Exchange,
     target: Target,
-    auth: aiohttp.BasicAuth | None,
+    authorization: str | None,
     bindings: Bindings,
 ) -> EntryResult:
     recorded_origin = _origin(exchange.url)
@@ -166,11 +168,10 @@ async def _replay_one(
     body = _request_body(exchange.request.body, bindings, recorded_origin, target)
     # The recording's Authorization is redacted: the replay authenticates as --user, and only where the
     # recorded client did (an unauthenticated probe must stay unauthenticated to get the same 401).
-    request_auth = auth if exchange.request.header("Authorization") is not None else None
+    if authorization is not None and exchange.request.header("Authorization") is not None:
+        headers.append(("Authorization", authorization))
     try:
-        async with session.request(
-            exchange.method, url, headers=headers, data=body, auth=request_auth, allow_redirects=False
-        ) as response:
+        async with session.request(exchange.method, url, headers=headers, data=body, allow_redirects=False) as response:
             actual_body = await response.read()
             actual = Message(tuple(response.headers.items()), actual_body)
             status = response.status

@@ -44,9 +44,7 @@ def test_strip_origin_removes_scheme_host_port_and_decodes() -> None:
 
 def test_xml_facts_address_responses_by_href_and_mark_variables() -> None:
     facts = xml_facts(
-        multistatus(
-            prop_response("{host}/alice/cal/", '<D:getetag>"e1"</D:getetag><CS:getctag>c1</CS:getctag>')
-        )
+        multistatus(prop_response("{host}/alice/cal/", '<D:getetag>"e1"</D:getetag><CS:getctag>c1</CS:getctag>'))
     )
     by_path = {fact.path: fact for fact in facts}
     prefix = "D:multistatus/D:response[/alice/cal/]/D:propstat[200]/D:prop"
@@ -128,9 +126,7 @@ def test_status_difference_and_missing_etag_are_reported() -> None:
 
 def test_calendar_body_compared_as_components() -> None:
     recorded = Message(ICS, event("A").encode())
-    assert (
-        compare(200, recorded, 200, Message(ICS, event("A", "20300101T000000Z").encode()), Bindings()) == []
-    )
+    assert compare(200, recorded, 200, Message(ICS, event("A", "20300101T000000Z").encode()), Bindings()) == []
     moved = event("A").replace("DTSTART:20300101T100000Z", "DTSTART:20300101T120000Z")
     [difference] = compare(200, recorded, 200, Message(ICS, moved.encode()), Bindings())
     assert difference.where.endswith("/DTSTART") and difference.actual == "20300101T120000Z"
@@ -148,12 +144,8 @@ def test_missing_and_unexpected_responses() -> None:
 
 def test_error_prose_is_not_compared_but_dav_error_xml_is() -> None:
     text = (("Content-Type", "text/plain"),)
-    assert (
-        compare(403, Message(text, b"Forbidden."), 403, Message(text, b"Access denied\n"), Bindings()) == []
-    )
-    recorded = (
-        b'<D:error xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><C:valid-calendar-data/></D:error>'
-    )
+    assert compare(403, Message(text, b"Forbidden."), 403, Message(text, b"Access denied\n"), Bindings()) == []
+    recorded = b'<D:error xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><C:valid-calendar-data/></D:error>'
     actual = recorded.replace(b"valid-calendar-data", b"supported-calendar-data")
     assert compare(403, Message(XML, recorded), 403, Message(XML, actual), Bindings())
 
