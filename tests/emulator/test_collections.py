@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 
+import aiohttp
 from defusedxml import ElementTree
 
-from proxy.emulator import EmulatorServer
+from proxy.emulator import EmulatorServer, load_accounts
 from proxy.emulator.accounts import shared_calendar_id
-from tests.emulator.conftest import APPLE_ID, CS, HOME, Dav, event
+from tests.emulator.conftest import APPLE_ID, CS, HOME, Dav, basic, event
 
 C = "urn:ietf:params:xml:ns:caldav"
 LISTING = ("<displayname/>", "<resourcetype/>", "<C:supported-calendar-component-set/>", "<CS:getctag/>",
@@ -63,19 +64,11 @@ async def test_legacy_reminders_variant_is_configurable(tmp_path) -> None:  # 9 
         '[[account.calendar]]\nid = "tasks"\ndisplayname = "Reminders ⚠️"\ncomponent = "VTODO"\n',
         encoding="utf-8",
     )
-    from proxy.emulator import load_accounts
-
-    async with EmulatorServer(accounts=load_accounts(accounts)) as emu:
-        import aiohttp
-
-        from tests.emulator.conftest import basic
-
-        async with aiohttp.ClientSession() as session:
-            dav = Dav(session, emu)
-            reply = await dav.request(
-                "PROPFIND", "/555000111/calendars/tasks/", "", auth=basic("a@icloud.test", "wxyz-wxyz-wxyz-wxyz"),
-                headers={"Depth": "0"},
-            )
+    async with EmulatorServer(accounts=load_accounts(accounts)) as emu, aiohttp.ClientSession() as session:
+        reply = await Dav(session, emu).request(
+            "PROPFIND", "/555000111/calendars/tasks/", "", auth=basic("a@icloud.test", "wxyz-wxyz-wxyz-wxyz"),
+            headers={"Depth": "0"},
+        )
     assert "Reminders ⚠️" in reply.text
 
 
@@ -91,8 +84,9 @@ async def test_undefined_properties_come_back_in_a_separate_404_propstat(dav: Da
 
 async def test_color_ctag_and_sync_token(dav: Dav) -> None:  # 11
     properties = ("<A:calendar-color/>", "<CS:getctag/>", "<sync-token/>")
-    before = found(responses_by_href((await dav.propfind(HOME + "work/", *properties)).text)[HOME + "work/"])
-    assert '<calendar-color xmlns="http://apple.com/ns/ical/">' in (await dav.propfind(HOME + "work/", *properties)).text
+    first = await dav.propfind(HOME + "work/", *properties)
+    assert '<calendar-color xmlns="http://apple.com/ns/ical/">' in first.text
+    before = found(responses_by_href(first.text)[HOME + "work/"])
     assert re.fullmatch(r"#[0-9A-F]{8}", before.findtext("{http://apple.com/ns/ical/}calendar-color"))
     assert (await dav.put(HOME + "work/a.ics", event("ctag-1"))).status == 201
     after = found(responses_by_href((await dav.propfind(HOME + "work/", *properties)).text)[HOME + "work/"])
