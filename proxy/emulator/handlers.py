@@ -7,6 +7,7 @@ import time
 import xml.etree.ElementTree as ElementTree
 
 from aiohttp import web
+from icalendar import Calendar
 
 from proxy.emulator import resources
 from proxy.emulator.ical import ObjectRejected, parse_object
@@ -292,9 +293,9 @@ async def put(ctx: RequestContext) -> web.StreamResponse:
     return web.Response(status=201 if created else 204, headers={"ETag": f'"{obj.etag}"'})
 
 
-def _send_scheduling_mail(ctx: RequestContext, method: str, calendar: object, uid: str, summary: str) -> None:
+def _send_scheduling_mail(ctx: RequestContext, method: str, calendar: Calendar, uid: str, summary: str) -> None:
     account = ctx.state.account
-    recipients = scheduled_recipients(calendar, account.addresses)  # type: ignore[arg-type]
+    recipients = scheduled_recipients(calendar, account.addresses)
     if recipients:
         entry = ctx.emulator.mail.record(method, account.apple_id, recipients, uid, summary, _canonical(ctx))
         log.info("would e-mail %s %s to %s", method, uid, ", ".join(entry.recipients))
