@@ -1,6 +1,8 @@
 """Radicale plugins that turn a plain Radicale into calrelay's CalDAV engine.
 
-- ``plugins.auth``: trusts the identity established by calrelay's front door (one auth source for all).
+Authentication is not among them: the front door checks credentials once for every endpoint and hands
+the user to Radicale as ``REMOTE_USER`` (Radicale's ``remote_user`` auth type).
+
 - ``plugins.rights``: each user sees only their own principal; service accounts see every principal;
   mirrors of iCloud conflict calendars are read only.
 - ``plugins.storage``: Radicale's filesystem storage plus the CRM rules and the change signal.

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from radicale import pathutils
 from radicale.rights import BaseRights
 
-from plugins.auth import SERVICE_ROLE
 from plugins.scope import refuse
 from proxy.model import MirrorRole
 
@@ -21,6 +20,9 @@ from proxy.model import MirrorRole
 class Rights(BaseRights):
     #: Set by the engine: the mirror role of a collection path, or None for an ordinary collection.
     mirror_role: Callable[[str], MirrorRole | None] = staticmethod(lambda path: None)
+    #: Set by the engine: whether a user is a service account. (Radicale does not pass the user's groups
+    #: when it checks the destination of a MOVE, so the role cannot travel as a group.)
+    is_service: Callable[[str], bool] = staticmethod(lambda user: False)
 
     def authorization(self, user: str, user_groups: set, path: str) -> str:
         if not user:
@@ -29,7 +31,7 @@ class Rights(BaseRights):
         if not sane_path:
             return "R"  # the root: lists only what the rights below allow
         owner, _, rest = sane_path.partition("/")
-        if owner != user and SERVICE_ROLE not in user_groups:
+        if owner != user and not self.is_service(user):
             return ""
         if not rest:
             return "RW"  # the principal: may create and delete calendars under it

@@ -74,7 +74,7 @@ def validate_props(props: Mapping[str, str], previous: Mapping[str, str] | None 
 
 def validate_item(item: radicale_item.Item) -> None:
     """Refuse a VEVENT whose X-CALRELAY-KIND is neither APPOINTMENT nor BLOCKED."""
-    if item.component_name != "VCALENDAR":
+    if item.vobject_item.name != "VCALENDAR":
         return
     for component in item.vobject_item.getChildren():
         if component.name != "VEVENT":

@@ -27,10 +27,14 @@ ANONYMOUS_CALDAV_PATHS = frozenset({"/.well-known/caldav", "/.well-known/caldav/
 
 
 def make_app(settings: Settings) -> web.Application:
-    engine = Engine(settings)
-    authenticator = Authenticator(UsersFile(settings.users_file), settings.auth)
+    users = UsersFile(settings.users_file)
+    engine = Engine(settings, users)
+    authenticator = Authenticator(users, settings.auth)
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
+        # After refusing an oversized body, read what is still in flight for at most a second (not
+        # aiohttp's default ten), so a refused upload does not hold the connection or a shutdown.
+        handler_args={"lingering_time": 1.0},
         middlewares=[
             make_limits_middleware(settings.server.max_body_bytes),
             make_auth_middleware(authenticator, engine.call, public_paths=ANONYMOUS_CALDAV_PATHS),
@@ -70,5 +74,4 @@ async def health(request: web.Request) -> web.Response:
 async def caldav(request: web.Request) -> web.StreamResponse:
     principal = request.get(PRINCIPAL_REQUEST_KEY)
     body = await request.read()
-    name, is_service = (principal.name, principal.is_service) if principal else ("", False)
-    return await request.app[ENGINE].handle(request, body, name, is_service)
+    return await request.app[ENGINE].handle(request, body, principal.name if principal else "")

@@ -25,15 +25,18 @@ def _common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from proxy import serve, users
+    from proxy import config_cli, serve, users
     from proxy.emulator import cli as emulator_cli
     from proxy.replay import cli as replay_cli
 
-    parser = argparse.ArgumentParser(prog="calrelay", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="calrelay",
+        description="A local CalDAV server that relays a CRM's booking calendars to iCloud and back.",
+    )
     parser.add_argument("--version", action="version", version=f"calrelay {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common_options()
-    for module in (serve, users, emulator_cli, replay_cli):
+    for module in (serve, users, config_cli, emulator_cli, replay_cli):
         module.register(subparsers, common)
     return parser
 

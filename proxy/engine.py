@@ -24,10 +24,10 @@ from radicale import config as radicale_config
 from radicale import pathutils
 
 from plugins import scope as request_scope
-from plugins.auth import ROLE_ENVIRON_KEY, SERVICE_ROLE
 from plugins.rights import Rights
 from plugins.scope import Change
 from plugins.storage import Storage
+from proxy.auth import UsersFile
 from proxy.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,8 @@ def radicale_configuration(settings: Settings) -> radicale_config.Configuration:
                 "max_vevent_rrule_occurrence": str(settings.storage.max_occurrences),
                 "delay_on_error": "0",
             },
-            "auth": {"type": "plugins.auth", "delay": "0", "cache_logins": "False"},
+            # The front door authenticates; Radicale takes the user from REMOTE_USER.
+            "auth": {"type": "remote_user", "delay": "0", "cache_logins": "False"},
             "rights": {"type": "plugins.rights", "permit_delete_collection": "True"},
             "storage": {"type": "plugins.storage", "filesystem_folder": str(collections)},
             "web": {"type": "none"},
@@ -109,7 +110,7 @@ def radicale_configuration(settings: Settings) -> radicale_config.Configuration:
 class Engine:
     """The embedded Radicale and its thread pool."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, users: UsersFile) -> None:
         settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings = settings
         self.application = radicale.Application(radicale_configuration(settings))
@@ -119,6 +120,7 @@ class Engine:
         assert isinstance(storage, Storage) and isinstance(rights, Rights)
         self.storage: Storage = storage
         rights.mirror_role = storage.mirror_role
+        rights.is_service = lambda name: (record := users.records().get(name)) is not None and record.is_service
         radicale_logger = logging.getLogger("radicale")
         if not any(isinstance(h, request_scope.WarningCollector) for h in radicale_logger.handlers):
             radicale_logger.addHandler(request_scope.WarningCollector())
@@ -140,8 +142,9 @@ class Engine:
 
     # -- CalDAV requests ---------------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request, body: bytes, user: str, is_service: bool) -> web.Response:
-        environ = _environ(request, body, user, SERVICE_ROLE if is_service else "")
+    async def handle(self, request: web.Request, body: bytes, user: str) -> web.Response:
+        """Answer a CalDAV request as ``user`` (the authenticated name, or "" for anonymous paths)."""
+        environ = _environ(request, body, user)
         status, headers, payload, scope = await self.call(self._run_wsgi, environ)
         if self._bus is not None:
             for change in scope.changes:
@@ -197,7 +200,7 @@ class Engine:
             return [StoredItem(item.href or "", item.etag, item.serialize()) for item in collection.get_all()]
 
 
-def _environ(request: web.Request, body: bytes, user: str, role: str) -> dict[str, Any]:
+def _environ(request: web.Request, body: bytes, user: str) -> dict[str, Any]:
     host = request.host or "localhost"
     server_name, _, server_port = host.rpartition(":") if ":" in host else (host, "", "")
     environ: dict[str, Any] = {
@@ -212,7 +215,6 @@ def _environ(request: web.Request, body: bytes, user: str, role: str) -> dict[st
         "SERVER_PROTOCOL": f"HTTP/{request.version.major}.{request.version.minor}",
         "REMOTE_ADDR": request.remote or "",
         "REMOTE_USER": user,
-        ROLE_ENVIRON_KEY: role,
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": request.scheme,
         "wsgi.input": io.BytesIO(body),

@@ -18,8 +18,11 @@ XML_METHODS = frozenset({"PROPFIND", "PROPPATCH", "REPORT", "MKCALENDAR", "MKCOL
 _ENCODED_SEPARATORS = ("%2f", "%5c", "%00")
 
 
-def bad_request(message: str, status: int = 400) -> web.Response:
-    return web.Response(status=status, text=message + "\n")
+def bad_request(message: str, status: int = 400, close: bool = False) -> web.Response:
+    response = web.Response(status=status, text=message + "\n")
+    if close:  # the unread body would otherwise have to be drained before the connection is reused
+        response.force_close()
+    return response
 
 
 def path_problem(raw_path: str, path: str) -> str | None:
@@ -62,11 +65,11 @@ def make_limits_middleware(max_body_bytes: int) -> Callable[..., Awaitable[web.S
             "Split the upload, e.g. one event per PUT."
         )
         if (request.content_length or 0) > max_body_bytes:
-            return bad_request(too_large, status=413)
+            return bad_request(too_large, status=413, close=True)
         try:
             body = await request.read()  # cached by aiohttp for the handlers that follow
         except web.HTTPRequestEntityTooLarge:
-            return bad_request(too_large, status=413)
+            return bad_request(too_large, status=413, close=True)
         if body and request.method in XML_METHODS:
             problem = xml_problem(body)
             if problem:

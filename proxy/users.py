@@ -34,13 +34,14 @@ def add_user(args: argparse.Namespace) -> int:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = getpass.getpass(f"Password for {args.name}: ")
+    users = UsersFile(settings.users_file)
     try:
-        UsersFile(settings.users_file).add(args.name, password, args.service)
+        users.add(args.name, password, args.service)
     except ValueError as error:
         print(f"calrelay: {error}", file=sys.stderr)
         return 2
     # Create the principal now, so a service account can write below it before the user ever logs in.
-    engine = Engine(settings)
+    engine = Engine(settings, users)
     try:
         engine.ensure_principal(args.name)
     finally:

@@ -1,0 +1,129 @@
+"""Bad input gets a 4xx with a message that says what to fix, and the store does not change."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import event, mkcalendar, put
+
+START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<D:propfind xmlns:D="DAV:"><D:prop><D:displayname>&lol3;</D:displayname></D:prop></D:propfind>"""
+
+EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
+<!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<D:propfind xmlns:D="DAV:"><D:prop><D:displayname>&xxe;</D:displayname></D:prop></D:propfind>"""
+
+
+def snapshot(data_dir: Path) -> dict[str, bytes]:
+    """Every stored file except Radicale's caches and locks, which may change on reads."""
+    files = {}
+    for root, dirs, names in os.walk(data_dir):
+        dirs[:] = [d for d in dirs if d != ".Radicale.cache"]
+        for name in names:
+            if name.startswith(".Radicale.lock"):
+                continue
+            path = Path(root, name)
+            files[str(path.relative_to(data_dir))] = path.read_bytes()
+    return files
+
+
+def raw(calrelay, method: str, path: str, body: bytes = b"", user: str = "alice", **headers: str):
+    """Send exactly ``path`` (no client-side normalisation) and return (status, text)."""
+    connection = http.client.HTTPConnection("127.0.0.1", calrelay.server.port, timeout=10)
+    token = base64.b64encode(f"{user}:{calrelay.password(user)}".encode()).decode()
+    connection.request(method, path, body=body, headers={"Authorization": f"Basic {token}", **headers})
+    response = connection.getresponse()
+    result = response.status, response.read().decode("utf-8", "replace")
+    connection.close()
+    return result
+
+
+@pytest.fixture
+def prepared(calrelay):
+    alice = calrelay.auth("alice")
+    assert mkcalendar(calrelay.url + "alice/sales/", alice, "Sales", kind="round-robin").status_code == 201
+    assert put(calrelay.url + "alice/sales/a.ics", alice, event("a", START)).status_code == 201
+    return calrelay
+
+
+CASES = {
+    "oversized body": (
+        "PUT", "/alice/sales/big.ics", b"X" * 10_000_001, {"Content-Type": "text/calendar"}, 413, "too large",
+    ),
+    "malformed iCalendar": (
+        "PUT", "/alice/sales/b.ics", b"BEGIN:VCALENDAR\r\nthis is not ical\r\n",
+        {"Content-Type": "text/calendar"}, 400, "b.ics",
+    ),
+    "unknown event kind": (
+        "PUT", "/alice/sales/c.ics", event("c", START, kind="MEETING").encode(),
+        {"Content-Type": "text/calendar"}, 400, "APPOINTMENT, BLOCKED",
+    ),
+    "unknown calendar kind on MKCALENDAR": (
+        "MKCALENDAR", "/alice/weekly/",
+        b'<?xml version="1.0"?><C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" '
+        b'xmlns:CR="urn:calrelay"><D:set><D:prop><CR:calendar-kind>weekly</CR:calendar-kind></D:prop></D:set>'
+        b"</C:mkcalendar>", {"Content-Type": "application/xml"}, 400, "round-robin, collective, class-booking",
+    ),
+    "unknown calendar kind on PROPPATCH": (
+        "PROPPATCH", "/alice/sales/",
+        b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:CR="urn:calrelay"><D:set><D:prop>'
+        b"<CR:calendar-kind>Simple Calendar</CR:calendar-kind></D:prop></D:set></D:propertyupdate>",
+        {"Content-Type": "application/xml"}, 400, "use one of round-robin",
+    ),
+    "client sets a mirror role": (
+        "PROPPATCH", "/alice/sales/",
+        b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:CR="urn:calrelay"><D:set><D:prop>'
+        b"<CR:mirror-role>conflict</CR:mirror-role></D:prop></D:set></D:propertyupdate>",
+        {"Content-Type": "application/xml"}, 400, "managed by calrelay",
+    ),
+    "entity expansion": ("PROPFIND", "/alice/", BILLION_LAUGHS, {"Depth": "0"}, 400, "DTD"),
+    "external entity": ("PROPFIND", "/alice/", EXTERNAL_ENTITY, {"Depth": "0"}, 400, "DTD"),
+    "malformed XML": ("REPORT", "/alice/sales/", b"<D:propfind xmlns:D='DAV:'><unclosed>", {}, 400, "not well-formed"),
+    "dot-dot segment": ("PUT", "/alice/../bob/x.ics", event("x", START).encode(), {}, 400, "'..'"),
+    "encoded dot-dot": ("GET", "/alice/%2e%2e/bob/", b"", {}, 400, "'..'"),
+    "encoded slash": ("PUT", "/alice/sales%2Fx.ics", event("x", START).encode(), {}, 400, "encoded '/'"),
+    "backslash": ("GET", "/alice\\..\\bob/", b"", {}, 400, "backslash"),
+    "empty segment": ("PUT", "/alice//sales/y.ics", event("y", START).encode(), {}, 400, "'//'"),
+    "nested collection": ("MKCALENDAR", "/alice/sales/inner/", b"", {}, 403, ""),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_refused_with_a_message_and_store_unchanged(prepared, case):
+    method, path, body, headers, status, message = CASES[case]
+    before = snapshot(prepared.data_dir)
+    got_status, text = raw(prepared, method, path, body, **headers)
+    assert got_status == status, text
+    assert message in text
+    assert snapshot(prepared.data_dir) == before
+
+
+def test_wrong_password_is_refused_and_slowed_down(calrelay_factory):
+    server = calrelay_factory(overrides={"auth": {"failed_login_delay": 0.2, "max_failed_login_delay": 0.4}})
+    import time
+
+    import requests
+
+    timings = []
+    for _ in range(3):
+        started = time.monotonic()
+        response = requests.request("PROPFIND", server.url + "alice/", auth=("alice", "wrong"), timeout=10)
+        timings.append(time.monotonic() - started)
+        assert response.status_code == 401
+        assert "Wrong user name or password" in response.text
+    assert timings[0] < 0.2 <= timings[1] and timings[2] >= 0.4  # 0, 0.2, 0.4 (capped)
+    # the right password still works, and resets the penalty
+    assert requests.request("PROPFIND", server.url + "alice/", auth=server.auth("alice"), timeout=10).ok
+    started = time.monotonic()
+    requests.request("PROPFIND", server.url + "alice/", auth=("alice", "wrong"), timeout=10)
+    assert time.monotonic() - started < 0.2
