@@ -171,14 +171,17 @@ class ParsedItem:
         self.zone = zone
         parsed = icalendar.Calendar.from_ical(text)
         events = list(parsed.walk("VEVENT"))
-        self.recurring = any("RRULE" in event or "RDATE" in event for event in events)
+        # EXDATE on a lone event can remove it, so recurring-ical-events must judge those as well.
+        self.recurring = any("RRULE" in event or "RDATE" in event or "EXDATE" in event for event in events)
         #: Upper bound of any instance's length, used to look back for instances that began before a window.
         self.max_length = max((_nominal_length(event) for event in events), default=timedelta(0)) + (
             DURATION_SLACK
         )
         self._query = recurring_ical_events.of(parsed)
-        #: Instances of a non-recurring item, computed once; empty for a recurring item.
-        self.fixed: tuple[Instance, ...] = () if self.recurring else self._instances(self._query.all())
+        #: Instances of a non-recurring item, computed once; empty for a recurring item. Each VEVENT of such an
+        #: item is one instance (a lone event, or overrides of a series stored elsewhere), so they are read
+        #: directly: parsing dominates a cold start and a query object per event would add a third.
+        self.fixed: tuple[Instance, ...] = () if self.recurring else self._instances(events)
 
     def expand(self, start: datetime, end: datetime) -> tuple[Instance, ...]:
         """The instances overlapping [start, end) (aware datetimes)."""
