@@ -43,7 +43,8 @@ class ServerSettings:
 class StorageSettings:
     data_dir: Path = option(
         Path("calrelay-data"),
-        "Directory for calendars, users and state. A relative path is taken from the config file's directory (or the working directory when no file is given).",
+        "Directory for calendars, users and state. A relative path is taken from the config file's "
+        "directory (or the working directory when no file is given).",
     )
     max_resource_size: int = option(5_000_000, "Largest single calendar object or calendar import, bytes.")
     max_occurrences: int = option(
