@@ -138,15 +138,22 @@ class CollectionIndex:
 class AvailabilityIndex:
     """Collection indexes keyed by (collection path, user zone), refreshed from storage by ETag.
 
-    Thread-safe: queries run in the engine's thread pool, several at a time.
+    Thread-safe: queries run in the engine's thread pool, several at a time. Work on one collection (reading,
+    parsing, expanding) is serialized by a lock per collection path, so a cold calendar does not hold up the
+    others; the shared lock only guards the dictionaries.
     """
 
     def __init__(self) -> None:
         self._collections: dict[tuple[str, str], CollectionIndex] = {}
+        self._path_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         #: Counters for tests and logs: how much work the cache saved or did.
         self.parsed_items = 0
         self.collection_reads = 0
+
+    def _path_lock(self, path: str) -> threading.Lock:
+        with self._lock:
+            return self._path_locks.setdefault(path, threading.Lock())
 
     def collection(
         self,
@@ -157,34 +164,43 @@ class AvailabilityIndex:
     ) -> CollectionIndex:
         """The index of ``path`` at collection ETag ``etag``; ``read_items`` is called only if it changed."""
         key = (path, zone.key)
-        with self._lock:
+        with self._path_lock(path):
             current = self._collections.get(key)
             if current is not None and current.etag == etag:
                 return current
-            self.collection_reads += 1
-            stored = read_items(path)
-            previous = current.items if current is not None else {}
-            items: dict[str, ItemIndex] = {}
-            problems: dict[str, str] = {}
-            for item in stored:
-                known = previous.get(item.href)
-                if known is not None and known.etag == item.etag:
-                    items[item.href] = known
-                    continue
-                try:
-                    items[item.href] = ItemIndex(ParsedItem(item.text, path, item.href, zone), item.etag)
-                except Exception as exc:  # a corrupt item must be visible, not abort the whole answer
-                    log.warning("cannot index %s%s for availability: %s", path, item.href, exc)
-                    problems[item.href] = str(exc) or type(exc).__name__
-                    continue
-                self.parsed_items += 1
-            index = CollectionIndex(path, etag, items, problems)
-            self._collections[key] = index
+            index = self._build(path, etag, zone, read_items(path), current.items if current else {})
+            with self._lock:
+                self.collection_reads += 1
+                self._collections[key] = index
             return index
 
+    def _build(
+        self,
+        path: str,
+        etag: str,
+        zone: ZoneInfo,
+        stored: Sequence[StoredItemLike],
+        previous: dict[str, ItemIndex],
+    ) -> CollectionIndex:
+        items: dict[str, ItemIndex] = {}
+        problems: dict[str, str] = {}
+        for item in stored:
+            known = previous.get(item.href)
+            if known is not None and known.etag == item.etag:
+                items[item.href] = known
+                continue
+            try:
+                items[item.href] = ItemIndex(ParsedItem(item.text, path, item.href, zone), item.etag)
+            except Exception as exc:  # a corrupt item must be visible, not abort the whole answer
+                log.warning("cannot index %s%s for availability: %s", path, item.href, exc)
+                problems[item.href] = str(exc) or type(exc).__name__
+                continue
+            self.parsed_items += 1
+        return CollectionIndex(path, etag, items, problems)
+
     def query(self, index: CollectionIndex, start: datetime, end: datetime) -> list[Instance]:
-        # Expanding a bucket mutates the caches, hence the lock; warm queries hold it only briefly.
-        with self._lock:
+        # Expanding a bucket mutates the collection's and its items' caches.
+        with self._path_lock(index.path):
             return index.instances(start, end)
 
     def retain(self, prefix: str, keep: Iterable[str]) -> None:
@@ -194,3 +210,4 @@ class AvailabilityIndex:
             stale = [key for key in self._collections if key[0].startswith(prefix) and key[0] not in kept]
             for key in stale:
                 del self._collections[key]
+                self._path_locks.pop(key[0], None)
