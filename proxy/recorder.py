@@ -16,12 +16,14 @@ app-specific password (``xxxx-xxxx-xxxx-xxxx``).
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import queue
 import re
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -195,8 +197,11 @@ def har_entry(capture: Capture, redactor: Redactor) -> dict[str, Any]:
             {"size": -1, har.NOT_CAPTURED: True, "comment": "streamed response: body not recorded"}
         )
     else:
-        body = redactor.body(capture.response_body, response_type, api=api)
+        decoded = _decoded(capture.response_body, _header(capture.response_headers, "Content-Encoding"))
+        body = redactor.body(decoded, response_type, api=api)
         content.update({"size": len(body), **har.encode_body(body)})
+        if len(decoded) != len(capture.response_body):
+            content["compression"] = len(decoded) - len(capture.response_body)
     response = {
         "status": capture.status,
         "statusText": capture.reason,
@@ -219,6 +224,19 @@ def har_entry(capture: Capture, redactor: Redactor) -> dict[str, Any]:
         "cache": {},
         "timings": timings,
     }
+
+
+def _decoded(body: bytes, content_encoding: str) -> bytes:
+    """The body a client reads: HAR keeps contents decoded (the engine passes Radicale's gzip through)."""
+    encoding = content_encoding.strip().lower()
+    try:
+        if encoding in ("gzip", "x-gzip"):
+            return gzip.decompress(body)
+        if encoding == "deflate":
+            return zlib.decompress(body)
+    except (OSError, EOFError, zlib.error):
+        logger.warning("response body announced as %s does not decode; recorded as sent", encoding)
+    return body
 
 
 def _header(headers: list[tuple[str, str]], name: str) -> str:
