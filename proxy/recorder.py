@@ -193,9 +193,7 @@ def har_entry(capture: Capture, redactor: Redactor) -> dict[str, Any]:
     response_type = _header(capture.response_headers, "Content-Type")
     content: dict[str, Any] = {"mimeType": response_type}
     if capture.response_body is None:
-        content.update(
-            {"size": -1, har.NOT_CAPTURED: True, "comment": "streamed response: body not recorded"}
-        )
+        content.update({"size": -1, har.NOT_CAPTURED: True, "comment": "streamed response: body not recorded"})
     else:
         decoded = _decoded(capture.response_body, _header(capture.response_headers, "Content-Encoding"))
         body = redactor.body(decoded, response_type, api=api)
@@ -504,9 +502,7 @@ async def recording_switch(request: web.Request) -> web.Response:
             return json_error(409, "already recording: stop first", path=str(control.recorder.path))
         raw_path = command.get("path")
         if not isinstance(raw_path, str) or not Path(raw_path).is_absolute():
-            return json_error(
-                400, "'path' must be an absolute file path on the server, e.g. /tmp/session.har"
-            )
+            return json_error(400, "'path' must be an absolute file path on the server, e.g. /tmp/session.har")
         path = Path(raw_path)
         if not path.parent.is_dir():
             return json_error(400, f"directory {str(path.parent)!r} does not exist on the server")
