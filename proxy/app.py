@@ -1,8 +1,9 @@
 """The application factory: calrelay's front door.
 
-Middlewares, outermost first: limits (bad paths, oversized bodies, hostile XML), authentication (one source
-for every endpoint). Routes: ``/health``, the JSON API under ``/api/v1/``, and everything else to the CalDAV
-engine (Radicale), which serves discovery, collections, objects and REPORTs.
+Middlewares, outermost first: the traffic recorder (HAR, when switched on), limits (bad paths, oversized
+bodies, hostile XML), authentication (one source for every endpoint). Routes: ``/health``, the JSON API
+under ``/api/v1/``, and everything else to the CalDAV engine (Radicale), which serves discovery, collections,
+objects and REPORTs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from proxy.config import Settings
 from proxy.engine import ChangeBus, Engine
 from proxy.keys import AUTHENTICATOR, CHANGES, ENGINE, SETTINGS
 from proxy.limits import make_limits_middleware
+from proxy.recorder import recorder_middleware, setup_recorder
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ def make_app(settings: Settings) -> web.Application:
         # aiohttp's default ten), so a refused upload does not hold the connection or a shutdown.
         handler_args={"lingering_time": 1.0},
         middlewares=[
+            recorder_middleware,  # outermost, so that refusals (401, 413) are recorded too
             make_limits_middleware(settings.server.max_body_bytes),
             make_auth_middleware(authenticator, engine.call, public_paths=ANONYMOUS_CALDAV_PATHS),
         ],
@@ -45,6 +48,7 @@ def make_app(settings: Settings) -> web.Application:
     app[AUTHENTICATOR] = authenticator
     app.cleanup_ctx.append(_engine_lifecycle)
     app.router.add_get("/health", health)
+    setup_recorder(app, settings.recorder.path)
     # The catch-all goes last so that every more specific route above wins.
     app.router.add_route("*", "/{path:.*}", caldav)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from aiohttp import web
 
@@ -19,12 +20,15 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default 5232)")
+    parser.add_argument("--record", metavar="FILE", help="record every exchange to this HAR file (secrets redacted)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve CalDAV on [server] host:port with the embedded engine; stop gracefully on SIGINT/SIGTERM."""
     settings = settings_from_args(args, host=args.host, port=args.port)
+    if args.record:
+        settings = settings.replace("recorder", path=Path(args.record).resolve())
     if args.verbose < 2:
         logging.getLogger("radicale").setLevel(logging.WARNING)  # Radicale is chatty at INFO
     app = make_app(settings)

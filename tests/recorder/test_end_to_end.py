@@ -20,7 +20,7 @@ import requests
 from aiohttp import web
 
 from proxy.cli import main
-from proxy.recorder import RECORDING, recorder_middleware, setup_recorder
+from proxy.recorder import RECORDING
 from proxy.replay import har
 from proxy.replay.compare import DiffKind
 from proxy.replay.runner import Target, replay
@@ -30,20 +30,11 @@ from . import crm_session
 SERVICE = "crm"
 
 
-def with_recorder(app: web.Application) -> None:
-    """Give the app a recorder if the application factory did not (the recorder is tested here, not its
-    wiring into ``make_app``)."""
-    if RECORDING not in app:
-        app.middlewares.insert(0, recorder_middleware)
-        setup_recorder(app, None)
-
-
 @pytest.fixture
 def recorded(calrelay_factory: Callable[..., object], tmp_path: Path) -> Path:
     """A CRM session recorded against calrelay."""
     path = tmp_path / "crm.har"
-    server = calrelay_factory(customize=with_recorder)
-    server.run(server.app[RECORDING].start(path))
+    server = calrelay_factory(overrides={"recorder": {"path": str(path)}})  # as `serve --record` does
     crm_session.run(server.url, SERVICE, server.password(SERVICE), "alice")
     server.run(server.app[RECORDING].stop())
     return path
