@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 from caldav.aio import AsyncDAVClient
 from caldav.lib import error as caldav_error
@@ -41,6 +41,7 @@ MAX_REDIRECTS = 5
 MAX_SYNC_PAGES = 100
 # Connections kept per host; the relay runs 8–16 writes at once, and a full pool would discard connections.
 POOL_SIZE = 32
+WIRE_SAFE = "/%:@!$&'()*+,;="  # RFC 3986 pchar besides unreserved; "%" keeps existing escapes
 CALENDAR_TYPE = "text/calendar; charset=utf-8"
 XML_TYPE = 'application/xml; charset="utf-8"'
 WRITE_PRIVILEGES = {xml.q(xml.DAV, "write"), xml.q(xml.DAV, "write-content"), xml.q(xml.DAV, "bind"),
@@ -285,8 +286,9 @@ class UpstreamClient:
 
     @staticmethod
     def _path(base_url: str, href: str) -> str:
-        """An href as the path the server sent, made absolute if it was relative or a full URL."""
-        return urlsplit(urljoin(base_url, href.strip())).path
+        """An href as a wire path: absolute, without scheme and host, characters HTTP forbids percent-encoded
+        (existing escapes are kept, so a server's own spelling survives)."""
+        return quote(urlsplit(urljoin(base_url, href.strip())).path, safe=WIRE_SAFE)
 
     async def changes(self, calendar_url: str, token: str | None) -> Changes:
         """What changed since ``token`` (sync-collection REPORT); ``None`` or ``""`` lists everything."""
@@ -384,7 +386,7 @@ class UpstreamClient:
         if reply.status != 200:
             raise error_for_status(reply.status, f"GET {url}", reply.body)
         etag = reply.headers.get("ETag") or await self._read_etag(url)
-        return RemoteObject(urlsplit(url).path, normalise_etag(etag) if etag else "", reply.text)
+        return RemoteObject(self._path(url, url), normalise_etag(etag) if etag else "", reply.text)
 
     async def create(self, href: str, text: str) -> str:
         """PUT a new object (``If-None-Match: *``); returns its ETag."""
