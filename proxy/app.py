@@ -1,9 +1,12 @@
 """The application factory: calrelay's front door.
 
 Middlewares, outermost first: the traffic recorder (HAR, when switched on), limits (bad paths, oversized
-bodies, hostile XML), authentication (one source for every endpoint). Routes: ``/health``, the JSON API
-under ``/api/v1/``, and everything else to the CalDAV engine (Radicale), which serves discovery, collections,
-objects and REPORTs.
+bodies, hostile XML), authentication (one source for every endpoint), and the free-busy REPORT answered from
+the availability engine. Routes: ``/health``, the JSON API under ``/api/v1/``, and everything else to the
+CalDAV engine (Radicale), which serves discovery, collections, objects and REPORTs.
+
+Background work lives in ``cleanup_ctx`` entries: the engine and the change bus, the embedded iCloud
+emulator (when it is the default upstream), and the relay.
 """
 
 from __future__ import annotations
@@ -16,11 +19,18 @@ from aiohttp import web
 
 from proxy import __version__
 from proxy.auth import PRINCIPAL_REQUEST_KEY, Authenticator, UsersFile, make_auth_middleware
+from proxy.availability.routes import setup_routes as setup_availability
 from proxy.config import Settings
+from proxy.emulator import EmulatorServer, load_accounts
 from proxy.engine import ChangeBus, Engine
-from proxy.keys import AUTHENTICATOR, CHANGES, ENGINE, SETTINGS
+from proxy.keys import AUTHENTICATOR, CHANGES, EMULATOR, ENGINE, SETTINGS, STATE
 from proxy.limits import make_limits_middleware
+from proxy.links.api import LINKS
+from proxy.links.api import setup_routes as setup_link_routes
+from proxy.links.service import LinkService
 from proxy.recorder import recorder_middleware, setup_recorder
+from proxy.secretbox import SecretBox
+from proxy.state import AsyncState
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +56,19 @@ def make_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[AUTHENTICATOR] = authenticator
+    app[STATE] = AsyncState(settings.storage.data_dir / "state.sqlite3")
+    app[LINKS] = LinkService(
+        settings, engine, app[STATE], SecretBox.for_data_dir(settings.storage.data_dir),
+        default_server_url=lambda: app[EMULATOR].discovery_url if EMULATOR in app else settings.default_server_url,
+    )
     app.cleanup_ctx.append(_engine_lifecycle)
+    if settings.uses_emulator:
+        app.cleanup_ctx.append(_embedded_emulator)
+
     app.router.add_get("/health", health)
     setup_recorder(app, settings.recorder.path)
+    setup_link_routes(app)
+    setup_availability(app)
     # The catch-all goes last so that every more specific route above wins.
     app.router.add_route("*", "/{path:.*}", caldav)
     return app
@@ -68,7 +88,26 @@ async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
             app[SETTINGS].storage.data_dir,
         )
     yield
+    app[STATE].close()
     engine.close()
+
+
+async def _embedded_emulator(app: web.Application) -> AsyncIterator[None]:
+    """The built-in iCloud emulator, the default upstream, so that a fresh machine runs everything offline."""
+    settings = app[SETTINGS]
+    accounts = load_accounts(settings.emulator.accounts_file) if settings.emulator.accounts_file else None
+    emulator = EmulatorServer(
+        host=settings.emulator.host,
+        port=settings.emulator.port,
+        partition_port=settings.emulator.partition_port,
+        accounts=accounts,
+        data_dir=settings.storage.data_dir / "emulator",
+    )
+    await emulator.start()
+    app[EMULATOR] = emulator
+    logger.info("built-in iCloud emulator at %s (account demo@icloud.test unless configured)", emulator.discovery_url)
+    yield
+    await emulator.stop()
 
 
 async def health(request: web.Request) -> web.Response:

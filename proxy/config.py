@@ -77,6 +77,32 @@ class AvailabilitySettings:
 
 
 @dataclass(frozen=True)
+class UpstreamSettings:
+    default_server: str = option(
+        "emulator",
+        'Server for new iCloud links: "emulator" (the built-in iCloud emulator, started by `calrelay serve`) or '
+        "a CalDAV URL. For real iCloud: https://caldav.icloud.com/",
+    )
+    timeout: float = option(30.0, "Seconds before an upstream request counts as failed (and is retried).")
+    max_concurrency: int = option(8, "Most requests in flight to one iCloud account at a time.")
+    poll_interval: float = option(60.0, "Seconds between pulls of each linked iCloud calendar (Apple has no push).")
+    min_backoff: float = option(2.0, "First delay after an upstream failure; doubles per failure, with jitter.")
+    max_backoff: float = option(300.0, "Longest delay between retries of a failing upstream.")
+
+
+@dataclass(frozen=True)
+class EmulatorSettings:
+    host: str = option(
+        "127.0.0.1", "Address of the built-in iCloud emulator (when upstream.default_server is emulator)."
+    )
+    port: int = option(8443, "Discovery port of the built-in emulator (stands in for caldav.icloud.com).")
+    partition_port: int = option(8444, "Port of the emulator's partition host, where calendar homes live.")
+    accounts_file: Path | None = option(
+        None, "TOML accounts for the emulator (see config/emulator-accounts.toml); default: demo@icloud.test."
+    )
+
+
+@dataclass(frozen=True)
 class RecorderSettings:
     path: Path | None = option(None, "Record every HTTP exchange to this HAR 1.2 file (secrets redacted).")
 
@@ -87,7 +113,20 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     availability: AvailabilitySettings = field(default_factory=AvailabilitySettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
+
+    @property
+    def uses_emulator(self) -> bool:
+        return self.upstream.default_server == "emulator"
+
+    @property
+    def default_server_url(self) -> str:
+        """Where new links point when the request names no server."""
+        if self.uses_emulator:
+            return f"http://{self.emulator.host}:{self.emulator.port}/"
+        return self.upstream.default_server
 
     @property
     def users_file(self) -> Path:
@@ -187,6 +226,17 @@ def _validate(settings: Settings) -> None:
         (settings.storage.max_occurrences >= 1, "storage.max_occurrences must be at least 1"),
         (settings.auth.failed_login_delay >= 0, "auth.failed_login_delay must not be negative"),
         (settings.availability.max_window_days >= 1, "availability.max_window_days must be at least 1"),
+        (settings.upstream.timeout > 0, "upstream.timeout must be positive"),
+        (settings.upstream.max_concurrency >= 1, "upstream.max_concurrency must be at least 1"),
+        (settings.upstream.poll_interval >= 1, "upstream.poll_interval must be at least 1 second"),
+        (
+            0 < settings.upstream.min_backoff <= settings.upstream.max_backoff,
+            "upstream.min_backoff must be positive and at most upstream.max_backoff",
+        ),
+        (
+            settings.uses_emulator or settings.upstream.default_server.startswith(("http://", "https://")),
+            'upstream.default_server must be "emulator" or an http(s) URL',
+        ),
     ]
     for ok, message in checks:
         if not ok:

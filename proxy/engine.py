@@ -113,6 +113,7 @@ class Engine:
     def __init__(self, settings: Settings, users: UsersFile) -> None:
         settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings = settings
+        self.users = users
         self.application = radicale.Application(radicale_configuration(settings))
         # Radicale builds its plugins itself; reach in once to wire them to each other and to the bus.
         storage = self.application._storage
@@ -177,6 +178,30 @@ class Engine:
         with self.storage.acquire_lock("w", user):
             if next(iter(self.storage.discover(path)), None) is None:
                 self.storage.create_collection(path)
+
+    def ensure_mirror(self, path: str, props: Mapping[str, str]) -> None:
+        """Create the mirror collection at ``path`` with ``props``, or update the props of an existing one.
+
+        Called by the relay and the link service, outside any client request, so the mirror properties
+        that clients may not set are accepted here.
+        """
+        user = pathutils.strip_path(path).split("/", 1)[0]
+        wanted = {"tag": "VCALENDAR", "C:supported-calendar-component-set": "VEVENT", **props}
+        with self.storage.acquire_lock("w", user):
+            collection = next(iter(self.storage.discover(path)), None)
+            if collection is None:
+                self.storage.create_collection(path, props=wanted)
+            elif dict(collection.get_meta()) != wanted:
+                collection.set_meta(wanted)
+
+    def delete_collection(self, path: str) -> bool:
+        user = pathutils.strip_path(path).split("/", 1)[0]
+        with self.storage.acquire_lock("w", user):
+            collection = next(iter(self.storage.discover(path)), None)
+            if not isinstance(collection, radicale.storage.BaseCollection):
+                return False
+            collection.delete()
+            return True
 
     def list_calendars(self, user: str) -> list[CalendarInfo]:
         """The user's calendar collections (booking calendars and mirrors) with their props and ETags."""

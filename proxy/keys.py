@@ -6,9 +6,13 @@ from aiohttp import web
 
 from proxy.auth import Authenticator
 from proxy.config import Settings
+from proxy.emulator import EmulatorServer
 from proxy.engine import ChangeBus, Engine
+from proxy.state import AsyncState
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
 CHANGES = web.AppKey("changes", ChangeBus)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+STATE = web.AppKey("state", AsyncState)
+EMULATOR = web.AppKey("emulator", EmulatorServer)

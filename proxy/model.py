@@ -13,6 +13,9 @@ CALENDAR_KIND_PROP = "{urn:calrelay}calendar-kind"
 MIRROR_ROLE_PROP = "{urn:calrelay}mirror-role"
 #: Collection property of a mirror: the URL of the iCloud calendar it mirrors.
 MIRROR_SOURCE_PROP = "{urn:calrelay}mirror-source"
+#: Collection property of a mirror: "false" when its events do not block availability (a primary calendar
+#: explicitly excluded from the conflict calendars, rule 3); absent or "true" means they block.
+MIRROR_BLOCKS_PROP = "{urn:calrelay}mirror-blocks"
 
 #: iCalendar properties calrelay uses on VEVENTs.
 EVENT_KIND_PROPERTY = "X-CALRELAY-KIND"

@@ -117,6 +117,9 @@ def running_calrelay(
     sections = {key: dict(value) for key, value in (overrides or {}).items()}
     sections.setdefault("storage", {})["data_dir"] = str(data_dir)
     sections.setdefault("auth", {}).setdefault("failed_login_delay", 0.0)
+    # The embedded emulator (the default upstream) on ephemeral ports, so tests never collide.
+    sections.setdefault("emulator", {}).setdefault("port", 0)
+    sections["emulator"].setdefault("partition_port", 0)
     settings = config.load(None, sections)
     write_users(settings.users_file, users)
     app = make_app(settings)

@@ -36,6 +36,7 @@ class Disposition(StrEnum):
     CANCELLED = "cancelled"  # STATUS:CANCELLED never blocks (rule 5)
     DECLINED = "declined"  # the user's own attendee entry has PARTSTAT=DECLINED
     FREE = "free"  # TRANSP:TRANSPARENT is shown but leaves the slot open (rule 5)
+    NON_BLOCKING_CALENDAR = "non-blocking-calendar"  # a primary mirror excluded from the conflict calendars
 
 
 def normalize_address(address: str) -> str:
@@ -63,6 +64,7 @@ class Instance:
     transparent: bool
     cancelled: bool
     declined_by: frozenset[str]  # normalized addresses of attendees with PARTSTAT=DECLINED
+    from_blocking_calendar: bool = True  # False for a mirror whose events do not block (rule 3)
 
     def disposition(self, addresses: frozenset[str]) -> Disposition:
         """``addresses`` are the user's normalized calendar-user addresses (see :func:`normalize_address`)."""
@@ -72,6 +74,8 @@ class Instance:
             return Disposition.DECLINED
         if self.transparent:
             return Disposition.FREE
+        if not self.from_blocking_calendar:
+            return Disposition.NON_BLOCKING_CALENDAR
         return Disposition.BUSY
 
     def overlaps(self, start: datetime, end: datetime) -> bool:

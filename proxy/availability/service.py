@@ -6,6 +6,7 @@ pool; everything after the read is pure and lives in :mod:`.intervals`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from proxy.availability.index import AvailabilityIndex, StoredItemLike
 from proxy.availability.instances import Disposition, Instance
 from proxy.availability.intervals import BusyInterval, busy_intervals, free_slots, reasons_at
 from proxy.availability.sources import SourceFreshness, SourceStatus, source_status
+from proxy.model import MIRROR_BLOCKS_PROP
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +110,10 @@ class AvailabilityService:
             if paths is not None and calendar.path not in paths:
                 continue
             collection = self.index.collection(calendar.path, calendar.etag, view.zone, self.store.read_items)
-            instances.extend(self.index.query(collection, start, end))
+            found = self.index.query(collection, start, end)
+            if calendar.props.get(MIRROR_BLOCKS_PROP) == "false":
+                found = [dataclasses.replace(i, from_blocking_calendar=False) for i in found]
+            instances.extend(found)
             if collection.problems:
                 problems[calendar.path] = dict(collection.problems)
             sources.append(

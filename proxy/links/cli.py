@@ -1,0 +1,181 @@
+"""``calrelay link``, ``calrelay unlink`` and ``calrelay status``: iCloud links from the command line.
+
+They work on the data directory directly (like ``calrelay users``), so they can run while the server runs:
+the server notices the changed link in the state database within seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from proxy.auth import UsersFile
+from proxy.config import Settings
+from proxy.engine import Engine
+from proxy.links.rules import LinkError
+from proxy.links.service import LinkRequest, LinkService, calendar_listing, link_status
+from proxy.secretbox import SecretBox, SecretError
+from proxy.settings_cli import settings_from_args
+from proxy.state import AsyncState
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    link = subparsers.add_parser(
+        "link", parents=[common], help="link a user to an iCloud account, or list its calendars",
+        description="Link USER's booking calendars to an iCloud account (verifies the credentials), or --list "
+        "the account's calendars.",
+    )
+    link.add_argument("user")
+    link.add_argument("--apple-id", metavar="EMAIL", help="the Apple ID (e-mail address)")
+    link.add_argument("--app-password-stdin", action="store_true",
+                      help="read the app-specific password (xxxx-xxxx-xxxx-xxxx) from standard input")
+    link.add_argument("--server", metavar="URL", help="CalDAV server (default: [upstream] default_server)")
+    link.add_argument("--primary", metavar="NAME", help="iCloud calendar that receives appointments (rule 3)")
+    link.add_argument("--conflict", metavar="NAME", action="append", default=[],
+                      help="iCloud calendar whose events block availability (repeatable; rule 4)")
+    link.add_argument("--primary-not-conflict", action="store_true",
+                      help="events of the primary calendar do not block availability")
+    link.add_argument("--mode", choices=("two-way", "one-way"), default="two-way")
+    link.add_argument("--icloud-deletions", choices=("keep", "propagate"), default="keep",
+                      help="what a deletion in iCloud does to an iCloud-born blocked slot (default keep)")
+    link.add_argument("--calendar", metavar="NAME", action="append", default=[],
+                      help="booking calendar to integrate (repeatable; default: all Round Robin, Collective, "
+                      "Class Booking and Service calendars)")
+    link.add_argument("--list", action="store_true", help="list the account's calendars instead of linking")
+    link.add_argument("--json", action="store_true", help="print JSON")
+    link.set_defaults(func=run_link)
+
+    unlink = subparsers.add_parser("unlink", parents=[common], help="remove a user's iCloud link and mirrors")
+    unlink.add_argument("user")
+    unlink.set_defaults(func=run_unlink)
+
+    status = subparsers.add_parser("status", parents=[common], help="show iCloud links, sync state, pending work")
+    status.add_argument("user", nargs="?")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=run_status)
+
+
+@asynccontextmanager
+async def _service(settings: Settings) -> AsyncIterator[LinkService]:
+    users = UsersFile(settings.users_file)
+    engine = Engine(settings, users)
+    state = AsyncState(settings.storage.data_dir / "state.sqlite3")
+    try:
+        yield LinkService(settings, engine, state, SecretBox.for_data_dir(settings.storage.data_dir))
+    finally:
+        state.close()
+        engine.close()
+
+
+def _run(args: argparse.Namespace, work: Callable[[LinkService], Awaitable[int]]) -> int:
+    settings = settings_from_args(args)
+
+    async def main() -> int:
+        async with _service(settings) as service:
+            return await work(service)
+
+    try:
+        return asyncio.run(main())
+    except (LinkError, SecretError) as error:
+        print(f"calrelay: {error}", file=sys.stderr)
+        return 1
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.app_password_stdin:
+        return sys.stdin.readline().strip()
+    return getpass.getpass("App-specific password: ")
+
+
+def run_link(args: argparse.Namespace) -> int:
+    async def work(service: LinkService) -> int:
+        if args.list:
+            if args.apple_id:
+                credentials = (args.apple_id, _read_password(args), args.server or service.default_server_url())
+            else:
+                credentials = await service.credentials(args.user)
+            listing = calendar_listing(await service.discover(*credentials))
+            _print_listing(listing, args.json)
+            return 0
+        if not args.apple_id or not args.primary:
+            raise LinkError("missing_field", "linking needs --apple-id and --primary (or use --list)")
+        await service.link(LinkRequest(
+            user=args.user, apple_id=args.apple_id, app_password=_read_password(args),
+            server_url=args.server or service.default_server_url(), primary=args.primary,
+            conflicts=tuple(args.conflict), primary_blocks=not args.primary_not_conflict, mode=args.mode,
+            deletions=args.icloud_deletions, calendars=tuple(args.calendar),
+        ))
+        _print_status(await service.state.call(link_status, service.state.db, args.user), args.json)
+        return 0
+
+    return _run(args, work)
+
+
+def run_unlink(args: argparse.Namespace) -> int:
+    async def work(service: LinkService) -> int:
+        if not await service.unlink(args.user):
+            print(f"calrelay: {args.user} has no iCloud link", file=sys.stderr)
+            return 1
+        print(f"unlinked {args.user}; their mirrors are removed, events already in iCloud stay there")
+        return 0
+
+    return _run(args, work)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    async def work(service: LinkService) -> int:
+        db = service.state.db
+        users = [args.user] if args.user else [link.user for link in await service.state.call(db.links)]
+        reports = [await service.state.call(link_status, db, user) for user in users]
+        if args.json:
+            print(json.dumps(reports if not args.user else reports[0], indent=2))
+        elif not reports:
+            print("no iCloud links")
+        for report in reports if not args.json else ():
+            _print_status(report, False)
+        return 0
+
+    return _run(args, work)
+
+
+def _print_listing(listing: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(listing, indent=2))
+        return
+    print(f"{'NAME':<24} {'DISPLAY NAME':<28} {'COLOUR':<10} {'TYPE':<7} {'WRITABLE':<9} {'SHARED':<7} SUBSCRIBED")
+    for c in listing:
+        print(f"{c['name'][:24]:<24} {c['display_name'][:28]:<28} {c['color'] or '-':<10} "
+              f"{','.join(c['components']):<7} {_yes(c['writable']):<9} {_yes(c['shared']):<7} {_yes(c['subscribed'])}")
+
+
+def _print_status(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    if not report["linked"]:
+        print(f"{report['user']}: not linked")
+        return
+    print(f"{report['user']}: {report['state']} — {report['apple_id']} at {report['server']} ({report['mode']}, "
+          f"iCloud deletions: {report['icloud_deletions']})")
+    if report["last_error"]:
+        print(f"  last error ({report['last_error_at']}): {report['last_error']}")
+    for c in report["calendars"]:
+        blocks = "" if c["blocks_availability"] else ", does not block"
+        print(f"  {c['role']:<8} {c['name']} → {c['mirror']} (last pull: {c['last_pull'] or 'never'}, "
+              f"token: {c['token_state']}{blocks})" + (f" error: {c['last_error']}" if c["last_error"] else ""))
+    if report["pending"]:
+        print(f"  pending ({len(report['pending'])}):")
+        for p in report["pending"]:
+            print(f"    {p['action']} {p['uid']}: {p['reason']} (attempts {p['attempts']}, since {p['since']})")
+    else:
+        print("  nothing pending")
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"
