@@ -78,8 +78,9 @@ class _Reply:
         try:
             return xml.parse_multistatus(self.body)
         except xml.MalformedResponse as error:
-            raise UpstreamError(f"{what}: HTTP {self.status} with an unreadable multistatus ({error})",
-                                self.status) from error
+            # Most likely cut short on the way (a proxy, a dropped connection): worth another try later.
+            raise TransientError(f"{what}: HTTP {self.status} with an unreadable multistatus ({error})",
+                                 self.status) from error
 
 
 def normalise_etag(etag: str) -> str:
