@@ -66,6 +66,9 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def stop(self) -> None:
+        """Shut the application down (cleanup contexts run) and end the thread; safe to call twice."""
+        if self.loop.is_closed():
+            return
         self.run(self._runner.cleanup())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
