@@ -88,7 +88,7 @@ def normalise_etag(etag: str) -> str:
     etag = etag.strip()
     if etag.startswith("W/"):
         return etag
-    return etag if len(etag) >= 2 and etag.startswith('"') and etag.endswith('"') else f'"{etag.strip(chr(34))}"'
+    return '"' + etag.strip('"') + '"'
 
 
 def _origin(url: str) -> str:
@@ -113,6 +113,8 @@ class UpstreamClient:
 
     def __init__(self, server_url: str, username: str, password: str, *, timeout: float = 30.0) -> None:
         parts = urlsplit(server_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("server_url must be an absolute http(s) URL, e.g. https://caldav.icloud.com/")
         # Credentials in the URL would leak into every message; they come from the arguments only.
         netloc = parts.netloc.rsplit("@", 1)[-1]
         self.server_url = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))

@@ -182,3 +182,8 @@ def test_etag_normalisation_and_excerpts() -> None:
     assert normalise_etag(' "abc" ') == '"abc"'
     assert normalise_etag('W/"abc"') == 'W/"abc"'
     assert excerpt(b"<p>" + b"x" * 500 + b"</p>").endswith("…")
+
+
+def test_server_url_must_be_absolute() -> None:
+    with pytest.raises(ValueError):
+        UpstreamClient("caldav.icloud.com", "user", "secret")
