@@ -19,18 +19,22 @@ from aiohttp import web
 
 from proxy import __version__
 from proxy.auth import PRINCIPAL_REQUEST_KEY, Authenticator, UsersFile, make_auth_middleware
+from proxy.availability.routes import FRESHNESS
 from proxy.availability.routes import setup_routes as setup_availability
 from proxy.config import Settings
 from proxy.emulator import EmulatorServer, load_accounts
 from proxy.engine import ChangeBus, Engine
-from proxy.keys import AUTHENTICATOR, CHANGES, EMULATOR, ENGINE, SETTINGS, STATE
+from proxy.keys import AUTHENTICATOR, CHANGES, EMULATOR, ENGINE, RELAY, SETTINGS, STATE
 from proxy.limits import make_limits_middleware
 from proxy.links.api import LINKS
 from proxy.links.api import setup_routes as setup_link_routes
 from proxy.links.service import LinkService
 from proxy.recorder import recorder_middleware, setup_recorder
+from proxy.relay.supervisor import Relay
+from proxy.relay.worker import RelayContext
 from proxy.secretbox import SecretBox
 from proxy.state import AsyncState
+from proxy.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +60,21 @@ def make_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[AUTHENTICATOR] = authenticator
+    app[CHANGES] = ChangeBus()
     app[STATE] = AsyncState(settings.storage.data_dir / "state.sqlite3")
+    box = SecretBox.for_data_dir(settings.storage.data_dir)
+    app[RELAY] = Relay(RelayContext(settings, engine, app[STATE], box, UpstreamClient))
+    app[FRESHNESS] = app[RELAY].freshness
+    if settings.uses_emulator:
+        app[EMULATOR] = _emulator(settings)
     app[LINKS] = LinkService(
-        settings, engine, app[STATE], SecretBox.for_data_dir(settings.storage.data_dir),
+        settings, engine, app[STATE], box, on_change=app[RELAY].link_changed,
         default_server_url=lambda: app[EMULATOR].discovery_url if EMULATOR in app else settings.default_server_url,
     )
     app.cleanup_ctx.append(_engine_lifecycle)
     if settings.uses_emulator:
-        app.cleanup_ctx.append(_embedded_emulator)
+        app.cleanup_ctx.append(_emulator_lifecycle)
+    app.cleanup_ctx.append(_relay_lifecycle)
 
     app.router.add_get("/health", health)
     setup_recorder(app, settings.recorder.path)
@@ -76,9 +87,8 @@ def make_app(settings: Settings) -> web.Application:
 
 async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
     engine = app[ENGINE]
-    bus = ChangeBus(asyncio.get_running_loop())
-    engine.attach(bus)
-    app[CHANGES] = bus
+    app[CHANGES].bind(asyncio.get_running_loop())
+    engine.attach(app[CHANGES])
     users = await engine.call(app[AUTHENTICATOR].users.records)
     for name in users:
         await engine.call(engine.ensure_principal, name)
@@ -92,22 +102,34 @@ async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
     engine.close()
 
 
-async def _embedded_emulator(app: web.Application) -> AsyncIterator[None]:
+def _emulator(settings: Settings) -> EmulatorServer:
     """The built-in iCloud emulator, the default upstream, so that a fresh machine runs everything offline."""
-    settings = app[SETTINGS]
     accounts = load_accounts(settings.emulator.accounts_file) if settings.emulator.accounts_file else None
-    emulator = EmulatorServer(
+    return EmulatorServer(
         host=settings.emulator.host,
         port=settings.emulator.port,
         partition_port=settings.emulator.partition_port,
         accounts=accounts,
         data_dir=settings.storage.data_dir / "emulator",
     )
+
+
+async def _emulator_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    emulator = app[EMULATOR]
     await emulator.start()
-    app[EMULATOR] = emulator
     logger.info("built-in iCloud emulator at %s (account demo@icloud.test unless configured)", emulator.discovery_url)
     yield
     await emulator.stop()
+
+
+async def _relay_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """The relay runs after the engine and the emulator are up, and stops before they go."""
+    relay = app[RELAY]
+    unsubscribe = app[CHANGES].subscribe(relay.on_change)
+    await relay.start()
+    yield
+    unsubscribe()
+    await relay.stop()
 
 
 async def health(request: web.Request) -> web.Response:

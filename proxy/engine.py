@@ -21,6 +21,7 @@ import radicale
 from aiohttp import web
 from multidict import CIMultiDict
 from radicale import config as radicale_config
+from radicale import item as radicale_item
 from radicale import pathutils
 
 from plugins import scope as request_scope
@@ -56,9 +57,13 @@ class StoredItem:
 class ChangeBus:
     """Fans storage changes out to subscribers on the event loop. Thread-safe ``publish``."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribers: list[Callable[[Change], None]] = []
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Deliver on ``loop`` from now on (the server's loop, known once it runs)."""
+        self._loop = loop
 
     def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
         """Call ``callback(change)`` on the loop for every change; returns the unsubscribe function."""
@@ -66,6 +71,8 @@ class ChangeBus:
         return lambda: self._subscribers.remove(callback)
 
     def publish(self, change: Change) -> None:
+        if self._loop is None:  # not serving (e.g. the CLI): nobody is listening
+            return
         try:
             self._loop.call_soon_threadsafe(self._deliver, change)
         except RuntimeError:  # the loop is closed: nobody is left to tell
@@ -201,6 +208,35 @@ class Engine:
             if not isinstance(collection, radicale.storage.BaseCollection):
                 return False
             collection.delete()
+            return True
+
+    def put_item(self, path: str, href: str, text: str) -> str:
+        """Store ``text`` as ``href`` in the calendar at ``path`` (the relay's writes); returns the new ETag."""
+        components = radicale_item.read_components(text)
+        radicale_item.check_and_sanitize_items(
+            components, is_collection=False, tag="VCALENDAR",
+            max_vevent_rrule_occurrence=self.settings.storage.max_occurrences,
+        )
+        sane_path = pathutils.strip_path(path)
+        item = radicale_item.Item(collection_path=sane_path, vobject_item=components[0])
+        item.prepare()
+        with self.storage.acquire_lock("w", sane_path.split("/", 1)[0]):
+            collection = next(iter(self.storage.discover(path)), None)
+            if not isinstance(collection, radicale.storage.BaseCollection):
+                raise LookupError(f"no calendar at {path}")
+            stored, _ = collection.upload(href, item)
+            return stored.etag
+
+    def delete_item(self, path: str, href: str) -> bool:
+        sane_path = pathutils.strip_path(path)
+        with self.storage.acquire_lock("w", sane_path.split("/", 1)[0]):
+            collection = next(iter(self.storage.discover(path)), None)
+            if not isinstance(collection, radicale.storage.BaseCollection):
+                return False
+            try:
+                collection.delete(href)
+            except radicale.storage.ComponentNotFoundError:
+                return False
             return True
 
     def list_calendars(self, user: str) -> list[CalendarInfo]:

@@ -8,6 +8,7 @@ from proxy.auth import Authenticator
 from proxy.config import Settings
 from proxy.emulator import EmulatorServer
 from proxy.engine import ChangeBus, Engine
+from proxy.relay.supervisor import Relay
 from proxy.state import AsyncState
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -16,3 +17,4 @@ CHANGES = web.AppKey("changes", ChangeBus)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 STATE = web.AppKey("state", AsyncState)
 EMULATOR = web.AppKey("emulator", EmulatorServer)
+RELAY = web.AppKey("relay", Relay)

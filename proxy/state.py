@@ -9,7 +9,8 @@ Tables:
 - ``link_calendars``: the linked iCloud calendars (primary / conflict), their mirror collection and pull state.
 - ``items``: the relay's status, vdirsyncer-style: for each UID, the last state known to be in sync on both
   sides (local href/etag/hash, remote href/etag/hash) and where it was born.
-- ``pending``: what is waiting to reach the other side, and why (the last error), so nothing is invisible.
+- ``pending``: CRM changes waiting to reach iCloud, and why (the last error), so nothing is invisible.
+- ``sync_requests``: immediate pulls asked for by another process (the CLI).
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (user, calendar_url, uid)
 );
 CREATE INDEX IF NOT EXISTS items_by_remote_href ON items (user, remote_href);
+CREATE TABLE IF NOT EXISTS sync_requests (
+    user TEXT PRIMARY KEY,
+    requested_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pending (
     user TEXT NOT NULL,
     uid TEXT NOT NULL,
@@ -300,9 +305,40 @@ class StateDB:
                 (user, uid, action, reason, now, now),
             )
 
+    def replace_pending(self, user: str, entries: list[tuple[str, str, str]]) -> None:
+        """Make the pending list exactly ``entries`` (uid, action, reason), keeping the history of UIDs that
+        were already pending. Called with a fresh plan, so work that is no longer needed disappears."""
+        now = time.time()
+        with self.transaction() as db:
+            known = {row["uid"]: row for row in db.execute("SELECT * FROM pending WHERE user = ?", (user,))}
+            wanted = {uid for uid, _, _ in entries}
+            db.executemany("DELETE FROM pending WHERE user = ? AND uid = ?",
+                           [(user, uid) for uid in known if uid not in wanted])
+            db.executemany(
+                "INSERT OR REPLACE INTO pending (user, uid, action, reason, attempts, first_at, last_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (user, uid, action, known[uid]["reason"] if uid in known and known[uid]["action"] == action
+                     else reason, known[uid]["attempts"] if uid in known else 0,
+                     known[uid]["first_at"] if uid in known else now, now)
+                    for uid, action, reason in entries
+                ],
+            )
+
     def clear_pending(self, user: str, uid: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM pending WHERE user = ? AND uid = ?", (user, uid))
+
+    def request_sync(self, user: str) -> None:
+        """Ask the running server for an immediate pull (``calrelay sync USER --now`` from another process)."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO sync_requests (user, requested_at) VALUES (?, ?)", (user, time.time()))
+
+    def take_sync_requests(self) -> list[str]:
+        with self.transaction() as db:
+            users = [row["user"] for row in db.execute("SELECT user FROM sync_requests")]
+            db.execute("DELETE FROM sync_requests")
+        return users
 
     def pending(self, user: str) -> list[Pending]:
         rows = self._db.execute("SELECT * FROM pending WHERE user = ? ORDER BY first_at, uid", (user,))

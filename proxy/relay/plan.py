@@ -1,0 +1,253 @@
+"""The relay's decisions, as pure functions over the two sides and the status database.
+
+This is the synchronisation algorithm of vdirsyncer (``vdirsyncer/sync/__init__.py``; Markus Unterwaditzer,
+"How vdirsyncer works", docs/contributing.rst), specialised to calrelay's rules. For each UID there are up to
+three records: the item on the calrelay side, the item on the iCloud side, and the *status*, the state of
+both as of the last time they were known to agree. Comparing each side with the status tells which side
+changed, so a pass can be repeated at any time, after a crash as after a success: whatever was not done is
+found again, and whatever was done is not done twice.
+
+The rules of the design (§3) decide what a difference means:
+
+- **Push** (:func:`plan_push`, rules 6 and 11). Appointments of the integrating booking calendars are created,
+  changed and deleted on the primary iCloud calendar; blocked slots and Simple calendars never leave, and an
+  appointment that turns into a blocked slot (or leaves the integrating calendars) is deleted from iCloud. In
+  two-way mode, a CRM edit or deletion of an iCloud-born event in the primary mirror flows back to iCloud.
+- **Pull** (:func:`plan_pull`, rules 3-5, 7-9). iCloud-born events are imported into the mirror as blocked
+  slots and refreshed when they change; events calrelay pushed are recognised by the status and never imported
+  (loop prevention). An iCloud edit of a CRM appointment updates the appointment in two-way mode and is only
+  recorded in one-way mode. Deletions in iCloud are not propagated unless the link asks for it, and then only
+  for iCloud-born blocked slots: CRM appointments are never deleted by iCloud.
+
+Content is compared by :func:`proxy.relay.transforms.content_hash`, so ETag churn and Apple's housekeeping
+(duplicate DTSTAMPs, ``X-APPLE-*``) never count as a change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from proxy.model import Origin
+from proxy.state import ItemStatus
+
+
+@dataclass(frozen=True)
+class LocalItem:
+    """An object on the calrelay side: in a booking calendar, or in a mirror."""
+
+    uid: str
+    path: str  # the collection
+    href: str
+    etag: str
+    text: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class RemoteItem:
+    """An object on the iCloud side."""
+
+    uid: str
+    href: str
+    etag: str
+    text: str
+    hash: str
+
+
+# -- push actions (calrelay -> iCloud) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Create:
+    """A new CRM appointment: create it on the primary calendar at ``href`` (stable per UID)."""
+
+    local: LocalItem
+    href: str
+
+
+@dataclass(frozen=True)
+class Update:
+    """The CRM changed an item that is in iCloud: an appointment, or (two-way) an iCloud-born event."""
+
+    local: LocalItem
+    status: ItemStatus
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Remove from iCloud what the CRM no longer has as an appointment (or deleted from the primary mirror)."""
+
+    status: ItemStatus
+
+
+@dataclass(frozen=True)
+class Relocate:
+    """Same content, new place or ETag on the calrelay side (e.g. moved between booking calendars)."""
+
+    local: LocalItem
+    status: ItemStatus
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Gone on both sides: drop the status."""
+
+    status: ItemStatus
+
+
+# -- pull actions (iCloud -> calrelay) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Import:
+    """An iCloud-born event calrelay has not seen: a new blocked slot in the mirror."""
+
+    remote: RemoteItem
+
+
+@dataclass(frozen=True)
+class RefreshMirror:
+    """An iCloud-born event changed in iCloud: update its blocked slot."""
+
+    remote: RemoteItem
+    status: ItemStatus
+
+
+@dataclass(frozen=True)
+class ApplyToCrm:
+    """Two-way: iCloud changed a CRM appointment; update the appointment in its booking calendar."""
+
+    remote: RemoteItem
+    status: ItemStatus
+
+
+@dataclass(frozen=True)
+class NoteRemote:
+    """The remote ETag changed without a change that calrelay acts on (housekeeping, or one-way mode)."""
+
+    remote: RemoteItem
+    status: ItemStatus
+
+
+@dataclass(frozen=True)
+class RemoteDeleted:
+    """Deleted in iCloud. ``remove_mirror``: also remove the blocked slot (icloud_deletions = propagate)."""
+
+    status: ItemStatus
+    remove_mirror: bool
+
+
+PushAction = Create | Update | Delete | Relocate | Forget
+PullAction = Import | RefreshMirror | ApplyToCrm | NoteRemote | RemoteDeleted | Forget
+
+
+def action_name(action: PushAction | PullAction) -> str:
+    return type(action).__name__.lower()
+
+
+def action_uid(action: PushAction | PullAction) -> str:
+    if isinstance(action, Create | Relocate):
+        return action.local.uid
+    if isinstance(action, Update):
+        return action.status.uid
+    if isinstance(action, Import):
+        return action.remote.uid
+    return action.status.uid
+
+
+def plan_push(
+    appointments: Mapping[str, LocalItem],
+    primary_mirror: Mapping[str, LocalItem],
+    statuses: Iterable[ItemStatus],
+    calendar_path: str,
+    remote_name: Callable[[str], str],
+    two_way: bool,
+) -> list[PushAction]:
+    """What to do on the primary iCloud calendar so that it reflects the CRM.
+
+    ``appointments``: UID -> the CRM appointment (already filtered: integrating booking calendars, not
+    blocked). ``primary_mirror``: UID -> item of the primary calendar's mirror. ``statuses``: the status rows of
+    the primary calendar. ``calendar_path``: the primary calendar's URL path (ends with "/"); ``remote_name``:
+    UID -> resource name (stable, so a repeated create is recognised by iCloud).
+    """
+    actions: list[PushAction] = []
+    by_uid = {status.uid: status for status in statuses}
+    for uid, local in sorted(appointments.items()):
+        status = by_uid.get(uid)
+        if status is None or status.origin != Origin.CRM or status.remote_href is None:
+            if status is not None and status.origin != Origin.CRM:
+                continue  # the UID belongs to an iCloud-born event: never overwrite it with a CRM copy
+            if status is not None and status.local_hash == local.hash:
+                continue  # deleted in iCloud and unchanged since: iCloud deletions are not undone (rule 8)
+            actions.append(Create(local, calendar_path + remote_name(uid)))
+        elif status.local_hash != local.hash:
+            actions.append(Update(local, status))
+        elif (status.local_path, status.local_href, status.local_etag) != (local.path, local.href, local.etag):
+            actions.append(Relocate(local, status))
+    for status in by_uid.values():
+        if status.origin == Origin.CRM and status.uid not in appointments:
+            actions.append(Delete(status) if status.remote_href else Forget(status))
+        elif status.origin == Origin.ICLOUD and two_way and status.remote_href and status.local_href:
+            mirrored = primary_mirror.get(status.uid)
+            if mirrored is None:
+                actions.append(Delete(status))  # deleted from the primary mirror by the CRM (rule 11)
+            elif mirrored.hash != status.local_hash:
+                actions.append(Update(mirrored, status))
+    return actions
+
+
+def plan_pull(
+    changed: Iterable[RemoteItem],
+    deleted_hrefs: Iterable[str],
+    statuses: Iterable[ItemStatus],
+    two_way: bool,
+    propagate_deletions: bool,
+) -> list[PullAction]:
+    """What to do on the calrelay side so that it reflects one iCloud calendar.
+
+    ``changed``: the remote items reported new or modified; ``deleted_hrefs``: hrefs reported deleted (for a
+    full listing, every known href that is no longer listed). ``statuses``: the calendar's status rows.
+    """
+    rows = list(statuses)
+    by_uid = {status.uid: status for status in rows}
+    by_href = {status.remote_href: status for status in rows if status.remote_href}
+    actions: list[PullAction] = []
+    seen: set[str] = set()
+    for remote in sorted(changed, key=lambda r: r.uid):
+        seen.add(remote.uid)
+        status = by_uid.get(remote.uid)
+        if status is None:
+            actions.append(Import(remote))
+        elif status.remote_hash == remote.hash and status.remote_href == remote.href:
+            if status.remote_etag != remote.etag:
+                actions.append(NoteRemote(remote, status))  # housekeeping: nothing to apply
+        elif status.origin == Origin.ICLOUD:
+            if status.remote_hash == remote.hash:
+                actions.append(NoteRemote(remote, status))
+            else:
+                actions.append(RefreshMirror(remote, status))
+        elif two_way and status.remote_hash != remote.hash:
+            actions.append(ApplyToCrm(remote, status))
+        else:
+            actions.append(NoteRemote(remote, status))  # one-way: the CRM version stays (rule 9)
+    for href in sorted(set(deleted_hrefs)):
+        status = by_href.get(href)
+        if status is None or status.uid in seen:
+            continue
+        if status.origin == Origin.ICLOUD and status.local_href is None:
+            actions.append(Forget(status))
+        else:
+            actions.append(RemoteDeleted(status, remove_mirror=propagate_deletions and status.origin == Origin.ICLOUD))
+    return actions
+
+
+def vanished(listing: Mapping[str, str], statuses: Iterable[ItemStatus]) -> list[str]:
+    """Known remote hrefs missing from a full listing: deletions the server did not report as such."""
+    return sorted(s.remote_href for s in statuses if s.remote_href and s.remote_href not in listing)
+
+
+def outdated(listing: Mapping[str, str], statuses: Iterable[ItemStatus]) -> list[str]:
+    """Hrefs of a full listing whose ETag differs from the status: the only ones worth fetching."""
+    known = {s.remote_href: s.remote_etag for s in statuses if s.remote_href}
+    return sorted(href for href, etag in listing.items() if known.get(href) != etag)

@@ -1,0 +1,120 @@
+"""The relay inside the server: one :class:`LinkWorker` per linked user, kept in step with the state DB.
+
+- Links are (re)loaded at start, when the link API changes one, and when another process (the CLI) commits
+  to the state database, which is noticed by polling SQLite's ``data_version`` every second.
+- Storage changes (the engine's change bus) wake the worker of the user they concern: a CRM write reaches
+  iCloud within moments.
+- ``freshness(user)`` tells the availability engine how recent each mirror is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from plugins.scope import Change
+from proxy.availability.sources import SourceFreshness
+from proxy.relay.worker import LinkWorker, RelayContext
+
+logger = logging.getLogger(__name__)
+
+WATCH_INTERVAL = 1.0
+
+
+class Relay:
+    def __init__(self, context: RelayContext) -> None:
+        self.context = context
+        self._workers: dict[str, tuple[LinkWorker, asyncio.Task[None], float]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._reloading = asyncio.Lock()
+
+    async def start(self) -> None:
+        await self.reload()
+        self._watcher = asyncio.create_task(self._watch(), name="relay-watch")
+
+    async def stop(self) -> None:
+        tasks = [task for _, task, _ in self._workers.values()]
+        if self._watcher is not None:
+            tasks.append(self._watcher)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers.clear()
+
+    def worker(self, user: str) -> LinkWorker | None:
+        entry = self._workers.get(user)
+        return entry[0] if entry else None
+
+    async def reload(self) -> None:
+        """Start workers for new links, restart changed ones, stop removed ones."""
+        state = self.context.state
+        async with self._reloading:
+            links = {link.user: link for link in await state.call(state.db.links)}
+            for user in list(self._workers):
+                worker, task, updated_at = self._workers[user]
+                if user not in links or links[user].updated_at != updated_at:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    del self._workers[user]
+                    logger.info("relay for %s stopped (%s)", user, "unlinked" if user not in links else "link changed")
+            for user, link in links.items():
+                if user in self._workers:
+                    continue
+                calendars = await state.call(state.db.link_calendars, user)
+                worker = LinkWorker(link, calendars, self.context)
+                task = asyncio.create_task(worker.run(), name=f"relay-{user}")
+                self._workers[user] = (worker, task, link.updated_at)
+                logger.info("relay for %s started (%s, %d calendars)", user, link.mode, len(calendars))
+
+    def link_changed(self, user: str) -> None:
+        """Called by the link service in this process: pick the change up now rather than at the next poll."""
+        asyncio.get_running_loop().create_task(self.reload())
+
+    def on_change(self, change: Change) -> None:
+        worker = self.worker(change.user)
+        if worker is not None:
+            worker.wake()
+
+    def sync_now(self, user: str) -> bool:
+        worker = self.worker(user)
+        if worker is None:
+            return False
+        worker.wake(pull=True)
+        return True
+
+    def freshness(self, user: str) -> Mapping[str, SourceFreshness]:
+        worker = self.worker(user)
+        if worker is None:
+            return {}
+        reconnect = worker.link.state != "connected"
+        return {
+            calendar.mirror_path: SourceFreshness(
+                last_success=datetime.fromtimestamp(calendar.last_success_at, UTC)
+                if calendar.last_success_at
+                else None,
+                stale=reconnect,
+                error=worker.link.last_error if reconnect else calendar.last_error,
+            )
+            for calendar in worker.calendars.values()
+        }
+
+    async def _watch(self) -> None:
+        state = self.context.state
+        seen = await state.call(state.db.data_version)
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            try:
+                version = await state.call(state.db.data_version)
+                if version != seen:
+                    seen = version
+                    await self.reload()
+                for user in await state.call(state.db.take_sync_requests):
+                    self.sync_now(user)
+            except Exception:  # keep watching whatever happened
+                logger.exception("relay watcher")
