@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from icalendar import Calendar, Component, Timezone
@@ -78,6 +78,10 @@ DATE_PROPERTIES = frozenset({"DTSTART", "DTEND", "DUE", "RECURRENCE-ID", "EXDATE
 #: Properties that may be split across lines or combined with commas without changing their meaning.
 SET_PROPERTIES = frozenset({"EXDATE", "RDATE"})
 
+#: Properties that may occur at most once in a component (RFC 5545 §3.6.1, §3.6.5); DTSTAMP is left out because
+#: iCloud duplicates it.
+SINGLE_PROPERTIES = ("UID", "DTSTART", "DTEND", "DURATION", "RECURRENCE-ID", "TZID")
+
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._@-]{1,200}")
 
 
@@ -88,7 +92,8 @@ def _parse(text: str) -> Calendar:
     """A VCALENDAR parsed from ``text``, or ValueError saying why it is not one."""
     try:
         calendar = Calendar.from_ical(text)
-    except (ValueError, IndexError, KeyError) as error:
+    except (ValueError, IndexError, KeyError, AttributeError, TypeError) as error:
+        # icalendar's parser fails in assorted ways on malformed input (e.g. a VTIMEZONE with two TZIDs).
         raise ValueError(f"not valid iCalendar: {error}") from error
     if not isinstance(calendar, Calendar) or calendar.name != "VCALENDAR":
         raise ValueError("not an iCalendar object: the text is not a VCALENDAR")
@@ -96,6 +101,13 @@ def _parse(text: str) -> Calendar:
         # icalendar keeps going past unparseable typed values; relaying them would silently lose data.
         for name, reason in component.errors:
             raise ValueError(f"not valid iCalendar: {component.name} {name}: {reason}")
+        if component.name == "VTIMEZONE" and not str(component.get("TZID", "")).strip():
+            raise ValueError("not valid iCalendar: a VTIMEZONE has no TZID")
+        for name in SINGLE_PROPERTIES:
+            if isinstance(component.get(name), list):
+                raise ValueError(f"not valid iCalendar: {component.name} has more than one {name}")
+            if name in DATE_PROPERTIES and name in component and not isinstance(component[name].dt, date):
+                raise ValueError(f"not valid iCalendar: {component.name} {name} is not a date or date-time")
     return calendar
 
 
@@ -189,6 +201,12 @@ def _remove_properties(component: Component, drop: Callable[[str, Any], bool]) -
         del component[name]
         if kept:
             component[name] = kept if len(kept) > 1 else kept[0]
+
+
+def _ical(value: Any) -> str:
+    """A property value as iCalendar text (icalendar returns bytes for most types, str for a few)."""
+    raw = value.to_ical() if hasattr(value, "to_ical") else value
+    return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
 
 
 def _params(value: Any) -> dict[str, Any]:
@@ -309,9 +327,17 @@ def to_mirror(text: str) -> str:
 
 
 def _recurrence_key(event: Component) -> str:
-    """Identifies an event within its object: '' for the master, the serialised RECURRENCE-ID otherwise."""
+    """Identifies an event within its object: '' for the master, else the instant its RECURRENCE-ID names.
+
+    Instants, not text, because iCloud and the CRM may write the same occurrence in different time zones.
+    """
     recurrence_id = event.get("RECURRENCE-ID")
-    return "" if recurrence_id is None else recurrence_id.to_ical().decode("utf-8")
+    if recurrence_id is None:
+        return ""
+    moment = recurrence_id.dt
+    if isinstance(moment, datetime) and moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat()
 
 
 def merge_icloud_edit(crm_text: str, icloud_text: str) -> str:
@@ -375,9 +401,9 @@ def _canonical_values(name: str, value: Any) -> Iterator[str]:
     """The serialised value(s) of one property line, in a form that does not depend on how it was written."""
     if name in SET_PROPERTIES:
         for item in value.dts:
-            yield item.to_ical().decode("utf-8")
+            yield _ical(item)
         return
-    text = value.to_ical().decode("utf-8") if hasattr(value, "to_ical") else str(value)
+    text = _ical(value)
     if name == "RRULE":
         # Part order and the order within BYxxx lists carry no meaning.
         parts = (part.split("=", 1) for part in text.split(";"))

@@ -631,6 +631,18 @@ def test_merge_follows_icloud_overrides() -> None:
     assert [str(tz["TZID"]) for tz in parse(merged_text).walk("VTIMEZONE")] == ["America/New_York"]
 
 
+def test_merge_matches_overrides_by_instant_whatever_their_time_zone() -> None:
+    # 2026-12-09 18:00 in New York is 23:00 UTC: the same occurrence, written the way another client might.
+    icloud = edited_in_icloud(
+        CRM_SERIES,
+        ("RECURRENCE-ID;TZID=America/New_York:20261209T180000", "RECURRENCE-ID:20261209T230000Z"),
+        ("SUMMARY:Yoga class (late)", "SUMMARY:Yoga class (later)"),
+    )
+    _, late = events(merge_icloud_edit(CRM_SERIES, icloud))
+    assert str(late["SUMMARY"]) == "Yoga class (later)"
+    assert late["ATTENDEE"].params == {"CN": "Sam"}  # the override's own CRM data, not the master's
+
+
 def test_merge_of_an_unchanged_roundtrip_keeps_the_hash() -> None:
     for text in (CRM_APPOINTMENT, CRM_SERIES, CRM_ALL_DAY):
         merged = merge_icloud_edit(text, icloud_roundtrip(to_icloud(text)))
@@ -777,9 +789,26 @@ def test_hash_reads_a_missing_end_as_the_implied_one() -> None:
     assert content_hash(explicit) == content_hash(CRM_ALL_DAY) != content_hash(longer)
 
 
-def test_hash_rejects_bad_input() -> None:
-    with pytest.raises(ValueError, match="not valid iCalendar"):
-        content_hash("BEGIN:VCALENDAR\r\nnonsense\r\n")
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("BEGIN:VCALENDAR\r\nnonsense\r\n", "not valid iCalendar"),
+        (CRM_ALL_DAY.replace("SUMMARY:", "DTSTART;VALUE=DATE:20261225\r\nSUMMARY:"), "more than one DTSTART"),
+        (CRM_ALL_DAY.replace("DTSTART;VALUE=DATE:20261224", "DTSTART;VALUE=DATE:202612"), "DTSTART"),
+        (CRM_SERIES.replace("TZID:America/New_York\r\n", ""), "VTIMEZONE has no TZID"),
+        (
+            CRM_SERIES.replace("TZID:America/New_York\r\n", "TZID:America/New_York\r\nTZID:Europe/Paris\r\n"),
+            "not valid",
+        ),
+    ],
+)
+def test_transforms_reject_malformed_objects(text: str, message: str) -> None:
+    for transform in (content_hash, to_icloud, to_mirror):
+        with pytest.raises(ValueError, match=message):
+            transform(text)
+
+
+def test_hash_rejects_objects_without_events() -> None:
     with pytest.raises(ValueError, match="no VEVENT"):
         content_hash(ics("BEGIN:VCALENDAR", "BEGIN:VTODO", "UID:t", "END:VTODO", "END:VCALENDAR"))
 
