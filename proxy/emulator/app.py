@@ -8,6 +8,7 @@ mode, the discovery port redirects there); only the discovery port serves the co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -35,6 +36,9 @@ from proxy.emulator.responses import (
 from proxy.emulator.store import Store
 
 log = logging.getLogger(__name__)
+
+#: Seconds between writes of a changed state to --data (a write per change would make bulk loads quadratic).
+FLUSH_INTERVAL = 0.25
 
 Handler = Callable[[RequestContext], Awaitable[web.StreamResponse]]
 METHODS: dict[str, Handler] = {
@@ -179,6 +183,7 @@ class EmulatorServer:
             options or EmulatorOptions(),
         )
         self._runners: list[web.AppRunner] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def discovery_url(self) -> str:
@@ -216,12 +221,24 @@ class EmulatorServer:
         self.emulator.discovery_url = f"http://{_url_host(self.host)}:{discovery_port}/"
         self.emulator.partition_url = f"http://{_url_host(self.partition_host)}:{partition_port}/"
         log.info("iCloud emulator: discovery %s, partition %s", self.discovery_url, self.partition_url)
+        self._flusher = asyncio.create_task(self._flush_regularly(), name="emulator-flush")
         return self
 
+    async def _flush_regularly(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self.emulator.store.flush()
+
     async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        self.emulator.store.flush()
 
     async def __aenter__(self) -> EmulatorServer:
         return await self.start()

@@ -1,8 +1,8 @@
 """The emulator's data model: collections, calendar objects, ETags, ctags, sync tokens and the UID index.
 
 Everything is held in memory; when a data directory is given, the whole state is written to
-``<data>/emulator-state.json`` (atomically) after every change and read back on start, so ETags and sync
-tokens stay valid across a restart, as they do on a real server.
+``<data>/emulator-state.json`` (atomically) within a quarter of a second of a change and on stop, and read
+back on start, so ETags and sync tokens stay valid across a restart, as they do on a real server.
 """
 
 from __future__ import annotations
@@ -126,6 +126,7 @@ def _calendar_from_spec(spec: CalendarSpec) -> Collection:
 class Store:
     def __init__(self, accounts: list[Account], data_dir: str | Path | None = None) -> None:
         self.data_dir = Path(data_dir) if data_dir else None
+        self.dirty = False
         self.epoch = secrets.token_hex(4)
         self.accounts: dict[str, AccountState] = {
             account.dsid: AccountState(account, _initial_collections(account)) for account in accounts
@@ -264,8 +265,15 @@ class Store:
     # -- persistence ----------------------------------------------------------------------------------
 
     def save(self) -> None:
-        if not self.data_dir:
+        """Note that the state changed. Writing the whole document on every change would make a bulk load
+        quadratic, so the server flushes it shortly after (``flush``), and on stop."""
+        self.dirty = True
+
+    def flush(self) -> None:
+        """Write the state to ``data_dir`` if it changed since the last flush."""
+        if not self.data_dir or not self.dirty:
             return
+        self.dirty = False
         self.data_dir.mkdir(parents=True, exist_ok=True)
         document = {
             "epoch": self.epoch,

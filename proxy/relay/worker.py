@@ -105,6 +105,8 @@ class LinkWorker:
         self._stop_reason: StopPass | None = None
         self._parsed: dict[tuple[str, str, str], LocalItem | None] = {}  # (path, href, etag) -> parsed item
         self.passes = 0
+        #: Running totals for the status report and the benchmarks: what crossed the wire and was written.
+        self.stats = {"pushed": 0, "deleted": 0, "fetched": 0, "imported": 0, "refreshed": 0, "applied": 0}
 
     @property
     def primary(self) -> LinkCalendar:
@@ -312,6 +314,10 @@ class LinkWorker:
             )
             return
         self._refused.pop(uid, None)
+        if isinstance(action, Create | Update):
+            self.stats["pushed"] += 1
+        elif isinstance(action, Delete):
+            self.stats["deleted"] += 1
         await self.context.state.call(db.clear_pending, self.user, uid)
 
     async def _create(self, client: UpstreamClient, action: Create) -> None:
@@ -447,6 +453,7 @@ class LinkWorker:
                 listing = await self._call(client.listing(calendar.remote_url))
                 wanted, deleted, token_state = outdated(listing, statuses), vanished(listing, statuses), "refused"
             fetched = await self._call(client.fetch(calendar.remote_url, wanted)) if wanted else {}
+            self.stats["fetched"] += len(fetched)
             if len(fetched) < len(wanted):
                 # Not visible yet (iCloud's lag): keep the old token so the server reports them again.
                 logger.info(
@@ -492,8 +499,10 @@ class LinkWorker:
         db = self.context.state.db
         if isinstance(action, Import):
             await self._write_mirror(action.remote, None, calendar)
+            self.stats["imported"] += 1
         elif isinstance(action, RefreshMirror):
             await self._write_mirror(action.remote, action.status, calendar)
+            self.stats["refreshed"] += 1
         elif isinstance(action, ApplyToCrm):
             await self._apply_to_crm_checked(action)
         elif isinstance(action, NoteRemote):
@@ -569,6 +578,7 @@ class LinkWorker:
                 remote_hash=transforms.content_hash(current.text),
             )
         )
+        self.stats["applied"] += 1
         logger.info("applied an iCloud edit of %s to %s%s", status.uid, status.local_path, status.local_href)
 
     async def _local_text(self, status: ItemStatus) -> str | None:
