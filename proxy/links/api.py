@@ -5,6 +5,7 @@
 - ``DELETE …/link``               unlink
 - ``GET    …/status``             link state, calendars with their last pull, and pending items with reasons
 - ``POST   …/icloud-calendars``   list an account's calendars (credentials in the body, or the stored link's)
+- ``POST   …/sync``               pull from iCloud now (and push whatever is pending), not at the next poll
 
 A user may act on themself; a service account on anyone. Errors are ``{"error": {"status", "code",
 "message"}}``. The app-specific password is accepted in request bodies only and never returned.
@@ -18,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.api import json_error, require_access
+from proxy.keys import RELAY
 from proxy.links.rules import LinkError
 from proxy.links.service import LinkRequest, LinkService, calendar_listing, link_status
 
@@ -35,6 +37,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_delete("/api/v1/users/{user}/link", delete_link)
     app.router.add_get("/api/v1/users/{user}/status", get_status)
     app.router.add_post("/api/v1/users/{user}/icloud-calendars", list_icloud_calendars)
+    app.router.add_post("/api/v1/users/{user}/sync", sync_now)
 
 
 def _error(error: LinkError) -> web.Response:
@@ -118,3 +121,12 @@ async def list_icloud_calendars(request: web.Request) -> web.Response:
     except LinkError as error:
         return _error(error)
     return web.json_response({"calendars": calendar_listing(account)})
+
+
+async def sync_now(request: web.Request) -> web.Response:
+    user = request.match_info["user"]
+    if (denied := require_access(request, user)) is not None:
+        return denied
+    if not request.app[RELAY].sync_now(user):
+        return json_error(404, f"{user} has no iCloud link", code="not_linked")
+    return web.json_response({"user": user, "sync": "started"}, status=202)

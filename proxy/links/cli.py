@@ -1,4 +1,4 @@
-"""``calrelay link``, ``calrelay unlink`` and ``calrelay status``: iCloud links from the command line.
+"""``calrelay link``, ``unlink``, ``sync`` and ``status``: iCloud links from the command line.
 
 They work on the data directory directly (like ``calrelay users``), so they can run while the server runs:
 the server notices the changed link in the state database within seconds.
@@ -11,6 +11,7 @@ import asyncio
 import getpass
 import json
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -54,6 +55,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     unlink = subparsers.add_parser("unlink", parents=[common], help="remove a user's iCloud link and mirrors")
     unlink.add_argument("user")
     unlink.set_defaults(func=run_unlink)
+
+    sync = subparsers.add_parser(
+        "sync", parents=[common], help="pull a user's iCloud calendars now",
+        description="Ask the running server to pull USER's iCloud calendars now (and push what is pending), "
+        "then show the result.",
+    )
+    sync.add_argument("user")
+    sync.add_argument("--now", action="store_true", required=True, help="do not wait for the next poll")
+    sync.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the pull (default 60)")
+    sync.set_defaults(func=run_sync)
 
     status = subparsers.add_parser("status", parents=[common], help="show iCloud links, sync state, pending work")
     status.add_argument("user", nargs="?")
@@ -124,6 +135,27 @@ def run_unlink(args: argparse.Namespace) -> int:
             return 1
         print(f"unlinked {args.user}; their mirrors are removed, events already in iCloud stay there")
         return 0
+
+    return _run(args, work)
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    async def work(service: LinkService) -> int:
+        db = service.state.db
+        if await service.state.call(db.link, args.user) is None:
+            raise LinkError("not_linked", f"{args.user} has no iCloud link", 404)
+        asked = time.time()
+        await service.state.call(db.request_sync, args.user)
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            calendars = await service.state.call(db.link_calendars, args.user)
+            if calendars and all((c.last_attempt_at or 0) >= asked for c in calendars):
+                _print_status(await service.state.call(link_status, db, args.user), False)
+                return 0 if all(c.last_error is None for c in calendars) else 1
+            await asyncio.sleep(0.2)
+        print(f"calrelay: no pull of {args.user}'s calendars within {args.timeout:.0f} s; is `calrelay serve` "
+              "running with this data directory?", file=sys.stderr)
+        return 1
 
     return _run(args, work)
 
