@@ -68,7 +68,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ClientFactory = Callable[..., UpstreamClient]
-RETRYABLE = (Throttled, TransientError)
+#: Consecutive failed requests after which the upstream counts as down and the pass stops.
+OUTAGE_STREAK = 5
 
 
 class StopPass(Exception):
@@ -97,9 +98,14 @@ class LinkWorker:
         self.two_way = link.mode == "two-way"
         upstream = context.settings.upstream
         self.backoff = Backoff(upstream.min_backoff, upstream.max_backoff)
+        # Scheduling state, in monotonic seconds. ``_wake`` only interrupts a wait; these decide what is due.
         self._wake = asyncio.Event()
-        self._pull_due = 0.0  # monotonic time of the next pull; 0 = now
-        self._retry_at = 0.0  # monotonic time before which no upstream work is attempted
+        self._push_due: float | None = 0.0  # a push pass is due then; None = only when the CRM writes
+        self._pull_due = 0.0  # the next pull of the iCloud calendars
+        self._hold_until = 0.0  # backing off: no upstream work before then
+        self._failed_items = 0  # items that failed transiently in the current pass
+        self._pull_failed = False  # a calendar's pull failed in the current pass
+        self._transient_streak = 0  # consecutive transient failures: an outage, not a glitch
         self._limit = asyncio.Semaphore(upstream.max_concurrency)
         self._refused: dict[str, str] = {}  # uid -> local etag that iCloud refused for good (until it changes)
         self._stop_reason: StopPass | None = None
@@ -115,9 +121,11 @@ class LinkWorker:
     # -- scheduling ---------------------------------------------------------------------------------------
 
     def wake(self, pull: bool = False) -> None:
+        """A CRM change (push soon) or, with ``pull``, a request to sync now, even while backing off."""
+        self._push_due = 0.0
         if pull:
             self._pull_due = 0.0
-            self._retry_at = 0.0
+            self._hold_until = 0.0
         self._wake.set()
 
     async def run(self) -> None:
@@ -131,26 +139,26 @@ class LinkWorker:
         ) as client:
             while True:
                 await self._wait()
-                self._wake.clear()
                 try:
                     await self.run_pass(client)
                 except StopPass as stop:
                     await self._stopped(stop.cause)
                 except Exception:  # a bug must not end the link's relay: log it and try again later
                     logger.exception("relay pass for %s failed", self.user)
-                    self._retry_at = time.monotonic() + self.backoff.next_delay(None, random.random)
+                    self._hold_until = time.monotonic() + self.backoff.next_delay(None, random.random)
+                    self._push_due = 0.0
 
     async def _wait(self) -> None:
-        now = time.monotonic()
-        due = max(self._retry_at, min(self._pull_due, now + 3600))
-        if due <= now and (self._wake.is_set() or self._pull_due <= now):
-            return
-        timeout = max(due - now, 0.0)
-        if self._retry_at > now:  # backing off: a CRM write may not cut the wait short
-            await asyncio.sleep(timeout)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+        """Until a push or pull is due and no back-off holds it; CRM writes and sync requests cut it short."""
+        while True:
+            now = time.monotonic()
+            due = min(self._pull_due, self._push_due if self._push_due is not None else float("inf"))
+            start = max(due, self._hold_until)
+            if start <= now:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(start - now, 3600))
 
     async def _stopped(self, cause: UpstreamError) -> None:
         if isinstance(cause, AuthenticationFailed):
@@ -165,7 +173,8 @@ class LinkWorker:
             delay = self.backoff.next_delay(retry_after, random.random)
             await self._set_state("connected", f"{cause} (retrying in {delay:.0f} s)")
         logger.warning("relay for %s paused %.1f s: %s", self.user, delay, cause)
-        self._retry_at = time.monotonic() + delay
+        self._hold_until = time.monotonic() + delay
+        self._push_due = 0.0  # whatever was not pushed is tried again when the pause ends
 
     async def _set_state(self, state: str, error: str | None = None) -> None:
         await self.context.state.call(self.context.state.db.set_link_state, self.user, state, error)
@@ -174,20 +183,36 @@ class LinkWorker:
     # -- a pass -------------------------------------------------------------------------------------------
 
     async def run_pass(self, client: UpstreamClient) -> None:
+        """Push what the CRM changed, then pull if due. Changes arriving meanwhile make another pass due."""
         self._stop_reason = None
+        self._failed_items = 0
+        self._pull_failed = False
+        self._transient_streak = 0
+        self._push_due = None
         pull = self._pull_due <= time.monotonic()
         await self.push(client)
         if pull:
+            self._pull_due = time.monotonic() + self.context.settings.upstream.poll_interval
             for calendar in list(self.calendars.values()):
                 await self.pull(client, calendar)
-            self._pull_due = time.monotonic() + self.context.settings.upstream.poll_interval
+        if self._failed_items or self._pull_failed:  # requests failed on their own: retry soon, backing off
+            retry = time.monotonic() + self.backoff.next_delay(None, random.random)
+            if self._failed_items:
+                self._push_due = min(self._push_due if self._push_due is not None else float("inf"), retry)
+            if self._pull_failed:
+                self._pull_due = min(self._pull_due, retry)
+        else:
+            self.backoff.succeeded()
         if self.link.state != "connected":
             await self._set_state("connected")
-        self.backoff.succeeded()
         self.passes += 1
 
     async def _call(self, work: Awaitable[T]) -> T:
-        """One upstream request, within the link's concurrency limit; a throttle or outage stops the pass."""
+        """One upstream request, within the link's concurrency limit.
+
+        Throttling, refused credentials, or a run of failures (an outage) stop the whole pass; a single
+        failed request fails only its item, which is retried with the next pass.
+        """
         if self._stop_reason is not None:
             work.close()  # type: ignore[attr-defined]
             raise self._stop_reason
@@ -196,10 +221,18 @@ class LinkWorker:
                 work.close()  # type: ignore[attr-defined]
                 raise self._stop_reason
             try:
-                return await work
-            except (*RETRYABLE, AuthenticationFailed) as error:
+                result = await work
+            except (Throttled, AuthenticationFailed) as error:
                 self._stop_reason = self._stop_reason or StopPass(error)
                 raise self._stop_reason from error
+            except TransientError as error:
+                self._transient_streak += 1
+                if self._transient_streak >= OUTAGE_STREAK:
+                    self._stop_reason = self._stop_reason or StopPass(error)
+                    raise self._stop_reason from error
+                raise
+            self._transient_streak = 0
+            return result
 
     # -- the calrelay side ----------------------------------------------------------------------------------
 
@@ -299,6 +332,11 @@ class LinkWorker:
         except StopPass as stop:
             await self.context.state.call(db.set_pending, self.user, uid, action_name(action), _waiting(stop.cause))
             raise
+        except TransientError as error:
+            self._failed_items += 1
+            await self.context.state.call(db.set_pending, self.user, uid, action_name(action),
+                                          f"will retry: iCloud failed ({error})")
+            return
         except UpstreamError as error:  # refused for good (4xx): retried only once the CRM changes the item
             local = getattr(action, "local", None)
             self._refused[uid] = local.etag if local is not None else "deleted"
@@ -480,6 +518,7 @@ class LinkWorker:
         except UpstreamError as error:
             await self._pulled(calendar, last_attempt_at=started, last_error=str(error))
             logger.warning("pull of %s for %s failed: %s", calendar.remote_name, self.user, error)
+            self._pull_failed = True
             return
         await self._pulled(
             calendar,

@@ -12,7 +12,8 @@ import requests
 
 from proxy.emulator import EmulatorServer
 from proxy.keys import EMULATOR, RELAY
-from proxy.upstream import UpstreamClient
+from proxy.relay.transforms import object_uid
+from proxy.upstream import Throttled, TransientError, UpstreamClient
 from tests.conftest import Calrelay
 from tests.helpers import mkcalendar
 
@@ -47,7 +48,8 @@ class Linked:
         return self.relay.url
 
     def icloud(self, calendar: str = "work") -> dict[str, str]:
-        """UID -> text of the events in an iCloud calendar of the demo account, read over CalDAV."""
+        """UID -> text of the events in an iCloud calendar of the demo account, read over CalDAV (retrying
+        through the faults a test may have switched on)."""
 
         async def read() -> dict[str, str]:
             async with UpstreamClient(self.emulator.discovery_url, APPLE_ID, APP_PASSWORD) as client:
@@ -55,11 +57,16 @@ class Linked:
                 url = next(c.url for c in account.calendars if c.name == calendar)
                 listing = await client.listing(url)
                 objects = await client.fetch(url, listing)
-            from proxy.relay.transforms import object_uid
-
+                if len(objects) < len(listing):
+                    raise TransientError("incomplete read")
             return {object_uid(o.text): o.text for o in objects.values()}
 
-        return self.relay.run(read())
+        for attempt in range(50):
+            try:
+                return self.relay.run(read())
+            except (TransientError, Throttled):
+                time.sleep(0.1 * min(attempt + 1, 10))
+        raise AssertionError("iCloud (the emulator) could not be read")
 
     def icloud_client(self) -> UpstreamClient:
         return UpstreamClient(self.emulator.discovery_url, APPLE_ID, APP_PASSWORD)
