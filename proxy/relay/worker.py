@@ -401,6 +401,11 @@ class LinkWorker:
             etag = await self._call(client.create(status.remote_href, text))
         except PreconditionFailed:
             current = await self._call(client.get(status.remote_href))
+            if transforms.content_hash(current.text) == transforms.content_hash(text):
+                # Our own update, made just before a crash kept us from recording it: adopt it.
+                await self._save(replace(_local_status(status, local), remote_etag=current.etag,
+                                         remote_hash=transforms.content_hash(text)))
+                return
             changed_in_icloud = transforms.content_hash(current.text) != status.remote_hash
             if changed_in_icloud and winner(local.text, current.text, self.two_way) is Origin.ICLOUD:
                 logger.warning(

@@ -127,9 +127,11 @@ def test_sigkill_during_a_burst_loses_and_duplicates_nothing(setup):
     for phase in range(3):
         reached = len(icloud_work(emulator))
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda n: write(n, f"Phase {phase}"), range(phase * 100, phase * 100 + 100)))
-            list(pool.map(lambda n: write(n, f"Updated in phase {phase}"), range(0, phase * 100, 7)))
-        wait_until(lambda: len(icloud_work(emulator)) >= reached + 30, timeout=30, message="the relay is pushing")
+            new, changed = range(phase * 100, phase * 100 + 100), range(0, phase * 100, 7)
+            list(pool.map(write, new, [f"Phase {phase}"] * len(new)))
+            list(pool.map(write, changed, [f"Updated in phase {phase}"] * len(changed)))
+        wait_until(lambda at_least=reached + 30: len(icloud_work(emulator)) >= at_least, timeout=30,
+                   message="the relay is pushing")
         relay.kill()  # mid-burst: some PUTs sent, their status not yet saved
         kills.append((len(icloud_work(emulator)), (phase + 1) * 100))
         relay.start()
@@ -140,7 +142,10 @@ def test_sigkill_during_a_burst_loses_and_duplicates_nothing(setup):
 
     assert any(in_icloud < written for in_icloud, written in kills), f"no kill landed mid-burst: {kills}"
     wait_until(converged, timeout=120, message="iCloud equals the CRM")
-    status = requests.get(relay.url + "api/v1/users/alice/status", auth=CRM, timeout=10).json()
-    assert status["pending"] == [] and status["state"] == "connected"
+    def settled() -> bool:
+        status = requests.get(relay.url + "api/v1/users/alice/status", auth=CRM, timeout=10).json()
+        return status["pending"] == [] and status["state"] == "connected"
+
+    wait_until(settled, timeout=60, message="nothing pending")
     (state,) = emulator.emulator.store.accounts.values()
     assert sorted(state.uid_index) == sorted(expected)  # one object per UID in the whole account
