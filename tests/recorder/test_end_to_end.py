@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 import io
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from proxy.recorder import RECORDING
 from proxy.replay import har
 from proxy.replay.compare import DiffKind
 from proxy.replay.runner import Target, replay
+from tests.helpers import plain_radicale
 
 from . import crm_session
 
@@ -110,46 +108,21 @@ def test_replay_against_changed_calrelay_names_request_and_difference(
 @pytest.fixture
 def radicale(tmp_path: Path) -> Iterator[Callable[[str], str]]:
     """Start plain Radicale standalone servers (htpasswd users alice and crm) with the given rights type."""
-    processes: list[subprocess.Popen[bytes]] = []
     users = tmp_path / "radicale-users"
     users.write_text(f"alice:alice-secret\n{SERVICE}:crm-secret\n")
+    with contextlib.ExitStack() as stack:
 
-    def start(rights: str) -> str:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        folder = tmp_path / f"radicale-{port}"
-        config = tmp_path / f"radicale-{port}.ini"
-        config.write_text(
-            f"[server]\nhosts = 127.0.0.1:{port}\n[auth]\ntype = htpasswd\nhtpasswd_filename = {users}\n"
-            # delay = 0: Radicale otherwise holds back every 401/403 by a second.
-            f"htpasswd_encryption = plain\ndelay = 0\n[rights]\ntype = {rights}\n"
-            f"[storage]\nfilesystem_folder = {folder}\n[logging]\nlevel = error\n"
-        )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "radicale", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        processes.append(process)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("radicale did not start") from None
-                time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}/"
-        # Radicale creates a principal's home on that user's first request; calrelay has alice's already.
-        requests.request("PROPFIND", url, auth=("alice", "alice-secret"), timeout=10).raise_for_status()
-        return url
+        def start(rights: str) -> str:
+            url = stack.enter_context(plain_radicale(tmp_path, (
+                f"[auth]\ntype = htpasswd\nhtpasswd_filename = {users}\nhtpasswd_encryption = plain\n"
+                # delay = 0: Radicale otherwise holds back every 401/403 by a second.
+                f"delay = 0\n[rights]\ntype = {rights}\n"
+            )))
+            # Radicale creates a principal's home on that user's first request; calrelay has alice's already.
+            requests.request("PROPFIND", url, auth=("alice", "alice-secret"), timeout=10).raise_for_status()
+            return url
 
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(10)
+        yield start
 
 
 def test_replay_against_plain_radicale_reports_only_real_differences(

@@ -3,19 +3,15 @@ both on loopback ports, reached over real HTTP."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import pytest
 
 from proxy.emulator import EmulatorServer
 from proxy.upstream import Account, RemoteCalendar, UpstreamClient
+from tests.helpers import plain_radicale
 
 APPLE_ID = "demo@icloud.test"
 APP_PASSWORD = "abcd-efgh-ijkl-mnop"
@@ -83,45 +79,10 @@ class Radicale:
         return url
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def radicale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root: Path = tmp_path_factory.mktemp("radicale")
-    port = _free_port()
-    config = root / "config"
-    config.write_text(
-        f"[server]\nhosts = 127.0.0.1:{port}\n[auth]\ntype = none\n"
-        f"[storage]\nfilesystem_folder = {root / 'collections'}\n[web]\ntype = none\n"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "radicale", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None:
-                    output = process.stderr.read().decode() if process.stderr else ""
-                    raise RuntimeError(f"radicale exited: {output}") from None
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("radicale did not start")
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with plain_radicale(tmp_path_factory.mktemp("radicale")) as url:
+        yield url
 
 
 @pytest.fixture
