@@ -19,7 +19,7 @@ from aiohttp import web
 
 from proxy import __version__
 from proxy.auth import PRINCIPAL_REQUEST_KEY, Authenticator, UsersFile, make_auth_middleware
-from proxy.availability.routes import FRESHNESS
+from proxy.availability.routes import FRESHNESS, USER_ADDRESSES
 from proxy.availability.routes import setup_routes as setup_availability
 from proxy.config import Settings
 from proxy.emulator import EmulatorServer, load_accounts
@@ -65,6 +65,7 @@ def make_app(settings: Settings) -> web.Application:
     box = SecretBox.for_data_dir(settings.storage.data_dir)
     app[RELAY] = Relay(RelayContext(settings, engine, app[STATE], box, UpstreamClient))
     app[FRESHNESS] = app[RELAY].freshness
+    app[USER_ADDRESSES] = app[RELAY].addresses
     if settings.uses_emulator:
         app[EMULATOR] = _emulator(settings)
     app[LINKS] = LinkService(

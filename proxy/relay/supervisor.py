@@ -88,6 +88,12 @@ class Relay:
         worker.wake(pull=True)
         return True
 
+    def addresses(self, user: str) -> list[str]:
+        """The user's own calendar-user addresses, so availability recognises their declines."""
+        worker = self.worker(user)
+        own = [user] if "@" in user else []
+        return own + ([f"mailto:{worker.link.apple_id}"] if worker is not None else [])
+
     def freshness(self, user: str) -> Mapping[str, SourceFreshness]:
         worker = self.worker(user)
         if worker is None:

@@ -27,7 +27,7 @@ import copy
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -305,11 +305,29 @@ def _mirror_drops(name: str, value: Any) -> bool:
     )
 
 
-def to_mirror(text: str) -> str:
-    """An iCloud event as the CRM's mirror stores it: a blocked slot of iCloud origin (rule 7)."""
+def _address(value: str) -> str:
+    """A calendar-user address as compared: without ``mailto:``, lower case."""
+    value = value.strip()
+    return (value[7:] if value.lower().startswith("mailto:") else value).lower()
+
+
+def to_mirror(text: str, owner_addresses: Iterable[str] = ()) -> str:
+    """An iCloud event as the CRM's mirror stores it: a blocked slot of iCloud origin (rule 7).
+
+    Attendees go, so the account owner's own reply would go with them: an occurrence the owner declined
+    (PARTSTAT=DECLINED on an attendee whose address is one of ``owner_addresses``) is kept as TRANSP:TRANSPARENT,
+    shown but not blocking, as a declined invitation does not make the owner busy.
+    """
     calendar = _parse(text)
     _uid(calendar)
     events = _events(calendar)
+    owners = {_address(address) for address in owner_addresses}
+    for event in events:
+        if owners and any(
+            _address(str(person)) in owners and str(person.params.get("PARTSTAT", "")).upper() == "DECLINED"
+            for person in _values(event, "ATTENDEE")
+        ):
+            event["TRANSP"] = "TRANSPARENT"
     # Only events and their time zones are mirrored; iCloud never mixes component types in one resource.
     calendar.subcomponents = [c for c in calendar.subcomponents if c.name in ("VEVENT", "VTIMEZONE")]
     _remove_properties(calendar, _is_calrelay)

@@ -115,6 +115,11 @@ class LinkWorker:
         self.stats = {"pushed": 0, "deleted": 0, "fetched": 0, "imported": 0, "refreshed": 0, "applied": 0}
 
     @property
+    def owner_addresses(self) -> tuple[str, ...]:
+        """The iCloud account's own calendar-user addresses (its Apple ID)."""
+        return (self.link.apple_id,)
+
+    @property
     def primary(self) -> LinkCalendar:
         return next(c for c in self.calendars.values() if c.role == MirrorRole.PRIMARY)
 
@@ -572,7 +577,7 @@ class LinkWorker:
         self, remote: RemoteItem, status: ItemStatus | None, calendar: LinkCalendar | None = None
     ) -> None:
         calendar = calendar or self.primary
-        text = transforms.to_mirror(remote.text)
+        text = transforms.to_mirror(remote.text, self.owner_addresses)
         href = status.local_href if status and status.local_href else transforms.remote_name(remote.uid)
         engine = self.context.engine
         etag = await engine.call(engine.put_item, calendar.mirror_path, href, text)

@@ -212,3 +212,13 @@ def _mirror_etags(linked) -> dict[str, str]:
     import re
 
     return dict(re.findall(r"<href>([^<]+\.ics)</href>.*?<getetag>([^<]+)</getetag>", response.text, re.S))
+
+
+def test_an_invitation_the_owner_declined_is_shown_but_does_not_block(linked):
+    declined = INVITE.replace("CN=Demo;PARTSTAT=ACCEPTED", "CN=Demo;PARTSTAT=DECLINED")
+    icloud_put(linked, "work", "nope.ics", event("nope", START, summary="Declined meeting", extra=declined))
+    text = pulled(linked, lambda: mirror(linked).get("nope"), "imported")
+    assert "TRANSP:TRANSPARENT" in text and "ATTENDEE" not in text
+    answer = requests.get(linked.url + "api/v1/users/alice/availability", auth=linked.relay.auth("crm"), timeout=10,
+                          params={"start": "2026-12-02T00:00:00Z", "end": "2026-12-03T00:00:00Z"}).json()
+    assert answer["busy"] == []

@@ -953,3 +953,14 @@ def test_hash_property_content_edits_change_it(fields: dict, what: str, data: st
     before = content_hash("\r\n".join(render(fields)) + "\r\n")
     edited = render(edit(fields, what, data))
     assert content_hash(data.draw(serialisations(edited))) != before
+
+
+def test_to_mirror_keeps_an_owner_declined_occurrence_as_free():
+    text = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\nUID:d\r\nDTSTAMP:20260101T000000Z\r\n"
+        "DTSTART:20260102T100000Z\r\nDTEND:20260102T110000Z\r\nORGANIZER:mailto:boss@work.test\r\n"
+        "ATTENDEE;PARTSTAT=DECLINED:mailto:Demo@iCloud.test\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    assert "TRANSP:TRANSPARENT" in to_mirror(text, ["demo@icloud.test"])
+    assert "TRANSP" not in to_mirror(text, ["someone@else.test"])
+    assert "TRANSP" not in to_mirror(text.replace("DECLINED", "ACCEPTED"), ["demo@icloud.test"])
