@@ -27,7 +27,7 @@ from radicale import pathutils
 from plugins import scope as request_scope
 from plugins.rights import Rights
 from plugins.scope import Change
-from plugins.storage import Storage
+from plugins.storage import Collection, Stamp, Storage
 from proxy.auth import UsersFile
 from proxy.config import Settings
 
@@ -250,6 +250,35 @@ class Engine:
                     path = pathutils.unstrip_path(collection.path, True)
                     calendars.append(CalendarInfo(path, dict(collection.get_meta()), collection.etag))
         return calendars
+
+    def read_changed_items(
+        self, path: str, known: Mapping[str, Stamp]
+    ) -> tuple[dict[str, Stamp], list[StoredItem]]:
+        """The calendar's current item stamps, and the items whose stamp differs from ``known`` (new or
+        changed). Deleted items are those of ``known`` missing from the stamps. Lets the relay re-read only
+        what changed instead of the whole calendar on every pass."""
+        user = pathutils.strip_path(path).split("/", 1)[0]
+        with self.storage.acquire_lock("r", user):
+            collection = next(iter(self.storage.discover(path)), None)
+            if not isinstance(collection, Collection):
+                return {}, []
+            stamps = collection.stamps()
+            changed = [href for href, stamp in stamps.items() if known.get(href) != stamp]
+            items = [
+                StoredItem(href, item.etag, item.serialize())
+                for href, item in collection.get_multi(changed)
+                if item is not None
+            ]
+        return stamps, items
+
+    def read_item(self, path: str, href: str) -> StoredItem | None:
+        user = pathutils.strip_path(path).split("/", 1)[0]
+        with self.storage.acquire_lock("r", user):
+            collection = next(iter(self.storage.discover(path)), None)
+            if not isinstance(collection, radicale.storage.BaseCollection):
+                return None
+            item = next(iter(collection.get_multi([href])), (href, None))[1]
+            return StoredItem(href, item.etag, item.serialize()) if item is not None else None
 
     def read_items(self, path: str) -> list[StoredItem]:
         """Every object of the calendar at ``path`` (empty if there is none)."""

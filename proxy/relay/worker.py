@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from plugins.storage import Stamp
 from proxy.config import Settings
 from proxy.engine import CalendarInfo, Engine
 from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP, CalendarKind, EventKind, MirrorRole, Origin
@@ -109,7 +110,8 @@ class LinkWorker:
         self._limit = asyncio.Semaphore(upstream.max_concurrency)
         self._refused: dict[str, str] = {}  # uid -> local etag that iCloud refused for good (until it changes)
         self._stop_reason: StopPass | None = None
-        self._parsed: dict[tuple[str, str, str], LocalItem | None] = {}  # (path, href, etag) -> parsed item
+        #: path -> (file stamps, href -> parsed item) as of the last read: the next read parses only changes.
+        self._snapshots: dict[str, tuple[dict[str, Stamp], dict[str, LocalItem | None]]] = {}
         self.passes = 0
         #: Running totals for the status report and the benchmarks: what crossed the wire and was written.
         self.stats = {"pushed": 0, "deleted": 0, "fetched": 0, "imported": 0, "refreshed": 0, "applied": 0}
@@ -259,32 +261,21 @@ class LinkWorker:
         return appointments, mirror
 
     async def _read(self, calendar: CalendarInfo) -> list[LocalItem]:
-        """The calendar's event objects. Parsing is cached by ETag: a pass re-reads only what changed."""
+        """The calendar's event objects. Only files that changed since the last pass are read and parsed."""
         engine = self.context.engine
-        items = []
-        seen: set[tuple[str, str, str]] = set()
-        for stored in await engine.call(engine.read_items, calendar.path):
-            key = (calendar.path, stored.href, stored.etag)
-            seen.add(key)
-            if key not in self._parsed:
-                try:
-                    self._parsed[key] = None
-                    if transforms.is_event_object(stored.text):
-                        self._parsed[key] = LocalItem(
-                            transforms.object_uid(stored.text),
-                            calendar.path,
-                            stored.href,
-                            stored.etag,
-                            stored.text,
-                            transforms.content_hash(stored.text),
-                        )
-                except ValueError as error:
-                    logger.warning("not relayed: %s%s: %s", calendar.path, stored.href, error)
-            if (item := self._parsed[key]) is not None:
-                items.append(item)
-        for key in [k for k in self._parsed if k[0] == calendar.path and k not in seen]:
-            del self._parsed[key]
-        return items
+        stamps, items = self._snapshots.get(calendar.path, ({}, {}))
+        new_stamps, changed = await engine.call(engine.read_changed_items, calendar.path, stamps)
+        items = {href: item for href, item in items.items() if href in new_stamps}
+        for stored in changed:
+            items[stored.href] = None
+            try:
+                if transforms.is_event_object(stored.text):
+                    items[stored.href] = LocalItem(transforms.object_uid(stored.text), calendar.path, stored.href,
+                                                   stored.etag, stored.text, transforms.content_hash(stored.text))
+            except ValueError as error:
+                logger.warning("not relayed: %s%s: %s", calendar.path, stored.href, error)
+        self._snapshots[calendar.path] = (new_stamps, items)
+        return [item for item in items.values() if item is not None]
 
     # -- push ------------------------------------------------------------------------------------------------
 
@@ -631,13 +622,11 @@ class LinkWorker:
         logger.info("applied an iCloud edit of %s to %s%s", status.uid, status.local_path, status.local_href)
 
     async def _local_text(self, status: ItemStatus) -> str | None:
-        if status.local_path is None:
+        if status.local_path is None or status.local_href is None:
             return None
         engine = self.context.engine
-        for item in await engine.call(engine.read_items, status.local_path):
-            if item.href == status.local_href:
-                return item.text
-        return None
+        item = await engine.call(engine.read_item, status.local_path, status.local_href)
+        return item.text if item is not None else None
 
     async def _save(self, status: ItemStatus) -> None:
         await self.context.state.call(self.context.state.db.save_item, status)
