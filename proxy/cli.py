@@ -46,6 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose + 1, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        # Both libraries narrate every request at INFO (Radicale its configuration too, python-caldav each
+        # HTML error body of iCloud with a traceback); calrelay logs what matters about them itself.
+        for chatty in ("radicale", "caldav"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except ConfigError as error:

@@ -118,7 +118,8 @@ class Engine:
     """The embedded Radicale and its thread pool."""
 
     def __init__(self, settings: Settings, users: UsersFile) -> None:
-        settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+        # Made here so that Radicale does not warn about a missing storage folder on every first start.
+        (settings.storage.data_dir / "collections" / "collection-root").mkdir(parents=True, exist_ok=True)
         self.settings = settings
         self.users = users
         self.application = radicale.Application(radicale_configuration(settings))

@@ -29,8 +29,6 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, host=args.host, port=args.port)
     if args.record:
         settings = settings.replace("recorder", path=Path(args.record).resolve())
-    if args.verbose < 2:
-        logging.getLogger("radicale").setLevel(logging.WARNING)  # Radicale is chatty at INFO
     app = make_app(settings)
     logger.info("data directory: %s", settings.storage.data_dir)
     web.run_app(
