@@ -6,6 +6,9 @@ Pure definitions shared by the storage plugin, the relay and the availability en
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
+
+E = TypeVar("E", bound=StrEnum)
 
 #: Collection property (Clark notation, as Radicale stores it) that holds a booking calendar's kind.
 CALENDAR_KIND_PROP = "{urn:calrelay}calendar-kind"
@@ -20,6 +23,14 @@ MIRROR_BLOCKS_PROP = "{urn:calrelay}mirror-blocks"
 #: iCalendar properties calrelay uses on VEVENTs.
 EVENT_KIND_PROPERTY = "X-CALRELAY-KIND"
 EVENT_ORIGIN_PROPERTY = "X-CALRELAY-ORIGIN"
+
+
+def _member(kind: type[E], value: str, normalised: str, what: str) -> E:
+    try:
+        return kind(normalised)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise ValueError(f"unknown {what} {value!r}: use one of {allowed}") from None
 
 
 class CalendarKind(StrEnum):
@@ -37,11 +48,7 @@ class CalendarKind(StrEnum):
     @classmethod
     def parse(cls, value: str) -> CalendarKind:
         """The kind named by ``value`` (case-insensitive), or ValueError naming the allowed values."""
-        try:
-            return cls(value.strip().lower())
-        except ValueError:
-            allowed = ", ".join(kind.value for kind in cls)
-            raise ValueError(f"unknown calendar kind {value!r}: use one of {allowed}") from None
+        return _member(cls, value, value.strip().lower(), "calendar kind")
 
 
 class EventKind(StrEnum):
@@ -50,11 +57,7 @@ class EventKind(StrEnum):
 
     @classmethod
     def parse(cls, value: str) -> EventKind:
-        try:
-            return cls(value.strip().upper())
-        except ValueError:
-            allowed = ", ".join(kind.value for kind in cls)
-            raise ValueError(f"unknown {EVENT_KIND_PROPERTY} {value!r}: use one of {allowed}") from None
+        return _member(cls, value, value.strip().upper(), EVENT_KIND_PROPERTY)
 
 
 class MirrorRole(StrEnum):

@@ -213,6 +213,12 @@ class StateDB:
                 f"VALUES ({', '.join('?' * len(_columns(Link)))})",
                 [getattr(link, c) for c in _columns(Link)],
             )
+            linked = [calendar.remote_url for calendar in calendars]
+            # Forget the status of calendars no longer linked: their mirrors are gone.
+            db.execute(
+                f"DELETE FROM items WHERE user = ? AND calendar_url NOT IN ({', '.join('?' * len(linked))})",
+                [link.user, *linked],
+            )
             for calendar in calendars:
                 kept = previous.get(calendar.remote_url)
                 if kept is not None and kept.mirror_path == calendar.mirror_path:

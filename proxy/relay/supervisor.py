@@ -30,6 +30,7 @@ class Relay:
         self._workers: dict[str, tuple[LinkWorker, asyncio.Task[None], float]] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()
+        self._reloads: set[asyncio.Task[None]] = set()  # referenced until done, as asyncio requires
 
     async def start(self) -> None:
         await self.reload()
@@ -62,6 +63,9 @@ class Relay:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                     del self._workers[user]
+                    if user not in links:
+                        # The worker may have recorded an outcome after the link was deleted: drop it too.
+                        await state.call(state.db.delete_link, user)
                     logger.info("relay for %s stopped (%s)", user, "unlinked" if user not in links else "link changed")
             for user, link in links.items():
                 if user in self._workers:
@@ -74,7 +78,9 @@ class Relay:
 
     def link_changed(self, user: str) -> None:
         """Called by the link service in this process: pick the change up now rather than at the next poll."""
-        asyncio.get_running_loop().create_task(self.reload())
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     def on_change(self, change: Change) -> None:
         worker = self.worker(change.user)
