@@ -76,3 +76,23 @@ def test_moving_between_booking_calendars_keeps_one_icloud_copy(linked):
     time.sleep(1)
     assert list(linked.icloud()).count("mv") == 1
     assert linked.status()["pending"] == []
+
+
+def test_crm_edits_of_an_icloud_born_event_flow_back_with_its_attendees(linked):
+    from tests.relay.test_pull import INVITE, icloud_put, mirror, pulled
+
+    icloud_put(linked, "work", "review.ics", event("review", START, summary="Review", extra=INVITE))
+    text = pulled(linked, lambda: mirror(linked).get("review"), "imported as a blocked slot")
+    crm = linked.relay.auth("crm")
+    mirror_url = linked.url + "alice/icloud-work/review.ics"
+    invitations = len(linked.emulator.mail())  # the organizer's own invitation, sent when it was created
+    moved = text.replace("SUMMARY:Review", "SUMMARY:Review (moved by the CRM)").replace("DTSTART:20261201T090000Z", "DTSTART:20261201T091500Z")
+    assert put(mirror_url, crm, moved).status_code == 204
+    wait_until(lambda: "moved by the CRM" in linked.icloud().get("review", ""), message="CRM edit in iCloud")
+    in_icloud = linked.icloud()["review"].replace("\r\n ", "").replace("\n ", "")
+    assert "DTSTART:20261201T091500Z" in in_icloud
+    assert "mailto:other@work.test" in in_icloud and "X-CALRELAY" not in in_icloud  # iCloud's people kept
+    assert len(linked.emulator.mail()) == invitations  # calrelay's update mailed nobody
+
+    assert requests.delete(mirror_url, auth=crm, timeout=10).status_code in (200, 204)
+    wait_until(lambda: "review" not in linked.icloud(), message="CRM deletion in iCloud")
