@@ -33,6 +33,13 @@ def wait_until(condition: Callable[[], Any], timeout: float = 20, message: str =
         time.sleep(0.05)
 
 
+def stored_events(emulator: EmulatorServer, calendar: str = "work") -> dict[str, str]:
+    """UID -> text in a calendar of the emulator's (only) account, straight from its store: an inspection
+    that the faults a test switched on cannot disturb."""
+    (state,) = emulator.emulator.store.accounts.values()
+    return {obj.uid: obj.body for obj in list(state.collections[calendar].objects.values())}
+
+
 @dataclass
 class Linked:
     """calrelay with alice linked to the emulator's demo account (primary work, conflict home)."""
@@ -67,6 +74,9 @@ class Linked:
             except (TransientError, Throttled):
                 time.sleep(0.1 * min(attempt + 1, 10))
         raise AssertionError("iCloud (the emulator) could not be read")
+
+    def icloud_store(self, calendar: str = "work") -> dict[str, str]:
+        return stored_events(self.emulator, calendar)
 
     def icloud_client(self) -> UpstreamClient:
         return UpstreamClient(self.emulator.discovery_url, APPLE_ID, APP_PASSWORD)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,8 +22,8 @@ import requests
 
 from proxy.emulator import EmulatorServer
 from tests.conftest import write_users
-from tests.helpers import event, mkcalendar, put
-from tests.relay.conftest import APP_PASSWORD, APPLE_ID, wait_until
+from tests.helpers import event, free_port, mkcalendar, put
+from tests.relay.conftest import APP_PASSWORD, APPLE_ID, stored_events, wait_until
 
 START = datetime(2027, 2, 1, 8, 0, tzinfo=UTC)
 CRM = ("crm", "crm-secret")
@@ -47,18 +46,6 @@ class EmulatorThread:
         asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
-
-
-def icloud_work(emulator: EmulatorServer) -> dict[str, str]:
-    """UID -> text in the demo account's work calendar, straight from the emulator's store (no faults)."""
-    (state,) = emulator.emulator.store.accounts.values()
-    return {obj.uid: obj.body for obj in list(state.collections["work"].objects.values())}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Calrelay:
@@ -125,19 +112,19 @@ def test_sigkill_during_a_burst_loses_and_duplicates_nothing(setup):
         expected[f"crash-{number}"] = summary
 
     for phase in range(3):
-        reached = len(icloud_work(emulator))
+        reached = len(stored_events(emulator))
         with ThreadPoolExecutor(8) as pool:
             new, changed = range(phase * 100, phase * 100 + 100), range(0, phase * 100, 7)
             list(pool.map(write, new, [f"Phase {phase}"] * len(new)))
             list(pool.map(write, changed, [f"Updated in phase {phase}"] * len(changed)))
-        wait_until(lambda at_least=reached + 30: len(icloud_work(emulator)) >= at_least, timeout=30,
+        wait_until(lambda at_least=reached + 30: len(stored_events(emulator)) >= at_least, timeout=30,
                    message="the relay is pushing")
         relay.kill()  # mid-burst: some PUTs sent, their status not yet saved
-        kills.append((len(icloud_work(emulator)), (phase + 1) * 100))
+        kills.append((len(stored_events(emulator)), (phase + 1) * 100))
         relay.start()
 
     def converged() -> bool:
-        events = icloud_work(emulator)
+        events = stored_events(emulator)
         return len(events) == 300 and all(f"SUMMARY:{summary}" in events[uid] for uid, summary in expected.items())
 
     assert any(in_icloud < written for in_icloud, written in kills), f"no kill landed mid-burst: {kills}"

@@ -31,7 +31,7 @@ def test_500_appointments_through_random_5xx_and_a_throttling_storm(calrelay_fac
         assert set(pool.map(write, range(500))) == {201}
     session.close()
     # The storm is over after two seconds; the 30 % errors go on until everything is there.
-    wait_until(lambda: len(linked.icloud()) >= 500, timeout=240, message="all 500 appointments in iCloud")
+    wait_until(lambda: len(linked.icloud_store()) >= 500, timeout=240, message="all 500 appointments in iCloud")
     linked.emulator.clear_faults()
     wait_until(lambda: not linked.status()["pending"], timeout=60, message="nothing pending")
     events = linked.icloud()
