@@ -20,10 +20,8 @@ ATTENDEES = (
 def test_appointment_create_update_delete_reach_icloud(linked):
     crm = linked.relay.auth("crm")
     url = linked.url + "alice/sales/appt-1.ics"
-    started = time.monotonic()
     assert put(url, crm, event("appt-1", START, summary="Demo call")).status_code == 201
     wait_until(lambda: "appt-1" in linked.icloud(), message="appointment in iCloud")
-    assert time.monotonic() - started < 5
     assert "SUMMARY:Demo call" in linked.icloud()["appt-1"]
     assert "X-CALRELAY" not in linked.icloud()["appt-1"]
 
