@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from proxy.model import Origin
+from proxy.model import EventKind, Origin
 from proxy.state import ItemStatus
 
 
@@ -42,6 +42,7 @@ class LocalItem:
     etag: str
     text: str
     hash: str
+    kind: EventKind = EventKind.APPOINTMENT
 
 
 @dataclass(frozen=True)

@@ -256,7 +256,7 @@ class LinkWorker:
                 mirror = {item.uid: item for item in await self._read(calendar)}
             elif _integrates(calendar, default_kind, chosen):
                 for item in await self._read(calendar):
-                    if transforms.object_kind(item.text) is EventKind.APPOINTMENT:
+                    if item.kind is EventKind.APPOINTMENT:
                         appointments.setdefault(item.uid, item)  # a UID in two calendars: the first one wins
         return appointments, mirror
 
@@ -270,8 +270,10 @@ class LinkWorker:
             items[stored.href] = None
             try:
                 if transforms.is_event_object(stored.text):
-                    items[stored.href] = LocalItem(transforms.object_uid(stored.text), calendar.path, stored.href,
-                                                   stored.etag, stored.text, transforms.content_hash(stored.text))
+                    items[stored.href] = LocalItem(
+                        transforms.object_uid(stored.text), calendar.path, stored.href, stored.etag, stored.text,
+                        transforms.content_hash(stored.text), transforms.object_kind(stored.text),
+                    )
             except ValueError as error:
                 logger.warning("not relayed: %s%s: %s", calendar.path, stored.href, error)
         self._snapshots[calendar.path] = (new_stamps, items)
@@ -287,9 +289,10 @@ class LinkWorker:
         actions = plan_push(
             appointments, mirror, statuses, _path_of(primary.remote_url), transforms.remote_name, self.two_way
         )
-        actions = [a for a in actions if not self._still_refused(a)]
+        # Everything planned is pending until done; what iCloud refused for good keeps its reason there.
         waiting = [(action_uid(a), action_name(a), "queued") for a in actions if not isinstance(a, Relocate | Forget)]
         await self.context.state.call(db.replace_pending, self.user, waiting)
+        actions = [a for a in actions if not self._still_refused(a)]
         if actions:
             logger.info("push for %s: %s", self.user, _summary(actions))
         await self._execute(actions, lambda action: self._push_one(client, action))
