@@ -50,8 +50,9 @@ def test_etag_churn_is_not_a_conflict(linked):
     assert not linked.status()["pending"]
 
 
-def test_concurrent_edits_later_icloud_edit_wins_in_two_way(calrelay_factory):
-    # No polling: the relay learns of the iCloud edit only through the 412 of its own update.
+def edit_on_both_sides(calrelay_factory, icloud_edited: str, crm_edited: str):
+    """An appointment pushed to iCloud, then edited in iCloud and in the CRM (LAST-MODIFIED as given) before
+    the relay has pulled: it learns of the iCloud edit only through the 412 of its own update."""
     linked = make_linked(calrelay_factory(overrides={"upstream": {"poll_interval": 3600}}))
     crm = linked.relay.auth("crm")
     url = linked.url + "alice/sales/both.ics"
@@ -59,29 +60,25 @@ def test_concurrent_edits_later_icloud_edit_wins_in_two_way(calrelay_factory):
                                extra="LAST-MODIFIED:20270101T100000Z\r\n")).status_code == 201
     wait_until(lambda: "both" in linked.icloud())
     icloud_text = linked.icloud()["both"].replace("SUMMARY:Original", "SUMMARY:iCloud edit")
-    icloud_text = icloud_text.replace("LAST-MODIFIED:20270101T100000Z", "LAST-MODIFIED:20270101T120000Z")
+    icloud_text = icloud_text.replace("LAST-MODIFIED:20270101T100000Z", f"LAST-MODIFIED:{icloud_edited}")
     icloud_put(linked, "work", transforms.remote_name("both"), icloud_text)
     assert put(url, crm, event("both", START, summary="CRM edit",
-                               extra="LAST-MODIFIED:20270101T110000Z\r\n")).status_code == 204
-    wait_until(lambda: "iCloud edit" in requests.get(url, auth=crm, timeout=10).text, timeout=20,
-               message="the later iCloud edit reaches the CRM")
+                               extra=f"LAST-MODIFIED:{crm_edited}\r\n")).status_code == 204
+    return linked, lambda: requests.get(url, auth=crm, timeout=10).text
+
+
+def test_concurrent_edits_later_icloud_edit_wins_in_two_way(calrelay_factory):
+    linked, crm_version = edit_on_both_sides(calrelay_factory, icloud_edited="20270101T120000Z",
+                                             crm_edited="20270101T110000Z")
+    wait_until(lambda: "iCloud edit" in crm_version(), message="the later iCloud edit reaches the CRM")
     assert "SUMMARY:iCloud edit" in linked.icloud()["both"]  # not blindly overwritten by the older CRM edit
     assert not linked.status()["pending"]
 
 
 def test_concurrent_edits_later_crm_edit_wins(calrelay_factory):
-    linked = make_linked(calrelay_factory(overrides={"upstream": {"poll_interval": 3600}}))
-    crm = linked.relay.auth("crm")
-    url = linked.url + "alice/sales/crmwins.ics"
-    assert put(url, crm, event("crmwins", START, summary="Original",
-                               extra="LAST-MODIFIED:20270101T100000Z\r\n")).status_code == 201
-    wait_until(lambda: "crmwins" in linked.icloud())
-    icloud_text = linked.icloud()["crmwins"].replace("SUMMARY:Original", "SUMMARY:iCloud edit")
-    icloud_text = icloud_text.replace("LAST-MODIFIED:20270101T100000Z", "LAST-MODIFIED:20270101T110000Z")
-    icloud_put(linked, "work", transforms.remote_name("crmwins"), icloud_text)
-    assert put(url, crm, event("crmwins", START, summary="CRM edit",
-                               extra="LAST-MODIFIED:20270101T120000Z\r\n")).status_code == 204
-    wait_until(lambda: "SUMMARY:CRM edit" in linked.icloud()["crmwins"], message="the later CRM edit reaches iCloud")
+    linked, crm_version = edit_on_both_sides(calrelay_factory, icloud_edited="20270101T110000Z",
+                                             crm_edited="20270101T120000Z")
+    wait_until(lambda: "SUMMARY:CRM edit" in linked.icloud()["both"], message="the later CRM edit reaches iCloud")
     linked.sync_now()
     time.sleep(0.5)
-    assert "SUMMARY:CRM edit" in requests.get(url, auth=crm, timeout=10).text
+    assert "SUMMARY:CRM edit" in crm_version()
