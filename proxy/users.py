@@ -9,6 +9,7 @@ import sys
 from proxy.auth import UsersFile
 from proxy.engine import Engine
 from proxy.settings_cli import settings_from_args
+from proxy.state import StateDB
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -63,5 +64,12 @@ def remove_user(args: argparse.Namespace) -> int:
     if not UsersFile(settings.users_file).remove(args.name):
         print(f"calrelay: no user {args.name!r} in {settings.users_file}", file=sys.stderr)
         return 1
-    print(f"removed {args.name}; their calendars remain in {settings.storage.data_dir}")
+    # A removed user's iCloud link goes too: no relay for nobody, and no stored app-specific password.
+    state = StateDB(settings.storage.data_dir / "state.sqlite3")
+    try:
+        unlinked = state.delete_link(args.name)
+    finally:
+        state.close()
+    note = "; their iCloud link is removed" if unlinked else ""
+    print(f"removed {args.name}{note}; their calendars remain in {settings.storage.data_dir}")
     return 0

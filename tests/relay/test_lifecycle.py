@@ -61,3 +61,10 @@ def test_sync_now_from_the_api_and_the_cli(linked):
     cli = calrelay_cli(linked.relay, "sync", "alice", "--now")
     assert cli.returncode == 0, cli.stderr
     assert "alice: connected" in cli.stdout and "last pull: 20" in cli.stdout
+
+
+def test_removing_a_user_removes_their_link_and_stops_their_relay(linked):
+    removed = calrelay_cli(linked.relay, "users", "remove", "alice")
+    assert removed.returncode == 0 and "iCloud link is removed" in removed.stdout
+    wait_until(lambda: linked.worker() is None, message="the relay for alice stops")
+    assert linked.status()["linked"] is False
