@@ -412,7 +412,7 @@ class LinkWorker:
                     local.uid,
                     self.user,
                 )
-                await self._apply_to_crm(current, status)
+                await self._apply_to_crm(current, _local_status(status, local), local.text)
                 return
             if changed_in_icloud:
                 logger.warning(
@@ -602,12 +602,13 @@ class LinkWorker:
             and winner(local, action.remote.text, True) is Origin.CRM
         ):
             return  # both changed and the CRM's edit is newer: the next push overwrites iCloud's
-        await self._apply_to_crm(RemoteObject(action.remote.href, action.remote.etag, action.remote.text), status)
+        await self._apply_to_crm(
+            RemoteObject(action.remote.href, action.remote.etag, action.remote.text), status, local
+        )
 
-    async def _apply_to_crm(self, current: RemoteObject, status: ItemStatus) -> None:
-        local = await self._local_text(status)
-        if local is None or status.local_path is None or status.local_href is None:
-            return
+    async def _apply_to_crm(self, current: RemoteObject, status: ItemStatus, local: str) -> None:
+        """Merge iCloud's version into the CRM appointment ``local``, stored where ``status`` says."""
+        assert status.local_path is not None and status.local_href is not None
         merged = transforms.merge_icloud_edit(local, current.text)
         engine = self.context.engine
         etag = await engine.call(engine.put_item, status.local_path, status.local_href, merged)
