@@ -46,6 +46,11 @@ class StorageSettings:
         "Directory for calendars, users and state. A relative path is taken from the config file's "
         "directory (or the working directory when no file is given).",
     )
+    database: str = option(
+        "",
+        "SQLAlchemy URL of the database that holds calendars and relay state. Empty: SQLite at "
+        "<data_dir>/calrelay.db. Several instances: postgresql+psycopg://USER:PASSWORD@HOST/DB.",
+    )
     max_resource_size: int = option(5_000_000, "Largest single calendar object or calendar import, bytes.")
     max_occurrences: int = option(
         20_000, "Most occurrences one recurring event may expand to in a query (guards unbounded RRULEs)."
@@ -127,6 +132,13 @@ class Settings:
         if self.uses_emulator:
             return f"http://{self.emulator.host}:{self.emulator.port}/"
         return self.upstream.default_server
+
+    @property
+    def database_url(self) -> str:
+        """The database every part of calrelay uses (``[storage] database``, or SQLite in the data dir)."""
+        from proxy.database import default_url
+
+        return self.storage.database or default_url(self.storage.data_dir)
 
     @property
     def users_file(self) -> Path:
