@@ -12,6 +12,7 @@ emulator (when it is the default upstream), and the relay.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import AsyncIterator
 
@@ -21,7 +22,7 @@ from proxy import __version__
 from proxy.auth import PRINCIPAL_REQUEST_KEY, Authenticator, UsersFile, make_auth_middleware
 from proxy.availability.routes import FRESHNESS, USER_ADDRESSES
 from proxy.availability.routes import setup_routes as setup_availability
-from proxy.config import Settings
+from proxy.config import ConfigError, Settings
 from proxy.emulator import EmulatorServer, load_accounts
 from proxy.engine import ChangeBus, Engine
 from proxy.keys import AUTHENTICATOR, CHANGES, EMULATOR, ENGINE, RELAY, SETTINGS, STATE
@@ -78,7 +79,7 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_relay_lifecycle)
 
     app.router.add_get("/health", health)
-    setup_recorder(app, settings.recorder.path)
+    setup_recorder(app, settings.recorder.path, folder=settings.recordings_folder)
     setup_link_routes(app)
     setup_availability(app)
     # The catch-all goes last so that every more specific route above wins.
@@ -117,7 +118,18 @@ def _emulator(settings: Settings) -> EmulatorServer:
 
 async def _emulator_lifecycle(app: web.Application) -> AsyncIterator[None]:
     emulator = app[EMULATOR]
-    await emulator.start()
+    try:
+        await emulator.start()
+    except OSError as error:
+        await emulator.stop()
+        if error.errno != errno.EADDRINUSE:
+            raise
+        settings = app[SETTINGS].emulator
+        raise ConfigError(
+            f"the built-in iCloud emulator cannot listen on {settings.host} port {settings.port} or "
+            f"{settings.partition_port}, one is in use (another calrelay?): choose others with --emulator-port "
+            "and --emulator-partition-port or [emulator] port and partition_port (0 picks free ports)"
+        ) from None
     logger.info("built-in iCloud emulator at %s (account demo@icloud.test unless configured)", emulator.discovery_url)
     yield
     await emulator.stop()

@@ -62,6 +62,14 @@ def valid_user_name(name: str) -> bool:
     return bool(name) and len(name) <= 64 and all(c.isalnum() or c in "._-@" for c in name) and name[0] != "."
 
 
+class UserExists(Exception):
+    """``users add`` on a name that is taken: replacing it must be asked for."""
+
+    def __init__(self, record: UserRecord) -> None:
+        super().__init__(record.name)
+        self.record = record
+
+
 class UsersFile:
     """The htpasswd-style users file. Reads are cached until the file's mtime changes."""
 
@@ -107,7 +115,8 @@ class UsersFile:
             file.write("\n".join(lines) + ("\n" if lines else ""))
         os.replace(temporary, self.path)
 
-    def add(self, name: str, password: str, is_service: bool) -> None:
+    def add(self, name: str, password: str, is_service: bool, *, replace: bool = False) -> None:
+        """Add a user; an existing name is refused (ValueError) unless ``replace``."""
         if not valid_user_name(name):
             raise ValueError(
                 f"invalid user name {name!r}: use letters, digits, '.', '_', '-', '@' (not starting with '.')"
@@ -115,8 +124,19 @@ class UsersFile:
         if not password:
             raise ValueError("the password must not be empty")
         records = dict(self.records())
+        if name in records and not replace:
+            raise UserExists(records[name])
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt())
         records[name] = UserRecord(name, hashed, is_service)
+        self.write(records)
+
+    def set_password(self, name: str, password: str) -> None:
+        """Change an existing user's password; the role stays as it is. KeyError for an unknown name."""
+        if not password:
+            raise ValueError("the password must not be empty")
+        records = dict(self.records())
+        record = records[name]
+        records[name] = UserRecord(name, bcrypt.hashpw(password.encode(), bcrypt.gensalt()), record.is_service)
         self.write(records)
 
     def remove(self, name: str) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from proxy import __version__
 from proxy.config import ConfigError
+from proxy.private import restrict_umask
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    restrict_umask()  # before anything is created: data, state, keys and recordings are private
     args = build_parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose + 1, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -110,6 +110,10 @@ class EmulatorSettings:
 @dataclass(frozen=True)
 class RecorderSettings:
     path: Path | None = option(None, "Record every HTTP exchange to this HAR 1.2 file (secrets redacted).")
+    folder: Path | None = option(
+        None, "Folder for recordings started with POST /api/v1/recording (they cannot go elsewhere). "
+        "Default: <data_dir>/recordings."
+    )
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,10 @@ class Settings:
         from proxy.database import default_url
 
         return self.storage.database or default_url(self.storage.data_dir)
+
+    @property
+    def recordings_folder(self) -> Path:
+        return self.recorder.folder or self.storage.data_dir / "recordings"
 
     @property
     def users_file(self) -> Path:

@@ -30,6 +30,7 @@ from plugins.scope import Change
 from plugins.storage import Collection, Stamp, Storage
 from proxy.auth import UsersFile
 from proxy.config import Settings
+from proxy.private import private_dir
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def radicale_configuration(settings: Settings) -> radicale_config.Configuration:
             # The front door authenticates; Radicale takes the user from REMOTE_USER.
             "auth": {"type": "remote_user", "delay": "0", "cache_logins": "False"},
             "rights": {"type": "plugins.rights", "permit_delete_collection": "True"},
-            "storage": {"type": "plugins.storage", "filesystem_folder": str(collections)},
+            "storage": {"type": "plugins.storage", "filesystem_folder": str(collections), "folder_umask": "0077"},
             "web": {"type": "none"},
             "logging": {"mask_passwords": "True"},
         },
@@ -119,7 +120,8 @@ class Engine:
 
     def __init__(self, settings: Settings, users: UsersFile) -> None:
         # Made here so that Radicale does not warn about a missing storage folder on every first start.
-        (settings.storage.data_dir / "collections" / "collection-root").mkdir(parents=True, exist_ok=True)
+        private_dir(settings.storage.data_dir)
+        private_dir(settings.storage.data_dir / "collections" / "collection-root")
         self.settings = settings
         self.users = users
         self.application = radicale.Application(radicale_configuration(settings))

@@ -19,6 +19,7 @@ import asyncio
 import gzip
 import json
 import logging
+import os
 import queue
 import re
 import threading
@@ -265,7 +266,8 @@ class Recorder:
 
     def open(self) -> None:
         """Create (or truncate) the file as an empty HAR log and start the writer."""
-        self._file = self.path.open("wb")
+        # Private to calrelay's user: even redacted, a recording holds calendar data.
+        self._file = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
         self._file.write(self._head)
         self._end = self._file.tell()  # where the next entry goes, before the closing brackets
         self._file.write(self._tail)
@@ -339,6 +341,8 @@ class RecordingControl:
     """
 
     redactor: Redactor = field(default_factory=Redactor)
+    #: Where recordings started through the API go; None refuses API starts (``--record`` is not affected).
+    folder: Path | None = None
     recorder: Recorder | None = None
     #: The last recording, kept after it stopped so that the status API can still report it.
     last: Recorder | None = None
@@ -449,13 +453,16 @@ async def _late_body(request: web.Request) -> bytes | None:
         return None
 
 
-def setup_recorder(app: web.Application, path: Path | None, *, secrets: Iterable[str] = ()) -> None:
+def setup_recorder(
+    app: web.Application, path: Path | None, *, secrets: Iterable[str] = (), folder: Path | None = None
+) -> None:
     """Give ``app`` a recorder: record to ``path`` from startup when given, and serve the switch at
-    ``/api/v1/recording``. Call it before the catch-all CalDAV route is added, which would otherwise win.
+    ``/api/v1/recording``, which writes only inside ``folder``. Call it before the catch-all CalDAV route is
+    added, which would otherwise win.
 
     ``recorder_middleware`` must be in the app's middlewares (first) for anything to be recorded.
     """
-    control = RecordingControl(Redactor(secrets))
+    control = RecordingControl(Redactor(secrets), folder)
     app[RECORDING] = control
     app.router.add_get(RECORDING_API_PATH, recording_status)
     app.router.add_post(RECORDING_API_PATH, recording_switch)
@@ -468,6 +475,21 @@ def setup_recorder(app: web.Application, path: Path | None, *, secrets: Iterable
         await control.stop()
 
     app.cleanup_ctx.append(lifecycle)
+
+
+def recording_path(folder: Path, raw: str) -> Path | None:
+    """Where an API recording named ``raw`` goes: a name or path inside ``folder`` (relative names are taken
+    from it), symbolic links resolved; None for anything that ends up outside it. A service account may
+    choose the file, never a place elsewhere on the server."""
+    base = folder.resolve()
+    path = (base / raw).resolve()
+    if path == base or not path.is_relative_to(base) or (path.parent != base and not path.parent.is_dir()):
+        return None
+    return path
+
+
+def _private_folder(folder: Path) -> None:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def _service_only(request: web.Request) -> web.Response | None:
@@ -501,12 +523,17 @@ async def recording_switch(request: web.Request) -> web.Response:
         if control.recorder is not None:
             return json_error(409, "already recording: stop first", path=str(control.recorder.path))
         raw_path = command.get("path")
-        if not isinstance(raw_path, str) or not Path(raw_path).is_absolute():
-            return json_error(400, "'path' must be an absolute file path on the server, e.g. /tmp/session.har")
-        path = Path(raw_path)
-        if not path.parent.is_dir():
-            return json_error(400, f"directory {str(path.parent)!r} does not exist on the server")
+        if control.folder is None:
+            return json_error(403, "recording through the API is switched off on this server")
+        if not isinstance(raw_path, str) or not raw_path.strip():
+            return json_error(400, f"'path' must name a file in the recordings folder {str(control.folder)!r}, "
+                              "e.g. session.har")
+        path = recording_path(control.folder, raw_path)
+        if path is None:
+            return json_error(400, f"recordings go into {str(control.folder)!r} (set by [recorder] folder): "
+                              f"{raw_path!r} is outside it; send a file name such as session.har")
         try:
+            await asyncio.to_thread(_private_folder, control.folder)
             await control.start(path)
         except OSError as error:
             return json_error(400, f"cannot write {raw_path!r}: {error.strerror or error}")

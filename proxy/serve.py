@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import sys
 from pathlib import Path
 
 from aiohttp import web
@@ -21,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default 5232)")
     parser.add_argument("--record", metavar="FILE", help="record every exchange to this HAR file (secrets redacted)")
+    parser.add_argument("--emulator-port", type=int, metavar="PORT",
+                        help="discovery port of the built-in iCloud emulator (default 8443; 0 picks a free port)")
+    parser.add_argument("--emulator-partition-port", type=int, metavar="PORT",
+                        help="partition port of the built-in iCloud emulator (default 8444; 0 picks a free port)")
     parser.set_defaults(func=run)
 
 
@@ -29,13 +35,23 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, host=args.host, port=args.port)
     if args.record:
         settings = settings.replace("recorder", path=Path(args.record).resolve())
+    emulator_ports = {"port": args.emulator_port, "partition_port": args.emulator_partition_port}
+    if any(value is not None for value in emulator_ports.values()):
+        settings = settings.replace("emulator", **{k: v for k, v in emulator_ports.items() if v is not None})
     app = make_app(settings)
     logger.info("data directory: %s", settings.storage.data_dir)
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        shutdown_timeout=settings.server.shutdown_timeout,
-        print=lambda message: logger.info("%s", message),
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            shutdown_timeout=settings.server.shutdown_timeout,
+            print=lambda message: logger.info("%s", message),
+        )
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        print(f"calrelay: {settings.server.host}:{settings.server.port} is already in use (another calrelay?): "
+              "choose another with --port or [server] port (0 picks a free port)", file=sys.stderr)
+        return 2
     return 0

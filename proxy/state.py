@@ -25,6 +25,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from proxy.private import private_files
+
 T = TypeVar("T")
 
 SCHEMA = """
@@ -182,7 +184,7 @@ class StateDB:
         with self.transaction() as db:
             for statement in _statements(SCHEMA):
                 db.execute(statement)
-        path.chmod(0o600)
+        private_files(path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
 
     def close(self) -> None:
         self._db.close()

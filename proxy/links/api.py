@@ -70,7 +70,7 @@ async def put_link(request: web.Request) -> web.Response:
         for required in ("apple_id", "app_password", "primary"):
             if not body.get(required):
                 raise LinkError("missing_field", f"{required} is required")
-        await request.app[LINKS].link(LinkRequest(
+        _, _, notes = await request.app[LINKS].link(LinkRequest(
             user=user,
             apple_id=body["apple_id"],
             app_password=body["app_password"],
@@ -85,7 +85,8 @@ async def put_link(request: web.Request) -> web.Response:
     except LinkError as error:
         return _error(error)
     service = request.app[LINKS]
-    return web.json_response(await service.state.call(link_status, service.state.db, user), status=200)
+    report = await service.state.call(link_status, service.state.db, user)
+    return web.json_response({**report, "notes": notes} if notes else report, status=200)
 
 
 async def get_status(request: web.Request) -> web.Response:

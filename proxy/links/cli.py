@@ -116,12 +116,14 @@ def run_link(args: argparse.Namespace) -> int:
             return 0
         if not args.apple_id or not args.primary:
             raise LinkError("missing_field", "linking needs --apple-id and --primary (or use --list)")
-        await service.link(LinkRequest(
+        _, _, notes = await service.link(LinkRequest(
             user=args.user, apple_id=args.apple_id, app_password=_read_password(args),
             server_url=args.server or service.default_server_url(), primary=args.primary,
             conflicts=tuple(args.conflict), primary_blocks=not args.primary_not_conflict, mode=args.mode,
             deletions=args.icloud_deletions, calendars=tuple(args.calendar),
         ))
+        for note in notes:
+            print(f"calrelay: note: {note}", file=sys.stderr)
         _print_status(await service.state.call(link_status, service.state.db, args.user), args.json)
         return 0
 
@@ -163,6 +165,8 @@ def run_sync(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     async def work(service: LinkService) -> int:
         db = service.state.db
+        if args.user and args.user not in await service.engine.call(service.engine.users.records):
+            raise LinkError("unknown_user", f"there is no calrelay user {args.user!r} (see `calrelay users list`)", 404)
         users = [args.user] if args.user else [link.user for link in await service.state.call(db.links)]
         reports = [await service.state.call(link_status, db, user) for user in users]
         if args.json:

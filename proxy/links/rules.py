@@ -123,11 +123,29 @@ def choose_calendars(
     for name in conflicts:
         calendar = find_calendar(account, name)
         if calendar.url == primary_calendar.url:
-            continue  # naming the primary again only confirms that it blocks
+            if not primary_blocks:
+                raise LinkError(
+                    "contradictory_conflicts",
+                    f"{name!r} is the primary calendar: it cannot both block availability (a conflict calendar) "
+                    "and not block it (primary-not-conflict); drop one of the two",
+                )
+            continue  # naming the primary again only confirms that it blocks (see primary_named_as_conflict)
         _check_linkable(calendar, "conflict")
         if all(calendar.url != c.remote.url for c in chosen):
             chosen.append(ChosenCalendar(calendar, MirrorRole.CONFLICT, True))
     return chosen
+
+
+def primary_named_as_conflict(account: Account, primary: str, conflicts: Sequence[str]) -> list[str]:
+    """The notes to show when the primary calendar is also named as a conflict calendar: harmless (the
+    primary blocks availability by default) but worth saying, since it is not counted as a conflict calendar."""
+    primary_url = find_calendar(account, primary).url
+    return [
+        f"{name!r} is the primary calendar, which already blocks availability; it is not added again as a "
+        "conflict calendar"
+        for name in conflicts
+        if find_calendar(account, name).url == primary_url
+    ]
 
 
 def mirror_path(user: str, calendar: RemoteCalendar, taken: Iterable[str] = ()) -> str:

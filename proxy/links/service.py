@@ -88,17 +88,29 @@ class LinkService:
 
     # -- changing links ---------------------------------------------------------------------------------
 
-    async def link(self, request: LinkRequest) -> tuple[Link, list[LinkCalendar]]:
+    async def link(self, request: LinkRequest) -> tuple[Link, list[LinkCalendar], list[str]]:
+        """Link (or re-link) a user; returns the link, its calendars and notes for the person linking."""
         rules.check_request(request.apple_id, request.app_password, request.server_url, request.mode, request.deletions)
         users = await self.engine.call(self.engine.users.records)
         if request.user not in users:
             message = f"there is no calrelay user {request.user!r}; add one with `calrelay users add`"
             raise LinkError("unknown_user", message, 404)
+        # One iCloud account, one calrelay user: a second user's mirrors would import the first user's
+        # appointments (already in that iCloud calendar) as blocked time, and both would push into it.
+        for other in await self.state.call(self.state.db.links):
+            if other.user != request.user and other.apple_id.casefold() == request.apple_id.casefold():
+                raise LinkError(
+                    "apple_id_in_use",
+                    f"the Apple ID {request.apple_id} is already linked to calrelay user {other.user!r}; one iCloud "
+                    f"account serves one user. Unlink it there first (calrelay unlink {other.user}).",
+                    409,
+                )
         local = {c.path: c.props for c in await self.engine.call(self.engine.list_calendars, request.user)}
         default_kind = CalendarKind.parse(self.settings.storage.default_calendar_kind)
         booking = rules.booking_calendars(request.calendars, local, request.user, default_kind)
         account = await self.discover(request.apple_id, request.app_password, request.server_url)
         chosen = rules.choose_calendars(account, request.primary, request.conflicts, request.primary_blocks)
+        notes = rules.primary_named_as_conflict(account, request.primary, request.conflicts)
 
         previous = {c.remote_url: c for c in await self.state.call(self.state.db.link_calendars, request.user)}
         taken = {path for path in local if path not in {c.mirror_path for c in previous.values()}}
@@ -129,7 +141,7 @@ class LinkService:
         logger.info("linked %s to %s at %s (primary %s, %d conflict calendars, %s)", request.user,
                     request.apple_id, request.server_url, chosen[0].remote.name, len(chosen) - 1, request.mode)
         self.on_change(request.user)
-        return link, linked
+        return link, linked, notes
 
     async def unlink(self, user: str) -> bool:
         """Forget the link and remove its mirrors (their blocked time goes with them). What calrelay already

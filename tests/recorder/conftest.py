@@ -53,9 +53,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body or b"hello", content_type="text/plain", headers={"ETag": '"e-1"'})
 
 
-def make_test_app(path: Path | None, secrets: tuple[str, ...] = ()) -> web.Application:
+def make_test_app(
+    path: Path | None, secrets: tuple[str, ...] = (), folder: Path | None = None
+) -> web.Application:
     app = web.Application(middlewares=[recorder_middleware, stand_in_auth])
-    setup_recorder(app, path, secrets=secrets)
+    setup_recorder(app, path, secrets=secrets, folder=folder)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 

@@ -177,7 +177,7 @@ def test_app_password_shape_only_scrubbed_in_api_bodies() -> None:
 
 
 async def test_recording_api_switch(tmp_path: Path) -> None:
-    runner, base = await serve(make_test_app(None))
+    runner, base = await serve(make_test_app(None, folder=tmp_path))
     target = tmp_path / "via-api.har"
     service = basic(SERVICE_USER, SERVICE_PASSWORD)
     try:
@@ -192,7 +192,7 @@ async def test_recording_api_switch(tmp_path: Path) -> None:
                 assert "service account" in (await r.json())["error"]["message"]
             async with client.get(url, headers=service) as r:
                 assert await r.json() == {"active": False, "path": None, "entries": 0}
-            async with client.post(url, json={"action": "start", "path": "relative.har"}, headers=service) as r:
+            async with client.post(url, json={"action": "start", "path": "/etc/elsewhere.har"}, headers=service) as r:
                 assert r.status == 400
             async with client.post(url, json={"action": "start", "path": str(target)}, headers=service) as r:
                 assert r.status == 200 and (await r.json())["active"] is True
