@@ -1,8 +1,9 @@
 """The aiohttp applications (one per port) and :class:`EmulatorServer`, the in-process runner.
 
 iCloud splits discovery (``caldav.icloud.com``) from the calendar home (``pNN-caldav.icloud.com:443``); the
-emulator listens on two ports to reproduce the split. Both serve ``/<DSID>/calendars/…`` (or, in redirect
-mode, the discovery port redirects there); only the discovery port serves the control API.
+emulator listens on two ports to reproduce the split. Calendar homes ``/<DSID>/calendars/…`` answer on the
+partition port only (404 on the discovery port; ``home_on_partition_only`` off serves them on both, redirect
+mode redirects there); only the discovery port serves the control API.
 """
 
 from __future__ import annotations
@@ -111,9 +112,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     path = request.path
     if path.rstrip("/") == "/.well-known/caldav" and options.well_known == "redirect":
         raise web.HTTPMovedPermanently("/")
-    if request.app[ROLE] == "discovery" and options.home_redirect and HOME_PATH.match(path):
-        location = emulator.partition_url.rstrip("/") + request.raw_path
-        raise (web.HTTPMovedPermanently if options.home_redirect == 301 else web.HTTPFound)(location)
+    if request.app[ROLE] == "discovery" and HOME_PATH.match(path):
+        if options.home_redirect:
+            location = emulator.partition_url.rstrip("/") + request.raw_path
+            raise (web.HTTPMovedPermanently if options.home_redirect == 301 else web.HTTPFound)(location)
+        if options.home_on_partition_only:
+            return html_error(emulator, 404)
     state = authenticate(request, emulator)
     if state is None:
         return unauthorized()

@@ -87,6 +87,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="the discovery port redirects /<DSID>/calendars/ to the partition port",
     )
     behaviour.add_argument(
+        "--home-on-both-hosts",
+        action="store_true",
+        help="serve /<DSID>/calendars/ on the discovery port too (default: the partition port only, like iCloud)",
+    )
+    behaviour.add_argument(
         "--vcalendar-filter-status",
         type=int,
         choices=(400, 403),
@@ -124,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     options = EmulatorOptions(
         well_known=args.well_known,
         home_redirect=args.home_redirect,
+        home_on_partition_only=not args.home_on_both_hosts,
         vcalendar_filter_status=args.vcalendar_filter_status,
         sync_token_error_element=args.sync_token_error_element,
     )

@@ -28,8 +28,11 @@ class EmulatorOptions:
 
     #: ``multistatus``: /.well-known/caldav answers 207 like the principal; ``redirect``: 301 to ``/``
     well_known: Literal["multistatus", "redirect"] = "multistatus"
-    #: None: the discovery host serves /<DSID>/calendars/ itself; 301 or 302: it redirects to the partition
+    #: None: the discovery host does not redirect /<DSID>/calendars/; 301 or 302: it redirects to the partition
     home_redirect: int | None = None
+    #: True: calendar homes answer only on the partition host (the discovery host says 404), so a client that
+    #: keeps talking to the discovery host after discovery fails as it would against iCloud. False: both serve.
+    home_on_partition_only: bool = True
     #: status for a calendar-query whose filter has only the VCALENDAR comp-filter: 400, or 403 with a
     #: CalDAV precondition element
     vcalendar_filter_status: int = 400
@@ -51,8 +54,9 @@ class EmulatorOptions:
             raise ValueError("home_redirect must be null, 301 or 302")
         if changes.get("vcalendar_filter_status", self.vcalendar_filter_status) not in (400, 403):
             raise ValueError("vcalendar_filter_status must be 400 or 403")
-        if not isinstance(changes.get("sync_token_error_element", False), bool):
-            raise ValueError("sync_token_error_element must be true or false")
+        for switch in ("sync_token_error_element", "home_on_partition_only"):
+            if not isinstance(changes.get(switch, False), bool):
+                raise ValueError(f"{switch} must be true or false")
         for key, value in changes.items():
             setattr(self, key, tuple(value) if key == "apex_hosts" else value)
 

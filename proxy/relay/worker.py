@@ -144,6 +144,7 @@ class LinkWorker:
         async with self.context.client_factory(
             self.link.server_url, self.link.apple_id, password, timeout=self.context.settings.upstream.timeout
         ) as client:
+            client.use_home(self.primary.remote_url)  # everything after discovery goes to the home's host
             while True:
                 await self._wait()
                 try:

@@ -145,6 +145,11 @@ class UpstreamClient:
     async def close(self) -> None:
         await self._dav.close()
 
+    def use_home(self, url: str) -> None:
+        """Resolve object paths against the origin of ``url``, a calendar URL found by an earlier
+        :meth:`discover` (at link time): iCloud serves a home on its partition host, not the discovery host."""
+        self._origin = _origin(url)
+
     # -- transport -----------------------------------------------------------------------------------
 
     def _url(self, href: str) -> str:

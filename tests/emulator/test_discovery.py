@@ -75,12 +75,16 @@ async def test_principal_reports_addresses_with_a_preferred_mailto(dav: Dav) -> 
     assert hrefs[0].text != f"mailto:{APPLE_ID}", "the preferred address is not first in wire order"
 
 
-async def test_home_paths_answer_identically_on_both_hosts_and_redirect_mode_works(
+async def test_home_paths_answer_on_the_partition_host_and_redirect_mode_works(
     emulator: EmulatorServer, dav: Dav
 ) -> None:  # 6
     on_partition = await dav.propfind(HOME, "<displayname/>", "<CS:getctag/>", depth="1")
+    assert on_partition.status == 207
+    # Like iCloud (by default): the discovery host does not serve calendar homes.
+    assert (await dav.propfind(HOME, "<displayname/>", depth="0", partition=False)).status == 404
+    emulator.options.update({"home_on_partition_only": False})
     on_discovery = await dav.propfind(HOME, "<displayname/>", "<CS:getctag/>", depth="1", partition=False)
-    assert on_partition.status == on_discovery.status == 207
+    assert on_discovery.status == 207
     assert on_partition.text == on_discovery.text
     for status in (301, 302):
         emulator.options.update({"home_redirect": status})

@@ -55,7 +55,8 @@ def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path):
     calrelay("users", "add", "alice", "--password-stdin", "--data", data, stdin="pw\n")
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "--data", data, "--port", str(port)],
+        [sys.executable, "-m", "proxy", "serve", "--data", data, "--port", str(port),
+         "--emulator-port", "0", "--emulator-partition-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

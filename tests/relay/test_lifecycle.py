@@ -67,4 +67,5 @@ def test_removing_a_user_removes_their_link_and_stops_their_relay(linked):
     removed = calrelay_cli(linked.relay, "users", "remove", "alice")
     assert removed.returncode == 0 and "iCloud link is removed" in removed.stdout
     wait_until(lambda: linked.worker() is None, message="the relay for alice stops")
-    assert linked.status()["linked"] is False
+    gone = requests.get(linked.url + "api/v1/users/alice/status", auth=linked.relay.auth("crm"), timeout=10)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "unknown_user"  # the user is gone too
