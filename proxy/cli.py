@@ -21,8 +21,25 @@ def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="PATH", help="TOML configuration file (default: built-in defaults)")
     common.add_argument("--data", metavar="DIR", help="data directory (overrides [storage] data_dir)")
-    common.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging: -v debug, -vv also Radicale's and python-caldav's")
+    common.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     return common
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Help texts come from docstrings written in reST; a terminal shows `x`, not ``x``."""
+    for holder in (parser, *parser._actions):
+        for attribute in ("description", "epilog", "help"):
+            text = getattr(holder, attribute, None)
+            if isinstance(text, str):
+                setattr(holder, attribute, text.replace("``", "`"))
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = choice.help.replace("``", "`") if choice.help else choice.help
+            for subparser in set(action.choices.values()):
+                _plain_help(subparser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,13 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     for module in (serve, users, config_cli, links_cli, emulator_cli, replay_cli):
         module.register(subparsers, common)
+    _plain_help(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     restrict_umask()  # before anything is created: data, state, keys and recordings are private
     args = build_parser().parse_args(argv)
-    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose + 1, 2)]
+    # INFO by default (what a running server does), -q warnings only, -v debug, -vv libraries' debug too.
+    level = logging.WARNING if getattr(args, "quiet", False) else (logging.INFO, logging.DEBUG)[min(args.verbose, 1)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verbose < 2:
         # Both libraries narrate every request at INFO (Radicale its configuration too, python-caldav each

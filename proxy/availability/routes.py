@@ -178,7 +178,7 @@ async def availability(request: web.Request) -> web.Response:
         "timezone": view.zone.key,
         "busy": [_busy_json(interval, stale) for interval in answer.busy],
         "free_events": [_instance_json(instance, stale) for instance in answer.free_events],
-        **_sources_json(answer.snapshot),
+        **_sources_json(answer.snapshot, request.app[SETTINGS].storage.default_calendar_kind),
     }
     if slot is not None and answer.slots is not None:
         body["slot_minutes"] = int(slot.total_seconds() // 60)
@@ -207,7 +207,7 @@ async def busy_reasons(request: web.Request) -> web.Response:
                 {**_instance_json(instance, stale), "disposition": str(disposition)}
                 for instance, disposition in answer.reasons
             ],
-            **_sources_json(answer.snapshot),
+            **_sources_json(answer.snapshot, request.app[SETTINGS].storage.default_calendar_kind),
         }
     )
 
@@ -243,12 +243,13 @@ def _busy_json(interval: BusyInterval, stale: frozenset[str]) -> dict[str, Any]:
     }
 
 
-def _source_json(source: SourceStatus, problems: dict[str, str]) -> dict[str, Any]:
+def _source_json(source: SourceStatus, problems: dict[str, str], default_kind: str) -> dict[str, Any]:
     return {
         "calendar": source.path,
         "role": "booking" if source.mirror_role is None else "mirror",
         "mirror_role": source.mirror_role,
-        "calendar_kind": source.calendar_kind,
+        # A booking calendar that declares no kind has the configured default; mirrors have none (null).
+        "calendar_kind": source.calendar_kind or (default_kind if source.mirror_role is None else None),
         "last_success": None if source.last_success is None else _iso(source.last_success),
         "stale": source.stale,
         "error": source.error,
@@ -256,9 +257,11 @@ def _source_json(source: SourceStatus, problems: dict[str, str]) -> dict[str, An
     }
 
 
-def _sources_json(snapshot: Snapshot) -> dict[str, Any]:
+def _sources_json(snapshot: Snapshot, default_kind: str) -> dict[str, Any]:
     """The per-source part of both answers; ``complete`` is false when a source may be missing busy time."""
-    sources = [_source_json(source, snapshot.problems.get(source.path, {})) for source in snapshot.sources]
+    sources = [
+        _source_json(source, snapshot.problems.get(source.path, {}), default_kind) for source in snapshot.sources
+    ]
     stale = sorted(snapshot.stale_paths)
     return {
         "sources": sources,

@@ -101,7 +101,13 @@ def _run(args: argparse.Namespace, work: Callable[[LinkService], Awaitable[int]]
 def _read_password(args: argparse.Namespace) -> str:
     if args.app_password_stdin:
         return sys.stdin.readline().strip()
-    return getpass.getpass("App-specific password: ")
+    if not sys.stdin.isatty():
+        raise LinkError("no_password", "no terminal to ask for the app-specific password on: pipe it in with "
+                        "--app-password-stdin")
+    try:
+        return getpass.getpass("App-specific password: ")
+    except EOFError:
+        raise LinkError("no_password", "no app-specific password was typed") from None
 
 
 def run_link(args: argparse.Namespace) -> int:
@@ -184,9 +190,13 @@ def _print_listing(listing: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print(json.dumps(listing, indent=2))
         return
-    print(f"{'NAME':<24} {'DISPLAY NAME':<28} {'COLOUR':<10} {'TYPE':<7} {'WRITABLE':<9} {'SHARED':<7} SUBSCRIBED")
+    # Names are printed whole: they are what --primary and --conflict take (shared calendars have 64-hex ids).
+    width = max([len("NAME"), *(len(c["name"]) for c in listing)])
+    shown = max([len("DISPLAY NAME"), *(len(c["display_name"]) for c in listing)])
+    print(f"{'NAME':<{width}} {'DISPLAY NAME':<{shown}} {'COLOUR':<10} {'TYPE':<7} {'WRITABLE':<9} {'SHARED':<7} "
+          "SUBSCRIBED")
     for c in listing:
-        print(f"{c['name'][:24]:<24} {c['display_name'][:28]:<28} {c['color'] or '-':<10} "
+        print(f"{c['name']:<{width}} {c['display_name']:<{shown}} {c['color'] or '-':<10} "
               f"{','.join(c['components']):<7} {_yes(c['writable']):<9} {_yes(c['shared']):<7} {_yes(c['subscribed'])}")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import caldav
 import requests
 
 from proxy.keys import EMULATOR
-from tests.helpers import free_port
+from tests.helpers import free_port, mkcalendar
 
 APPLE_ID = "demo@icloud.test"
 APP_PASSWORD = "abcd-efgh-ijkl-mnop"
@@ -206,3 +207,96 @@ def test_everything_calrelay_creates_is_private(tmp_path):
         ]
         assert readable == []
     assert os.stat(data).st_mode & 0o777 == 0o700
+
+
+# -- 8. a port in use is one line naming what to change -------------------------------------------------
+
+
+def test_a_port_in_use_says_which_flag_to_change(tmp_path):
+    data = str(tmp_path / "data")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        server = calrelay("serve", "--data", data, "--port", port, "--emulator-port", "0",
+                          "--emulator-partition-port", "0")
+        assert server.returncode == 2, server.stderr
+        assert "--port or [server] port" in server.stderr and "Traceback" not in server.stderr
+        emulator = calrelay("serve", "--data", data, "--port", "0", "--emulator-port", port,
+                            "--emulator-partition-port", "0")
+        assert emulator.returncode == 2, emulator.stderr
+        assert "--emulator-port" in emulator.stderr and "Traceback" not in emulator.stderr
+
+
+# -- 9. link --list shows whole calendar ids --------------------------------------------------------------
+
+
+def test_link_list_prints_whole_calendar_ids(calrelay):
+    url = calrelay.app[EMULATOR].discovery_url
+    listing = subprocess.run(
+        [sys.executable, "-m", "proxy", "link", "alice", "--list", "--data", str(calrelay.data_dir), "--server", url,
+         "--apple-id", APPLE_ID, "--app-password-stdin"],
+        input=APP_PASSWORD + "\n", capture_output=True, text=True, timeout=60,
+    )
+    assert listing.returncode == 0, listing.stderr
+    (account,) = calrelay.app[EMULATOR].accounts
+    names = [calendar.id for calendar in account.calendars]
+    assert any(len(name) > 24 for name in names)
+    printed = {line.split()[0] for line in listing.stdout.splitlines()[1:]}
+    assert set(names) <= printed | {"inbox", "outbox", "notification"}, listing.stdout
+
+
+# -- 17. the availability API gives a calendar's effective kind ------------------------------------------
+
+
+def test_availability_reports_the_effective_kind_of_a_calendar_without_one(calrelay):
+    crm = calrelay.auth("crm")
+    assert mkcalendar(calrelay.url + "alice/plain/", crm, "Plain").status_code == 201
+    assert mkcalendar(calrelay.url + "alice/sales/", crm, "Sales", kind="round-robin").status_code == 201
+    answer = requests.get(calrelay.url + "api/v1/users/alice/availability",
+                          params={"start": "2026-12-01T00:00:00Z", "end": "2026-12-02T00:00:00Z"}, auth=crm,
+                          timeout=10)
+    assert answer.status_code == 200, answer.text
+    kinds = {source["calendar"]: source["calendar_kind"] for source in answer.json()["sources"]}
+    assert kinds == {"/alice/plain/": "simple", "/alice/sales/": "round-robin"}
+
+
+# -- 18. installing prints no setuptools deprecation warning ---------------------------------------------
+
+
+def test_building_the_package_prints_no_deprecation_warning(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), str(root)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    output = built.stdout + built.stderr
+    assert "deprecated" not in output.lower() and "project.license" not in output, output
+
+
+# -- 16. help texts, log levels and a missing terminal ----------------------------------------------------
+
+
+def test_help_is_plain_text_and_log_levels_follow_the_flags(tmp_path):
+    for command in (("serve",), ("users",), ("config",), ("replay",), ("users", "add")):
+        shown = calrelay(*command, "--help")
+        assert shown.returncode == 0 and "``" not in shown.stdout, shown.stdout
+    data = str(tmp_path / "data")
+    with socket.socket() as taken:  # serve logs its start, then stops at once on the port in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        serve = ("serve", "--data", data, "--port", str(taken.getsockname()[1]), "--emulator-port", "0",
+                 "--emulator-partition-port", "0")
+        default, quiet, verbose = calrelay(*serve), calrelay(*serve, "-q"), calrelay(*serve, "-v")
+    assert " INFO " in default.stderr and " DEBUG " not in default.stderr, default.stderr
+    assert " INFO " not in quiet.stderr and "already in use" in quiet.stderr, quiet.stderr
+    assert " DEBUG " in verbose.stderr, verbose.stderr
+
+
+def test_no_terminal_and_no_password_stdin_is_a_message_not_a_traceback(tmp_path):
+    added = calrelay("users", "add", "alice", "--data", str(tmp_path / "data"))
+    assert added.returncode == 2 and "--password-stdin" in added.stderr and "Traceback" not in added.stderr
+    listed = calrelay("link", "alice", "--list", "--apple-id", APPLE_ID, "--data", str(tmp_path / "data"))
+    assert listed.returncode == 1 and "--app-password-stdin" in listed.stderr, listed.stderr
+    assert "Traceback" not in listed.stderr
