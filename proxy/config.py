@@ -18,7 +18,17 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    """A configuration problem, with a message that names the offending key."""
+    """A configuration problem, with a message that names the offending key; ``problems`` lists every one
+    found (``config --check`` prints them all, so that one run shows everything to fix)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+    @classmethod
+    def of(cls, problems: list[str]) -> ConfigError:
+        return cls(problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems),
+                   problems)
 
 
 def option(default: Any, help: str) -> Any:
@@ -180,21 +190,31 @@ def load(path: Path | None = None, overrides: Mapping[str, Mapping[str, Any]] | 
             raise ConfigError(f"{path}: not valid TOML: {error}") from None
         base = path.resolve().parent
     tables = sections()
-    unknown = sorted(set(raw) - set(tables))
-    if unknown:
-        raise ConfigError(f"unknown section [{unknown[0]}]; known sections: {', '.join(tables)}")
+    known = ", ".join(tables)
+    problems = [f"unknown section [{name}]; known sections: {known}" for name in sorted(set(raw) - set(tables))]
     settings = Settings()
     for section, cls in tables.items():
         table = raw.get(section, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"[{section}] must be a table")
-        values = {key: _convert(section, key, value, cls, base) for key, value in table.items()}
-        for key, value in (overrides or {}).get(section, {}).items():
-            if value is not None:
-                values[key] = _convert(section, key, value, cls, Path.cwd())
+            problems.append(f"[{section}] must be a table")
+            continue
+        values = {}
+        given = [(key, value, base) for key, value in table.items()]
+        flags = (overrides or {}).get(section, {})
+        given += [(key, value, Path.cwd()) for key, value in flags.items() if value is not None]
+        for key, value, relative_to in given:
+            try:
+                values[key] = _convert(section, key, value, cls, relative_to)
+            except ConfigError as error:
+                problems.append(str(error))
         if values:
             settings = settings.replace(section, **values)
-    _validate(settings)
+    try:
+        _validate(settings)
+    except ConfigError as error:
+        problems.extend(error.problems)
+    if problems:
+        raise ConfigError.of(problems)
     return settings
 
 
@@ -258,17 +278,17 @@ def _validate(settings: Settings) -> None:
             'upstream.default_server must be "emulator" or an http(s) URL',
         ),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    problems = [message for ok, message in checks if not ok]
     try:
         CalendarKind.parse(settings.storage.default_calendar_kind)
     except ValueError as error:
-        raise ConfigError(f"storage.default_calendar_kind: {error}") from None
+        problems.append(f"storage.default_calendar_kind: {error}")
     try:
         ZoneInfo(settings.availability.timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"availability.timezone: unknown time zone {settings.availability.timezone!r}") from None
+        problems.append(f"availability.timezone: unknown time zone {settings.availability.timezone!r}")
+    if problems:
+        raise ConfigError.of(problems)
 
 
 def annotated_defaults() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from proxy import config
 from proxy.settings_cli import settings_from_args
@@ -18,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     if args.check:
-        settings = settings_from_args(args)  # raises ConfigError, reported by the CLI with exit status 2
+        try:
+            settings = settings_from_args(args)
+        except config.ConfigError as error:
+            for problem in error.problems:  # every problem, one a line, so that one run shows all to fix
+                print(f"calrelay: configuration error: {problem}", file=sys.stderr)
+            return 2
         print(f"configuration OK; data directory {settings.storage.data_dir}")
     else:
         print(config.annotated_defaults(), end="")

@@ -300,3 +300,19 @@ def test_no_terminal_and_no_password_stdin_is_a_message_not_a_traceback(tmp_path
     listed = calrelay("link", "alice", "--list", "--apple-id", APPLE_ID, "--data", str(tmp_path / "data"))
     assert listed.returncode == 1 and "--app-password-stdin" in listed.stderr, listed.stderr
     assert "Traceback" not in listed.stderr
+
+
+# -- 15. config --check reports every problem -------------------------------------------------------------
+
+
+def test_config_check_reports_every_problem(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[server]\nprot = 1\nthreads = 0\n[storage]\ndefault_calendar_kind = "odd"\n'
+                    '[availability]\ntimezone = "Mars/Olympus"\n[upstream]\ntimeout = "soon"\n[colour]\n')
+    checked = calrelay("config", "--check", "--config", str(path))
+    assert checked.returncode == 2
+    for problem in ("unknown section [colour]", "unknown key server.prot", "upstream.timeout must be a number",
+                    "server.threads must be at least 1", "storage.default_calendar_kind",
+                    "unknown time zone 'Mars/Olympus'"):
+        assert problem in checked.stderr, checked.stderr
+    assert len(checked.stderr.strip().splitlines()) == 6
