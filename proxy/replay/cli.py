@@ -1,5 +1,5 @@
 """``calrelay replay FILE --target URL``: exit 0 when every response matched, 1 when one differed, 2 for bad
-input (an unreadable HAR file, a target that cannot be reached)."""
+input (an unreadable HAR file, a target that cannot be reached, credentials the target refuses)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from proxy.replay import har
-from proxy.replay.runner import Target, TargetUnreachable, replay
+from proxy.replay.runner import AuthenticationFailed, Target, TargetUnreachable, replay
 
 EXIT_MATCHED, EXIT_DIFFERED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
             )
         )
-    except TargetUnreachable as error:
+    except (TargetUnreachable, AuthenticationFailed) as error:
         print(f"calrelay replay: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(report.render(verbose=args.verbose > 0))

@@ -41,6 +41,11 @@ class TargetUnreachable(Exception):
     """No connection could be made to the target: the replay says nothing about the server."""
 
 
+class AuthenticationFailed(Exception):
+    """The target refused the replay's credentials where the recorded server accepted the recorded ones:
+    every later request would differ too, so the replay stops (and says so) instead of reporting them."""
+
+
 @dataclass(slots=True)
 class EntryResult:
     exchange: Exchange
@@ -180,6 +185,13 @@ async def _replay_one(
     except (aiohttp.ClientError, TimeoutError) as error:
         message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         return EntryResult(exchange, None, [Difference(DiffKind.ERROR, "", None, message)])
+    if status == 401 and exchange.status != 401 and exchange.request.header("Authorization") is not None:
+        who = "the --user credentials" if authorization is not None else "the request without credentials"
+        raise AuthenticationFailed(
+            f"authentication failed: {target.origin} answered 401 to {who} at #{exchange.number} "
+            f"{exchange.method} {urlsplit(exchange.url).path} (recorded {exchange.status}); check --user and the "
+            "password given with --password-stdin"
+        )
     differences = compare(exchange.status, exchange.response, status, actual, bindings)
     return EntryResult(exchange, status, differences)
 

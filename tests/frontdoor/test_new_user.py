@@ -316,3 +316,20 @@ def test_config_check_reports_every_problem(tmp_path):
                     "unknown time zone 'Mars/Olympus'"):
         assert problem in checked.stderr, checked.stderr
     assert len(checked.stderr.strip().splitlines()) == 6
+
+
+# -- 12. replay with a wrong password stops at the first 401 ----------------------------------------------
+
+
+def test_replay_with_a_wrong_password_stops_at_once_with_authentication_failed(calrelay):
+    recording = Path(__file__).resolve().parents[1] / "recordings" / "crm-session.har"
+    replayed = calrelay_cli_replay(recording, calrelay.url, "not-the-password")
+    assert replayed.returncode == 2, replayed.stdout + replayed.stderr
+    assert "authentication failed" in replayed.stderr and "differ" not in replayed.stdout
+    right = calrelay_cli_replay(recording, calrelay.url, calrelay.password("crm"))
+    assert right.returncode == 0, right.stdout  # the example, as the service account, on an empty server
+
+
+def calrelay_cli_replay(recording: Path, url: str, password: str) -> subprocess.CompletedProcess:
+    return calrelay("replay", str(recording), "--target", url, "--user", "crm", "--password-stdin",
+                    stdin=password + "\n")
