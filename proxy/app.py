@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from proxy import __version__
+from proxy import __version__, presence
 from proxy.auth import PRINCIPAL_REQUEST_KEY, Authenticator, UsersFile, make_auth_middleware
 from proxy.availability.routes import FRESHNESS, USER_ADDRESSES
 from proxy.availability.routes import setup_routes as setup_availability
@@ -140,9 +140,17 @@ async def _relay_lifecycle(app: web.Application) -> AsyncIterator[None]:
     relay = app[RELAY]
     unsubscribe = app[CHANGES].subscribe(relay.on_change)
     await relay.start()
-    yield
+    async with presence.announced(app[SETTINGS].storage.data_dir):  # `calrelay sync --now` looks for this
+        yield
     unsubscribe()
     await relay.stop()
+    state = app[STATE]
+    pending = sum([len(await state.call(state.db.pending, link.user)) for link in await state.call(state.db.links)])
+    if pending:
+        logger.warning("relay stopped with %d pending %s not yet in iCloud; retried at the next start", pending,
+                       "item" if pending == 1 else "items")
+    else:
+        logger.info("relay stopped; nothing pending for iCloud")
 
 
 async def health(request: web.Request) -> web.Response:

@@ -54,4 +54,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"calrelay: {settings.server.host}:{settings.server.port} is already in use (another calrelay?): "
               "choose another with --port or [server] port (0 picks a free port)", file=sys.stderr)
         return 2
+    logger.info("calrelay stopped")
     return 0

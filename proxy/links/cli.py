@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from proxy import presence
 from proxy.auth import UsersFile
 from proxy.config import Settings
 from proxy.engine import Engine
@@ -152,6 +153,9 @@ def run_sync(args: argparse.Namespace) -> int:
         db = service.state.db
         if await service.state.call(db.link, args.user) is None:
             raise LinkError("not_linked", f"{args.user} has no iCloud link", 404)
+        if not presence.server_running(service.settings.storage.data_dir):
+            raise LinkError("not_serving", f"no `calrelay serve` is running with the data directory "
+                            f"{service.settings.storage.data_dir}; start it, and the pull runs at once", 503)
         asked = time.time()
         await service.state.call(db.request_sync, args.user)
         deadline = time.monotonic() + args.timeout

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import requests
 
-from tests.helpers import event, put
+from tests.conftest import write_users
+from tests.helpers import event, free_port, mkcalendar, put
 from tests.relay.conftest import APP_PASSWORD, APPLE_ID, wait_until
 
 START = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
@@ -31,3 +35,58 @@ def test_the_relay_writes_to_the_calendar_home_on_the_partition_host(linked):
     assert requests.delete(url, auth=crm, timeout=10).status_code in (200, 204)
     wait_until(lambda: "home-host" not in linked.icloud_store(), message="deletion in iCloud")
     assert linked.status()["pending"] == [] and linked.status()["last_error"] is None
+
+
+def calrelay_cli(data_dir, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "proxy", *args, "--data", str(data_dir)], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_sync_now_without_a_running_server_says_so_at_once(linked):
+    """Item 13: not after the 60 s timeout."""
+    data_dir = linked.relay.data_dir
+    assert calrelay_cli(data_dir, "sync", "alice", "--now").returncode == 0  # the server runs: it pulls
+    linked.relay.server.stop()
+    stopped = calrelay_cli(data_dir, "sync", "alice", "--now", "--timeout", "600")
+    assert stopped.returncode == 1 and "no `calrelay serve` is running" in stopped.stderr, stopped.stderr
+
+
+def test_stopping_serve_says_it_stopped_and_what_was_left_pending(tmp_path):
+    """Item 19: the last lines of a stopped server say that it stopped and whether work is left for iCloud."""
+    data = tmp_path / "data"
+    write_users(data / "users", {"alice": ("alice-pw", False), "crm": ("crm-pw", True)})
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--data", str(data), "--port", str(port), "--emulator-port", "0",
+         "--emulator-partition-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_until(lambda: _healthy(url), timeout=30, message="calrelay serve answers")
+        crm = ("crm", "crm-pw")
+        assert mkcalendar(url + "alice/sales/", crm, "Sales", kind="round-robin").status_code == 201
+        linked = requests.put(url + "api/v1/users/alice/link", auth=crm, timeout=30,
+                              json={"apple_id": APPLE_ID, "app_password": APP_PASSWORD, "primary": "work"})
+        assert linked.status_code == 200, linked.text
+        # iCloud refuses this one for good (a UID held by another calendar), so it stays pending.
+        emulator = linked.json()["server"]
+        home = next(c["url"] for c in linked.json()["calendars"] if c["name"] == "work").replace("/work/", "/home/")
+        assert put(home + "taken.ics", (APPLE_ID, APP_PASSWORD), event("taken", START)).status_code == 201, emulator
+        assert put(url + "alice/sales/taken.ics", crm, event("taken", START)).status_code == 201
+        wait_until(lambda: requests.get(url + "api/v1/users/alice/status", auth=crm, timeout=10).json()["pending"],
+                   message="the refused appointment is pending")
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "relay stopped with 1 pending item not yet in iCloud" in output, output
+    assert output.rstrip().splitlines()[-1].endswith("calrelay stopped"), output
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(url + "health", timeout=1).ok
+    except requests.ConnectionError:
+        return False
