@@ -262,6 +262,11 @@ class StateDB:
                     (state, error, now, now, user),
                 )
 
+    def clear_link_error(self, user: str) -> None:
+        """The link recovered: forget its last error (``updated_at`` stays, this is not a change of the link)."""
+        with self.transaction() as db:
+            db.execute("UPDATE links SET last_error = NULL, last_error_at = NULL WHERE user = ?", (user,))
+
     def link_calendars(self, user: str) -> list[LinkCalendar]:
         rows = self._db.execute(
             "SELECT * FROM link_calendars WHERE user = ? ORDER BY role DESC, remote_name", (user,)

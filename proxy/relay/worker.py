@@ -213,6 +213,10 @@ class LinkWorker:
             self.backoff.succeeded()
         if self.link.state != "connected":
             await self._set_state("connected")
+        if self.link.last_error and not (self._failed_items or self._pull_failed):
+            # A clean pass: the pause or failure reported ("retrying in 34 s") is over; stop showing it.
+            await self.context.state.call(self.context.state.db.clear_link_error, self.user)
+            self.link = replace(self.link, last_error=None, last_error_at=None)
         self.passes += 1
 
     async def _call(self, work: Awaitable[T]) -> T:
@@ -494,7 +498,10 @@ class LinkWorker:
             except InvalidSyncToken:
                 logger.info("%s refused the sync token of %s; comparing ETags instead", calendar.remote_url, self.user)
                 listing = await self._call(client.listing(calendar.remote_url))
-                wanted, deleted, token_state = outdated(listing, statuses), vanished(listing, statuses), "refused"
+                wanted, deleted = outdated(listing, statuses), vanished(listing, statuses)
+                # The token read with the ctag just before is new and not refused: the next pull uses it, so the
+                # status does not say "refused" until iCloud next changes.
+                token_state = "valid" if token else "none"
             fetched = await self._call(client.fetch(calendar.remote_url, wanted)) if wanted else {}
             self.stats["fetched"] += len(fetched)
             if len(fetched) < len(wanted):

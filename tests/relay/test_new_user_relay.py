@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import requests
@@ -90,3 +91,26 @@ def _healthy(url: str) -> bool:
         return requests.get(url + "health", timeout=1).ok
     except requests.ConnectionError:
         return False
+
+
+def test_status_forgets_a_recovered_error_and_a_replaced_sync_token(linked):
+    """Item 10: after recovery the status shows neither the old "retrying in N s" nor ``token: refused``."""
+    linked.emulator.set_faults(throttle_seconds=60, retry_after=1)
+    linked.sync_now()
+    wait_until(lambda: "retrying in" in (linked.status()["last_error"] or ""), message="the pause is reported")
+    linked.emulator.clear_faults()
+    wait_until(lambda: (linked.sync_now(), linked.status()["last_error"] is None)[1], timeout=30,
+               message="the error is gone after recovery")
+    # iCloud refuses an expired token: the relay compares ETags once, then holds a fresh token.
+    worker = linked.worker()
+    work = next(c for c in worker.calendars.values() if c.remote_name == "work")
+    worker.calendars[work.remote_url] = replace(work, sync_token="expired-token", token_state="valid", ctag=None)
+    attempted = work.last_attempt_at or 0
+    wait_until(lambda: (linked.sync_now(), _work(linked)["last_attempt"] and
+                        worker.calendars[work.remote_url].last_attempt_at > attempted)[1], message="a pull")
+    assert worker.calendars[work.remote_url].sync_token != "expired-token"
+    assert _work(linked)["token_state"] == "valid"
+
+
+def _work(linked) -> dict:
+    return next(c for c in linked.status()["calendars"] if c["name"] == "work")
