@@ -35,6 +35,22 @@ from proxy.upstream.models import Account, Changes, RemoteCalendar, RemoteObject
 
 log = logging.getLogger(__name__)
 
+
+class _QuietNonXmlBodies(logging.Filter):
+    """python-caldav logs every non-XML body (iCloud's HTML error pages, a throttled 503) with the root logger
+    at INFO, with a full lxml traceback. The client reports those answers itself (``throttled (HTTP 503…)``),
+    so the message is kept only when python-caldav's own logger is at DEBUG (``calrelay -vv``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "root" and str(record.msg).startswith("Expected some valid XML from the server"):
+            return logging.getLogger("caldav").isEnabledFor(logging.DEBUG)
+        return True
+
+
+# Installed once, where python-caldav logs it: on the root logger (a logger's filters see its own records).
+if not any(isinstance(f, _QuietNonXmlBodies) for f in logging.getLogger().filters):
+    logging.getLogger().addFilter(_QuietNonXmlBodies())
+
 MULTIGET_BATCH = 50
 MAX_REDIRECTS = 5
 # RFC 6578 §3.6 lets a server truncate a sync reply (507 on the collection); we ask again with the new token.

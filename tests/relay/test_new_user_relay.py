@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -114,3 +115,15 @@ def test_status_forgets_a_recovered_error_and_a_replaced_sync_token(linked):
 
 def _work(linked) -> dict:
     return next(c for c in linked.status()["calendars"] if c["name"] == "work")
+
+
+def test_throttled_answers_log_no_caldav_xml_traceback(linked, caplog):
+    """Item 11: python-caldav's "Expected some valid XML" (with a traceback) for each throttled answer."""
+    caplog.set_level(logging.INFO)
+    linked.emulator.set_faults(throttle_seconds=60, retry_after=1)
+    linked.sync_now()
+    wait_until(lambda: "retrying in" in (linked.status()["last_error"] or ""), message="the pause is reported")
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("throttled (HTTP 503" in message for message in messages), messages
+    assert not [m for m in messages if "Expected some valid XML" in m]
+    assert not [r for r in caplog.records if r.exc_info]
