@@ -1,7 +1,7 @@
 """Exponential back-off with jitter that never undercuts the server's Retry-After (pure).
 
 iCloud's Retry-After is "routinely shorter than the throttle it is reporting" (keeper.sh, see
-shared/icloud.md §6), so the wait is the longer of our own back-off and the server's hint. "Equal jitter"
+docs/icloud.md §6), so the wait is the longer of our own back-off and the server's hint. "Equal jitter"
 (AWS Architecture Blog, "Exponential Backoff And Jitter", 2015) keeps half of each step fixed and randomises
 the other half, so retries of many links spread out without ever collapsing to zero.
 """

@@ -6,6 +6,7 @@ The command line runs as a user runs it (``python -m proxy`` in a subprocess); H
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -333,3 +334,23 @@ def test_replay_with_a_wrong_password_stops_at_once_with_authentication_failed(c
 def calrelay_cli_replay(recording: Path, url: str, password: str) -> subprocess.CompletedProcess:
     return calrelay("replay", str(recording), "--target", url, "--user", "crm", "--password-stdin",
                     stdin=password + "\n")
+
+
+# -- 14. the docs stand alone ----------------------------------------------------------------------------
+
+
+def test_docs_link_only_to_files_in_the_repository():
+    root = Path(__file__).resolve().parents[2]
+    pages = [root / "README.md", root / "GOALS.md", *sorted((root / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        broken += [f"{page.name}: {line.strip()}" for line in text.splitlines()
+                   if "shared/design.md" in line or "shared/icloud.md" in line]
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.name}: link to {target}")
+    assert broken == []
+    contract = (root / "docs" / "crm-contract.md").read_text()
+    assert "11. Changes made in the CRM" in contract and "{urn:calrelay}calendar-kind" in contract
+    assert "## Emulator checklist" in (root / "docs" / "icloud.md").read_text()
