@@ -36,6 +36,7 @@ from aiohttp import web
 
 from proxy.api import json_error
 from proxy.auth import parse_basic, principal_of
+from proxy.private import private_dir
 from proxy.replay import har
 
 logger = logging.getLogger(__name__)
@@ -488,10 +489,6 @@ def recording_path(folder: Path, raw: str) -> Path | None:
     return path
 
 
-def _private_folder(folder: Path) -> None:
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-
 def _service_only(request: web.Request) -> web.Response | None:
     principal = principal_of(request)
     if principal.is_service:
@@ -533,7 +530,7 @@ async def recording_switch(request: web.Request) -> web.Response:
             return json_error(400, f"recordings go into {str(control.folder)!r} (set by [recorder] folder): "
                               f"{raw_path!r} is outside it; send a file name such as session.har")
         try:
-            await asyncio.to_thread(_private_folder, control.folder)
+            await asyncio.to_thread(private_dir, control.folder)
             await control.start(path)
         except OSError as error:
             return json_error(400, f"cannot write {raw_path!r}: {error.strerror or error}")
