@@ -78,3 +78,4 @@ def test_serve_answers_and_stops_gracefully_on_sigterm(tmp_path):
         if process.poll() is None:
             process.kill()
     assert "Traceback" not in output
+    assert "relay stopped; nothing pending for iCloud" in output and "calrelay stopped" in output
