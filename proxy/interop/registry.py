@@ -1,0 +1,91 @@
+"""The REPORTs calrelay answers itself, and the middleware that dispatches them.
+
+``CALRELAY_REPORTS`` is the single list of REPORT bodies (by root element, Clark notation) that calrelay's
+front door answers or reshapes before Radicale sees them. A guard that refuses REPORT names Radicale does not
+know must let these through. A handler may still decline a request (return None), and the request then goes
+on to Radicale unchanged: e.g. a ``sync-collection`` without ``DAV:limit`` or a ``calendar-query`` whose
+filter Radicale understands.
+
+The free-busy-query is listed too; it is answered by :mod:`proxy.availability.freebusy`, a middleware of
+its own that runs before this one.
+"""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+
+from aiohttp import web
+
+from proxy.auth import PRINCIPAL_REQUEST_KEY
+from proxy.interop import davxml, principals, synclimit, textsearch, transp
+from proxy.keys import ENGINE
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: ``(request, parsed body, forward)`` -> a response, or None to let Radicale answer the request as it is.
+#: ``forward(body)`` sends a (rewritten) body to Radicale as the same request and returns its answer.
+ReportHandler = Callable[
+    [web.Request, ET.Element, Callable[[bytes], Awaitable[web.Response]]], Awaitable[web.StreamResponse | None]
+]
+
+_REPORT_HANDLERS: dict[str, ReportHandler] = {
+    davxml.DAV + "principal-property-search": principals.principal_property_search,
+    davxml.DAV + "principal-search-property-set": principals.principal_search_property_set,
+    davxml.DAV + "sync-collection": synclimit.sync_collection,
+    davxml.CALDAV + "calendar-query": textsearch.calendar_query,
+}
+
+#: Every REPORT (root element in Clark notation) calrelay answers or reshapes itself -> what it adds.
+CALRELAY_REPORTS: Mapping[str, str] = MappingProxyType({
+    davxml.DAV + "principal-property-search": "RFC 3744 principal search (proxy.interop.principals)",
+    davxml.DAV + "principal-search-property-set": "RFC 3744 searchable properties (proxy.interop.principals)",
+    davxml.DAV + "sync-collection": "RFC 6578 DAV:limit paging (proxy.interop.synclimit)",
+    davxml.CALDAV + "calendar-query": "prop-filter without a component type (proxy.interop.textsearch)",
+    davxml.CALDAV + "free-busy-query": "free-busy from the availability engine (proxy.availability.freebusy)",
+})
+
+
+def calrelay_answers(report_tag: str) -> bool:
+    """Whether calrelay answers (or reshapes) the REPORT whose root element is ``report_tag`` (Clark)."""
+    return report_tag in CALRELAY_REPORTS
+
+
+def make_interop_middleware() -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def interop_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        principal = request.get(PRINCIPAL_REQUEST_KEY)
+        if principal is None or request.method not in ("REPORT", "PROPPATCH", "MKCALENDAR", "MKCOL", "PROPFIND"):
+            return await handler(request)
+        body = await request.read()
+
+        async def forward(new_body: bytes) -> web.Response:
+            return davxml.plain(await request.app[ENGINE].handle(request, new_body, principal.name))
+
+        if request.method == "REPORT":
+            root = davxml.parse(body)
+            report = _REPORT_HANDLERS.get(root.tag) if root is not None else None
+            if report is not None:
+                assert root is not None
+                answer = await report(request, root, forward)
+                if answer is not None:
+                    return answer
+        elif request.method in ("PROPPATCH", "MKCALENDAR", "MKCOL") and transp.mentions(body):
+            rewritten = transp.rewrite_request(body)
+            if isinstance(rewritten, web.Response):
+                return rewritten
+            return await forward(rewritten)
+        response = await handler(request)
+        if request.method == "PROPFIND" and isinstance(response, web.Response):
+            return transp.rewrite_response(davxml.plain(response))
+        return response
+
+    return interop_middleware
+
+
+def setup_interop(app: web.Application) -> None:
+    """Add the interop middleware (after authentication and the free-busy middleware)."""
+    app.middlewares.append(make_interop_middleware())
