@@ -27,7 +27,7 @@ import copy
 import json
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -81,29 +81,44 @@ def parse_limit(root: ET.Element) -> int | None:
 
 
 def remaining(
-    responses: Sequence[ET.Element], checkpoint: Checkpoint | None, changed_since_mid: Collection[str] | None
+    responses: Sequence[ET.Element], checkpoint: Checkpoint | None, since_mid: Sequence[ET.Element] | None
 ) -> list[ET.Element]:
-    """The responses (changes since ``base``) the client still needs, in href order.
+    """The responses the client still needs, in href order.
 
-    ``changed_since_mid`` None means the storage no longer knows ``mid``: send everything since ``base``.
+    ``responses`` are the changes since ``base``, ``since_mid`` the changes since the checkpoint's ``mid``
+    (None: the storage no longer knows ``mid``, so everything since ``base`` is sent again). An href changed
+    since ``mid`` but not since ``base`` (deleted again after an initial sync's page) comes from ``since_mid``.
     """
-    ordered = sorted(responses, key=href_of)
-    if checkpoint is None or changed_since_mid is None:
-        return ordered
-    return [r for r in ordered if href_of(r) > checkpoint.last or href_of(r) in changed_since_mid]
+    if checkpoint is None or since_mid is None:
+        return sorted(responses, key=href_of)
+    changed = {href_of(r): r for r in since_mid}
+    needed = {href_of(r): r for r in responses if href_of(r) > checkpoint.last or href_of(r) in changed}
+    for href, response in changed.items():
+        needed.setdefault(href, response)
+    return [needed[href] for href in sorted(needed)]
 
 
-def page(
-    needed: Sequence[ET.Element], limit: int | None, base: str, storage_token: str
+def plan_page(
+    responses: Sequence[ET.Element],
+    checkpoint: Checkpoint | None,
+    since_mid: Sequence[ET.Element] | None,
+    base: str,
+    storage_token: str,
+    limit: int | None,
 ) -> tuple[list[ET.Element], str, bool]:
-    """The responses of this page, the token to hand out, and whether the page is truncated."""
+    """One page: its responses, the token to hand out, and whether it is truncated (pure).
+
+    ``responses`` are the changes since ``base`` (Radicale's answer from ``base``, whose token is
+    ``storage_token``); ``since_mid`` the changes since the checkpoint's ``mid`` (see :func:`remaining`).
+    """
+    needed = remaining(responses, checkpoint, since_mid)
     if limit is None or len(needed) <= limit:
         return list(needed), storage_token, False
     shown = list(needed[:limit])
     return shown, Checkpoint(base, storage_token, href_of(shown[-1])).encode(), True
 
 
-def _body(root: ET.Element, token: str, *, etag_only: bool = False) -> bytes:
+def _body(root: ET.Element, token: str) -> bytes:
     """The request body for Radicale: ``token`` as the sync-token, no DAV:limit."""
     body = copy.deepcopy(root)
     for limit in body.findall(DAV + "limit"):
@@ -113,10 +128,6 @@ def _body(root: ET.Element, token: str, *, etag_only: bool = False) -> bytes:
         element = ET.Element(DAV + "sync-token")
         body.insert(0, element)
     element.text = token
-    if etag_only:
-        for prop in body.findall(DAV + "prop"):
-            body.remove(prop)
-        ET.SubElement(ET.SubElement(body, DAV + "prop"), DAV + "getetag")
     return serialize(body)
 
 
@@ -154,15 +165,14 @@ async def sync_collection(
     if answer is None:
         return full  # Radicale's refusal (403 valid-sync-token, 404, …) as it is
     responses, storage_token = answer
-    changed_since_mid: set[str] | None = None
+    since_mid: list[ET.Element] | None = None
     if checkpoint is not None:
-        since_mid = _answer(await forward(_body(root, checkpoint.mid, etag_only=True)))
-        if since_mid is not None:
-            changed_since_mid = {href_of(r) for r in since_mid[0]}
+        mid_answer = _answer(await forward(_body(root, checkpoint.mid)))
+        if mid_answer is not None:
+            since_mid = mid_answer[0]
         else:
             log.info("sync token %s expired: resending every change since the client's base", checkpoint.mid)
-    needed = remaining(responses, checkpoint, changed_since_mid)
-    shown, new_token, truncated = page(needed, limit, base, storage_token)
+    shown, new_token, truncated = plan_page(responses, checkpoint, since_mid, base, storage_token, limit)
     multistatus = ET.Element(DAV + "multistatus")
     multistatus.extend(shown)
     if truncated:
