@@ -9,6 +9,7 @@ import defusedxml.ElementTree as DefusedET
 import pytest
 import requests
 
+from proxy.auth import Principal
 from proxy.availability.routes import USER_ADDRESSES
 from proxy.interop.principals import (
     DISPLAYNAME,
@@ -19,7 +20,6 @@ from proxy.interop.principals import (
     parse_query,
     visible_names,
 )
-from proxy.auth import Principal
 from tests.conftest import Calrelay
 
 D = "{DAV:}"
@@ -105,8 +105,8 @@ def test_the_answer_carries_the_requested_properties_and_404s_the_rest(server):
 
 
 def test_principal_search_property_set_names_the_searchable_properties(server):
-    response = requests.request("REPORT", server.url + "alice/", data='<D:principal-search-property-set xmlns:D="DAV:"/>',
-                                auth=server.auth("alice"), headers={"Depth": "0"}, timeout=10)
+    response = requests.request("REPORT", server.url + "alice/", auth=server.auth("alice"), timeout=10,
+                                data='<D:principal-search-property-set xmlns:D="DAV:"/>', headers={"Depth": "0"})
     assert response.status_code == 200
     root = DefusedET.fromstring(response.content)
     assert root.tag == D + "principal-search-property-set"
