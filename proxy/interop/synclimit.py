@@ -3,20 +3,23 @@
 Radicale ignores ``DAV:limit`` and always answers every change. When a client asks for a limit, the front
 door asks Radicale for the changes since the client's token, sorts them by href, answers the first
 ``nresults`` of them with a ``507`` response for the request-URI (§3.6) and a *continuation token* instead of
-Radicale's. The continuation token is a URI that carries where the client is:
+Radicale's. The continuation token is a URI that says how far the client is, per range of hrefs:
 
 - ``base``: the storage's token the client started from ("" for an initial sync);
-- ``mid``: the storage's token at the time of the last page;
-- ``last``: the greatest href the client has been sent.
+- ``tiers``: ``(token, upto)`` pairs in increasing ``upto``: the client is in step at ``token`` for the hrefs
+  after the previous tier's ``upto`` up to this ``upto``, and at ``base`` for the hrefs after the last tier.
 
-Invariant: the client is in step at ``mid`` for every href up to ``last``, and at ``base`` for the hrefs
-after it. So the next page must bring the hrefs after ``last`` changed since ``base``, and any href changed
-since ``mid``. Both lists come from Radicale's own sync (the storage's ``sync()``), so this works for any
-storage plugin that implements it, and nothing is ever lost: at worst an href is sent twice. A report that
-brings the remainder in full gets the storage's real token, which the client keeps using from then on.
+The next page therefore brings, for each range, the changes since that range's token; every list comes from
+Radicale's own sync (the storage's ``sync()``), so this works for any storage plugin that implements it.
+A page that ends at href ``p`` at storage token ``t`` leaves the client in step at ``t`` up to ``p``: the new
+tiers are ``(t, p)`` followed by the old tiers that reach beyond ``p``. Nothing is ever lost; at worst an href
+is sent twice. Normally there is one tier; more appear only when many already-sent objects change again
+between pages. Past :data:`MAX_TIERS` the remainder is sent whole, untruncated, rather than risk a token
+that grows without bound. The report that brings the remainder in full hands out the storage's own token,
+which the client keeps using from then on.
 
 A request without ``DAV:limit`` is never truncated (Apple Calendar does not page); one with a continuation
-token but no limit gets the whole remainder.
+token but no limit gets the whole remainder. Each page costs one Radicale sync per tier plus one.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import copy
 import json
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -38,16 +41,16 @@ log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "urn:calrelay:sync-page:"
 TRUNCATED_STATUS = "HTTP/1.1 507 Insufficient Storage"
+MAX_TIERS = 8
 
 
 @dataclass(frozen=True)
 class Checkpoint:
     base: str
-    mid: str
-    last: str
+    tiers: tuple[tuple[str, str], ...]  # (storage token, greatest href of the range), increasing hrefs
 
     def encode(self) -> str:
-        raw = json.dumps([self.base, self.mid, self.last], separators=(",", ":")).encode()
+        raw = json.dumps([self.base, [list(tier) for tier in self.tiers]], separators=(",", ":")).encode()
         return TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
@@ -58,11 +61,15 @@ class Checkpoint:
         data = token[len(TOKEN_PREFIX):]
         try:
             values = json.loads(base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)))
-        except (binascii.Error, ValueError):
+            base, tiers = values
+            parsed = tuple((str(t), str(u)) for t, u in tiers if isinstance(t, str) and isinstance(u, str))
+        except (binascii.Error, ValueError, TypeError):
             raise ValueError("malformed continuation token") from None
-        if not (isinstance(values, list) and len(values) == 3 and all(isinstance(v, str) for v in values)):
+        if not isinstance(base, str) or not parsed or len(parsed) != len(tiers) or len(parsed) > MAX_TIERS:
             raise ValueError("malformed continuation token")
-        return cls(*values)
+        if [upto for _, upto in parsed] != sorted({upto for _, upto in parsed}):
+            raise ValueError("malformed continuation token")
+        return cls(base, parsed)
 
 
 def parse_limit(root: ET.Element) -> int | None:
@@ -81,41 +88,53 @@ def parse_limit(root: ET.Element) -> int | None:
 
 
 def remaining(
-    responses: Sequence[ET.Element], checkpoint: Checkpoint | None, since_mid: Sequence[ET.Element] | None
+    since_base: Sequence[ET.Element],
+    checkpoint: Checkpoint | None,
+    since_tier: Mapping[str, Sequence[ET.Element]],
 ) -> list[ET.Element]:
     """The responses the client still needs, in href order.
 
-    ``responses`` are the changes since ``base``, ``since_mid`` the changes since the checkpoint's ``mid``
-    (None: the storage no longer knows ``mid``, so everything since ``base`` is sent again). An href changed
-    since ``mid`` but not since ``base`` (deleted again after an initial sync's page) comes from ``since_mid``.
+    ``since_base`` are the changes since the checkpoint's ``base``, ``since_tier`` the changes since each
+    tier's token. Each href is taken from the list of the range it falls in.
     """
-    if checkpoint is None or since_mid is None:
-        return sorted(responses, key=href_of)
-    changed = {href_of(r): r for r in since_mid}
-    needed = {href_of(r): r for r in responses if href_of(r) > checkpoint.last or href_of(r) in changed}
-    for href, response in changed.items():
-        needed.setdefault(href, response)
+    if checkpoint is None:
+        return sorted(since_base, key=href_of)
+    needed: dict[str, ET.Element] = {}
+    lower = None
+    for token, upto in checkpoint.tiers:
+        for response in since_tier[token]:
+            href = href_of(response)
+            if (lower is None or href > lower) and href <= upto:
+                needed[href] = response
+        lower = upto
+    for response in since_base:
+        if lower is None or href_of(response) > lower:
+            needed[href_of(response)] = response
     return [needed[href] for href in sorted(needed)]
 
 
 def plan_page(
-    responses: Sequence[ET.Element],
+    since_base: Sequence[ET.Element],
     checkpoint: Checkpoint | None,
-    since_mid: Sequence[ET.Element] | None,
+    since_tier: Mapping[str, Sequence[ET.Element]],
     base: str,
     storage_token: str,
     limit: int | None,
 ) -> tuple[list[ET.Element], str, bool]:
     """One page: its responses, the token to hand out, and whether it is truncated (pure).
 
-    ``responses`` are the changes since ``base`` (Radicale's answer from ``base``, whose token is
-    ``storage_token``); ``since_mid`` the changes since the checkpoint's ``mid`` (see :func:`remaining`).
+    ``storage_token`` is the storage's token of the oldest of the syncs the lists come from.
     """
-    needed = remaining(responses, checkpoint, since_mid)
+    needed = remaining(since_base, checkpoint, since_tier)
     if limit is None or len(needed) <= limit:
         return list(needed), storage_token, False
     shown = list(needed[:limit])
-    return shown, Checkpoint(base, storage_token, href_of(shown[-1])).encode(), True
+    last = href_of(shown[-1])
+    tiers = ((storage_token, last), *(tier for tier in (checkpoint.tiers if checkpoint else ()) if tier[1] > last))
+    if len(tiers) > MAX_TIERS:
+        log.warning("sync-collection: objects keep changing between pages; sending the remainder whole")
+        return list(needed), storage_token, False
+    return shown, Checkpoint(base, tiers).encode(), True
 
 
 def _body(root: ET.Element, token: str) -> bytes:
@@ -160,19 +179,19 @@ async def sync_collection(
         except ValueError as error:
             return error_response(403, DAV + "valid-sync-token", f"{error}: start over with an empty token")
     base = checkpoint.base if checkpoint else token
+    # The base sync goes first: its token is the oldest state any list below reflects.
     full = await forward(_body(root, base))
     answer = _answer(full)
     if answer is None:
         return full  # Radicale's refusal (403 valid-sync-token, 404, …) as it is
-    responses, storage_token = answer
-    since_mid: list[ET.Element] | None = None
-    if checkpoint is not None:
-        mid_answer = _answer(await forward(_body(root, checkpoint.mid)))
-        if mid_answer is not None:
-            since_mid = mid_answer[0]
-        else:
-            log.info("sync token %s expired: resending every change since the client's base", checkpoint.mid)
-    shown, new_token, truncated = plan_page(responses, checkpoint, since_mid, base, storage_token, limit)
+    since_base, storage_token = answer
+    since_tier: dict[str, list[ET.Element]] = {}
+    for tier_token, _ in checkpoint.tiers if checkpoint else ():
+        tier_answer = _answer(await forward(_body(root, tier_token)))
+        if tier_answer is None:  # the storage forgot the token: only a fresh sync is safe
+            return error_response(403, DAV + "valid-sync-token", "the paging checkpoint expired: start over")
+        since_tier[tier_token] = tier_answer[0]
+    shown, new_token, truncated = plan_page(since_base, checkpoint, since_tier, base, storage_token, limit)
     multistatus = ET.Element(DAV + "multistatus")
     multistatus.extend(shown)
     if truncated:

@@ -7,6 +7,8 @@ between pages, following the continuation tokens brings the client exactly to th
 
 from __future__ import annotations
 
+import base64
+import json
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -14,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.interop.davxml import DAV, href_of, status_response
-from proxy.interop.synclimit import TOKEN_PREFIX, Checkpoint, parse_limit, plan_page
+from proxy.interop.synclimit import MAX_TIERS, TOKEN_PREFIX, Checkpoint, parse_limit, plan_page
 
 
 class ModelStorage:
@@ -53,8 +55,8 @@ def one_report(storage: ModelStorage, token: str, limit: int | None) -> tuple[li
     checkpoint = Checkpoint.decode(token) if token.startswith(TOKEN_PREFIX) else None
     base = checkpoint.base if checkpoint else token
     responses, storage_token = storage.sync(base)
-    since_mid = storage.sync(checkpoint.mid)[0] if checkpoint else None
-    return plan_page(responses, checkpoint, since_mid, base, storage_token, limit)
+    since_tier = {token: storage.sync(token)[0] for token, _ in checkpoint.tiers} if checkpoint else {}
+    return plan_page(responses, checkpoint, since_tier, base, storage_token, limit)
 
 
 def apply(client: dict[str, int], shown: list[ET.Element]) -> None:
@@ -70,7 +72,7 @@ hrefs = st.sampled_from([f"/alice/cal/e{i:02}.ics" for i in range(12)])
 operations = st.lists(st.tuples(st.sampled_from(["write", "delete"]), hrefs), max_size=4)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(
     initial=st.lists(hrefs, max_size=12, unique=True),
     limit=st.integers(1, 5),
@@ -113,17 +115,26 @@ def test_a_truncated_page_holds_the_first_hrefs_in_order():
     storage = ModelStorage(["/c/b.ics", "/c/a.ics", "/c/c.ics"])
     shown, token, truncated = one_report(storage, "", 2)
     assert [href_of(r) for r in shown] == ["/c/a.ics", "/c/b.ics"] and truncated
-    assert Checkpoint.decode(token) == Checkpoint("", "0", "/c/b.ics")
+    assert Checkpoint.decode(token) == Checkpoint("", (("0", "/c/b.ics"),))
 
 
-@given(st.text(), st.text(), st.text())
-def test_checkpoints_round_trip(base, mid, last):
-    token = Checkpoint(base, mid, last).encode()
+@given(st.text(), st.lists(st.tuples(st.text(), st.text()), min_size=1, max_size=MAX_TIERS, unique_by=lambda t: t[1]))
+def test_checkpoints_round_trip(base, tiers):
+    checkpoint = Checkpoint(base, tuple(sorted(tiers, key=lambda tier: tier[1])))
+    token = checkpoint.encode()
     assert token.startswith(TOKEN_PREFIX) and token.isascii() and " " not in token
-    assert Checkpoint.decode(token) == Checkpoint(base, mid, last)
+    assert Checkpoint.decode(token) == checkpoint
 
 
-@pytest.mark.parametrize("token", [TOKEN_PREFIX + "!!!", TOKEN_PREFIX + "e30", TOKEN_PREFIX + "WzEsMiwzXQ", "x"])
+def forged(value) -> str:
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+
+
+@pytest.mark.parametrize("token", [
+    TOKEN_PREFIX + "!!!", TOKEN_PREFIX + "e30", TOKEN_PREFIX + "WzEsMiwzXQ", "x",
+    forged(["", []]), forged(["", [["a", "/z"], ["b", "/a"]]]), forged([1, [["a", "/a"]]]),
+    forged(["", [["a", "/a"]] * 2]), forged(["", [[str(i), f"/{i:02}"] for i in range(MAX_TIERS + 1)]]),
+])
 def test_forged_continuation_tokens_are_refused(token):
     with pytest.raises(ValueError):
         Checkpoint.decode(token)
