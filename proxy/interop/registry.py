@@ -49,6 +49,10 @@ CALRELAY_REPORTS: Mapping[str, str] = MappingProxyType({
 })
 
 
+#: The local names, to skip parsing REPORT bodies no handler is interested in.
+_LOCAL_NAMES = tuple(tag.rsplit("}", 1)[1].encode() for tag in _REPORT_HANDLERS)
+
+
 def calrelay_answers(report_tag: str) -> bool:
     """Whether calrelay answers (or reshapes) the REPORT whose root element is ``report_tag`` (Clark)."""
     return report_tag in CALRELAY_REPORTS
@@ -65,7 +69,7 @@ def make_interop_middleware() -> Callable[[web.Request, Handler], Awaitable[web.
         async def forward(new_body: bytes) -> web.Response:
             return davxml.plain(await request.app[ENGINE].handle(request, new_body, principal.name))
 
-        if request.method == "REPORT":
+        if request.method == "REPORT" and any(name in body for name in _LOCAL_NAMES):
             root = davxml.parse(body)
             report = _REPORT_HANDLERS.get(root.tag) if root is not None else None
             if report is not None:

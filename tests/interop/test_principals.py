@@ -148,3 +148,11 @@ def test_matching_is_a_caseless_substring_on_searchable_properties_only():
     assert PropertySearch((EMAIL_SET,), "EXAMPLE").matches(record)
     assert not PropertySearch((D + "getetag",), "").matches(record)
     assert not SearchQuery((PropertySearch((DISPLAYNAME,), "x"),), False, ()).matches(record)
+
+
+def test_the_registry_names_every_report_calrelay_answers():
+    from proxy.interop import CALRELAY_REPORTS, calrelay_answers
+    assert calrelay_answers(D + "principal-property-search") and calrelay_answers(D + "sync-collection")
+    assert calrelay_answers("{urn:ietf:params:xml:ns:caldav}free-busy-query")
+    assert not calrelay_answers(D + "expand-property")
+    assert all(description for description in CALRELAY_REPORTS.values())

@@ -111,6 +111,20 @@ def test_changes_between_pages_are_not_lost(server):
     assert {href(1), href(6), href(7)} <= set(seen)
 
 
+def test_an_object_deleted_after_the_first_page_of_an_initial_sync_is_reported_gone(server):
+    first, token = parsed(sync(server, "", 2))
+    assert set(first) == {href(0), href(1), "/alice/cal/"}
+    assert requests.delete(server.url + "alice/cal/e1.ics", auth=server.auth("alice"), timeout=10).status_code == 200
+    rest: dict[str, str] = {}
+    while True:
+        page, token = parsed(sync(server, token, 2))
+        rest.update(page)
+        if "/alice/cal/" not in page:
+            break
+    assert rest[href(1)] == "HTTP/1.1 404 Not Found"
+    assert {href(2), href(3), href(4)} <= set(rest)
+
+
 def test_python_caldav_continues_from_a_continuation_token_without_a_limit(server):
     _, token = parsed(sync(server, "", 2))
     calendar = server.client("alice").calendar(url=server.url + "alice/cal/")
