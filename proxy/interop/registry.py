@@ -83,8 +83,10 @@ def make_interop_middleware() -> Callable[[web.Request, Handler], Awaitable[web.
                 return rewritten
             return await forward(rewritten)
         response = await handler(request)
-        if request.method == "PROPFIND" and isinstance(response, web.Response):
-            return transp.rewrite_response(davxml.plain(response))
+        # Only an allprop PROPFIND or one naming the property can carry it.
+        wants_transp = not body.strip() or b"allprop" in body or transp.mentions(body)
+        if request.method == "PROPFIND" and wants_transp and isinstance(response, web.Response):
+            return transp.rewrite_response(response)
         return response
 
     return interop_middleware

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 
 from aiohttp import web
 
-from proxy.interop.davxml import CALDAV, DAV, parse, serialize
+from proxy.interop.davxml import CALDAV, DAV, parse, plain, serialize
 
 TRANSP_TAG = CALDAV + "schedule-calendar-transp"
 VALUES = ("opaque", "transparent")
@@ -52,13 +52,15 @@ def rewrite_request(body: bytes) -> bytes | web.Response:
     return serialize(root)
 
 
-def rewrite_response(response: web.Response) -> web.Response:
+def rewrite_response(original: web.Response) -> web.Response:
     """A PROPFIND answer with each stored schedule-calendar-transp text as its child element again."""
-    if response.status != 207 or response.body is None or b"schedule-calendar-transp>" not in bytes(response.body):
-        return response
-    root = parse(bytes(response.body))
+    if original.status != 207 or original.body is None:
+        return original
+    response = plain(original)
+    body = bytes(response.body) if response.body is not None else b""
+    root = parse(body) if b"schedule-calendar-transp>" in body else None
     if root is None:
-        return response
+        return original
     for element in root.iter(TRANSP_TAG):
         value = (element.text or "").strip()
         if value in VALUES and len(element) == 0:

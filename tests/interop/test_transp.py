@@ -109,3 +109,18 @@ def test_value_of_reads_the_child_or_the_stored_text():
     assert value_of(ET.fromstring(f'<C:x xmlns:C="{c}">opaque</C:x>')) == "opaque"
     assert value_of(ET.fromstring(f'<C:x xmlns:C="{c}"><C:other/></C:x>')) is None
     assert rewrite_request(b"not xml") == b"not xml"  # Radicale reports malformed XML itself
+
+
+def test_an_allprop_propfind_carries_the_element_too(server):
+    assert proppatch(server, "alice/personal/", "<C:transparent/>").status_code == 207
+    body = b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>'
+    response = requests.request("PROPFIND", server.url + "alice/personal/", data=body, auth=server.auth("alice"),
+                                headers={"Depth": "0"}, timeout=10)
+    assert b"<C:schedule-calendar-transp><C:transparent /></C:schedule-calendar-transp>" in response.content
+
+
+def test_other_propfinds_pass_untouched_and_stay_compressed(server):
+    body = b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:displayname/></D:prop></D:propfind>'
+    response = requests.request("PROPFIND", server.url + "alice/personal/", data=body, auth=server.auth("alice"),
+                                headers={"Depth": "0", "Accept-Encoding": "gzip"}, timeout=10)
+    assert response.status_code == 207 and response.headers.get("Content-Encoding") == "gzip"
