@@ -24,7 +24,7 @@ from proxy.availability.routes import setup_routes as setup_availability
 from proxy.config import Settings
 from proxy.emulator import EmulatorServer, load_accounts
 from proxy.engine import ChangeBus, Engine
-from proxy.interop import setup_interop
+from proxy.interop.middleware import setup_interop
 from proxy.keys import AUTHENTICATOR, CHANGES, EMULATOR, ENGINE, RELAY, SETTINGS, STATE
 from proxy.limits import make_limits_middleware
 from proxy.links.api import LINKS

@@ -151,7 +151,9 @@ def test_matching_is_a_caseless_substring_on_searchable_properties_only():
 
 
 def test_the_registry_names_every_report_calrelay_answers():
-    from proxy.interop import CALRELAY_REPORTS, calrelay_answers
+    from proxy.interop.middleware import HANDLED_REPORTS
+    from proxy.interop.reports import CALRELAY_REPORTS, calrelay_answers
+    assert all(calrelay_answers(tag) for tag in HANDLED_REPORTS)
     assert calrelay_answers(D + "principal-property-search") and calrelay_answers(D + "sync-collection")
     assert calrelay_answers("{urn:ietf:params:xml:ns:caldav}free-busy-query")
     assert not calrelay_answers(D + "expand-property")

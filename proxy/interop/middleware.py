@@ -1,21 +1,17 @@
-"""The REPORTs calrelay answers itself, and the middleware that dispatches them.
+"""The middleware that dispatches the REPORTs calrelay answers itself (listed in :mod:`.reports`).
 
-``CALRELAY_REPORTS`` is the single list of REPORT bodies (by root element, Clark notation) that calrelay's
-front door answers or reshapes before Radicale sees them. A guard that refuses REPORT names Radicale does not
-know must let these through. A handler may still decline a request (return None), and the request then goes
-on to Radicale unchanged: e.g. a ``sync-collection`` without ``DAV:limit`` or a ``calendar-query`` whose
-filter Radicale understands.
-
-The free-busy-query is listed too; it is answered by :mod:`proxy.availability.freebusy`, a middleware of
-its own that runs before this one.
+A handler may decline a request (return None), and the request then goes on to Radicale unchanged: e.g. a
+``sync-collection`` without ``DAV:limit`` or a ``calendar-query`` whose filter Radicale understands. The
+free-busy-query is answered by :mod:`proxy.availability.freebusy`, a middleware of its own that runs before
+this one. The same middleware rewrites ``schedule-calendar-transp`` in PROPPATCH, MKCALENDAR, MKCOL and
+PROPFIND (:mod:`.transp`).
 """
 
 from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable, Mapping
-from types import MappingProxyType
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -39,23 +35,10 @@ _REPORT_HANDLERS: dict[str, ReportHandler] = {
     davxml.CALDAV + "calendar-query": textsearch.calendar_query,
 }
 
-#: Every REPORT (root element in Clark notation) calrelay answers or reshapes itself -> what it adds.
-CALRELAY_REPORTS: Mapping[str, str] = MappingProxyType({
-    davxml.DAV + "principal-property-search": "RFC 3744 principal search (proxy.interop.principals)",
-    davxml.DAV + "principal-search-property-set": "RFC 3744 searchable properties (proxy.interop.principals)",
-    davxml.DAV + "sync-collection": "RFC 6578 DAV:limit paging (proxy.interop.synclimit)",
-    davxml.CALDAV + "calendar-query": "prop-filter without a component type (proxy.interop.textsearch)",
-    davxml.CALDAV + "free-busy-query": "free-busy from the availability engine (proxy.availability.freebusy)",
-})
-
-
 #: The local names, to skip parsing REPORT bodies no handler is interested in.
 _LOCAL_NAMES = tuple(tag.rsplit("}", 1)[1].encode() for tag in _REPORT_HANDLERS)
-
-
-def calrelay_answers(report_tag: str) -> bool:
-    """Whether calrelay answers (or reshapes) the REPORT whose root element is ``report_tag`` (Clark)."""
-    return report_tag in CALRELAY_REPORTS
+#: The REPORTs dispatched here; each is listed in :data:`proxy.interop.reports.CALRELAY_REPORTS`.
+HANDLED_REPORTS = frozenset(_REPORT_HANDLERS)
 
 
 def make_interop_middleware() -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
