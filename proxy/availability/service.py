@@ -112,9 +112,8 @@ class AvailabilityService:
             collection = self.index.collection(calendar.path, calendar.etag, view.zone, self.store.read_items)
             found = self.index.query(collection, start, end)
             # A mirror excluded from blocking, or a calendar marked transparent (RFC 6638 §9.1), never blocks.
-            if calendar.props.get(MIRROR_BLOCKS_PROP) == "false" or calendar.props.get(SCHEDULE_TRANSP_PROP) == (
-                "transparent"
-            ):
+            transparent = calendar.props.get(SCHEDULE_TRANSP_PROP) == "transparent"
+            if calendar.props.get(MIRROR_BLOCKS_PROP) == "false" or transparent:
                 found = [dataclasses.replace(i, from_blocking_calendar=False) for i in found]
             instances.extend(found)
             if collection.problems:
