@@ -8,9 +8,15 @@ import defusedxml.ElementTree as DefusedET
 import pytest
 import requests
 
-from proxy.interop.textsearch import component_prop_filters, per_component_queries
+from proxy.interop.textsearch import (
+    COMPONENT_TYPES,
+    component_prop_filters,
+    per_component_queries,
+    supported_components,
+)
+from proxy.keys import ENGINE
 from tests.conftest import Calrelay
-from tests.helpers import put
+from tests.helpers import mkcalendar, put
 
 D, C = "{DAV:}", "{urn:ietf:params:xml:ns:caldav}"
 MKCALENDAR_MIXED = b"""<?xml version="1.0" encoding="utf-8"?>
@@ -93,6 +99,15 @@ def test_a_stranger_gets_radicales_refusal(server):
     response = requests.request("REPORT", server.url + "alice/mixed/", data=body, auth=server.auth("bob"),
                                 headers={"Depth": "1"}, timeout=10)
     assert response.status_code == 403
+
+
+def test_only_the_component_types_a_calendar_holds_are_queried(server):
+    engine = server.app[ENGINE]
+    assert mkcalendar(server.url + "alice/events/", server.auth("alice"), "Events").status_code == 201
+    assert supported_components(engine, "/alice/mixed/") == ("VEVENT", "VTODO")
+    assert supported_components(engine, "/alice/events/") == ("VEVENT",)
+    assert supported_components(engine, "/alice/none/") == COMPONENT_TYPES
+    assert supported_components(engine, "/") == COMPONENT_TYPES
 
 
 def test_rewritten_queries_wrap_the_component_prop_filters():
