@@ -242,6 +242,13 @@ CASES = [
         [(utc(2026, 2, 5), utc(2026, 2, 6))],
     ),
     Case(
+        "a TRANSP given twice still leaves the slot free",
+        [vcalendar(vevent("u", "DTSTART:20260302T090000Z", "DTEND:20260302T100000Z", "TRANSP:TRANSPARENT",
+                          "TRANSP:TRANSPARENT"))],
+        utc(2026, 3, 2), utc(2026, 3, 3),
+        [],
+    ),
+    Case(
         "an unbounded weekly series is expanded far from its start",
         [vcalendar(vevent("u", "DTSTART:20200106T090000Z", "DTEND:20200106T100000Z", "RRULE:FREQ=WEEKLY"))],
         utc(2026, 3, 1), utc(2026, 3, 8),
