@@ -76,6 +76,16 @@ class Transparent(BaseElement):
     tag: ClassVar[str] = ns("C", "transparent")
 
 
+def test_extended_mkcol_sets_it_too(server):
+    body = (b'<?xml version="1.0"?><D:mkcol xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>'
+            b"<D:resourcetype><D:collection/><C:calendar/></D:resourcetype><C:schedule-calendar-transp>"
+            b"<C:transparent/></C:schedule-calendar-transp></D:prop></D:set></D:mkcol>")
+    response = requests.request("MKCOL", server.url + "alice/shared/", data=body, auth=server.auth("alice"),
+                                timeout=10)
+    assert response.status_code == 201, response.text
+    assert b"<C:transparent />" in propfind(server, "alice/shared/").content
+
+
 def test_python_caldav_reads_and_writes_it(server):
     calendar = server.client("alice").calendar(url=server.url + "alice/personal/")
     calendar.set_properties([ScheduleCalendarTransp() + Transparent()])
