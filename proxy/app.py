@@ -25,6 +25,7 @@ from proxy.availability.routes import setup_routes as setup_availability
 from proxy.config import ConfigError, Settings
 from proxy.emulator import EmulatorServer, load_accounts
 from proxy.engine import ChangeBus, Engine
+from proxy.interop.middleware import setup_interop
 from proxy.keys import AUTHENTICATOR, CHANGES, EMULATOR, ENGINE, RELAY, SETTINGS, STATE
 from proxy.limits import make_limits_middleware
 from proxy.links.api import LINKS
@@ -82,6 +83,7 @@ def make_app(settings: Settings) -> web.Application:
     setup_recorder(app, settings.recorder.path, folder=settings.recordings_folder)
     setup_link_routes(app)
     setup_availability(app)
+    setup_interop(app)  # after the free-busy middleware: REPORTs calrelay answers itself
     # The catch-all goes last so that every more specific route above wins.
     app.router.add_route("*", "/{path:.*}", caldav)
     return app

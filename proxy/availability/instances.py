@@ -96,6 +96,8 @@ def to_utc(value: date | datetime, zone: ZoneInfo) -> datetime:
 
 def _text(component: icalendar.Component, name: str) -> str:
     value = component.get(name)
+    if isinstance(value, list):  # a property given twice: the first counts, as in Radicale (vobject)
+        value = value[0] if value else None
     return "" if value is None else str(value).strip()
 
 

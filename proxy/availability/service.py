@@ -18,7 +18,7 @@ from proxy.availability.index import AvailabilityIndex, StoredItemLike
 from proxy.availability.instances import Disposition, Instance
 from proxy.availability.intervals import BusyInterval, busy_intervals, free_slots, reasons_at
 from proxy.availability.sources import SourceFreshness, SourceStatus, source_status
-from proxy.model import MIRROR_BLOCKS_PROP
+from proxy.model import MIRROR_BLOCKS_PROP, SCHEDULE_TRANSP_PROP
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,9 @@ class AvailabilityService:
                 continue
             collection = self.index.collection(calendar.path, calendar.etag, view.zone, self.store.read_items)
             found = self.index.query(collection, start, end)
-            if calendar.props.get(MIRROR_BLOCKS_PROP) == "false":
+            # A mirror excluded from blocking, or a calendar marked transparent (RFC 6638 §9.1), never blocks.
+            transparent = calendar.props.get(SCHEDULE_TRANSP_PROP) == "transparent"
+            if calendar.props.get(MIRROR_BLOCKS_PROP) == "false" or transparent:
                 found = [dataclasses.replace(i, from_blocking_calendar=False) for i in found]
             instances.extend(found)
             if collection.problems:

@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from proxy.availability.instances import normalize_address
+from proxy.availability.instances import Disposition, normalize_address
 from proxy.availability.service import AvailabilityService, Freshness, UserView
+from proxy.model import SCHEDULE_TRANSP_PROP
 from tests.availability.conftest import NEW_YORK_TZ, PARIS_TZ, FakeStore, utc, vcalendar, vevent
 
 ALICE = "mailto:alice@example.com"
@@ -241,6 +242,13 @@ CASES = [
         [(utc(2026, 2, 5), utc(2026, 2, 6))],
     ),
     Case(
+        "a TRANSP given twice still leaves the slot free",
+        [vcalendar(vevent("u", "DTSTART:20260302T090000Z", "DTEND:20260302T100000Z", "TRANSP:TRANSPARENT",
+                          "TRANSP:TRANSPARENT"))],
+        utc(2026, 3, 2), utc(2026, 3, 3),
+        [],
+    ),
+    Case(
         "an unbounded weekly series is expanded far from its start",
         [vcalendar(vevent("u", "DTSTART:20200106T090000Z", "DTEND:20200106T100000Z", "RRULE:FREQ=WEEKLY"))],
         utc(2026, 3, 1), utc(2026, 3, 8),
@@ -257,3 +265,16 @@ def test_busy_intervals(case: Case, store: FakeStore) -> None:
     view = UserView("alice", ZoneInfo(case.zone), frozenset({normalize_address(ALICE)}))
     answer = AvailabilityService(store).availability(view, case.start, case.end, NO_RELAY)
     assert [(interval.start, interval.end) for interval in answer.busy] == case.busy
+
+
+@pytest.mark.parametrize(("transp", "blocks"), [(None, True), ("opaque", True), ("transparent", False)])
+def test_a_calendar_marked_transparent_never_blocks(store: FakeStore, transp: str | None, blocks: bool) -> None:
+    store.add_calendar("/alice/holidays/")
+    if transp is not None:
+        store.props["/alice/holidays/"][SCHEDULE_TRANSP_PROP] = transp
+    store.put("/alice/holidays/", "a.ics", vcalendar(vevent("a", "DTSTART:20260302T090000Z", "DTEND:20260302T100000Z")))
+    view = UserView("alice", ZoneInfo("UTC"), frozenset())
+    answer = AvailabilityService(store).availability(view, utc(2026, 3, 2), utc(2026, 3, 3), NO_RELAY)
+    assert bool(answer.busy) is blocks
+    [instance] = answer.snapshot.instances
+    assert instance.disposition(frozenset()) is (Disposition.BUSY if blocks else Disposition.NON_BLOCKING_CALENDAR)
