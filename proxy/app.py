@@ -61,7 +61,7 @@ def make_app(settings: Settings) -> web.Application:
     app[ENGINE] = engine
     app[AUTHENTICATOR] = authenticator
     app[CHANGES] = ChangeBus()
-    app[STATE] = AsyncState(settings.storage.data_dir / "state.sqlite3")
+    app[STATE] = AsyncState(settings.database_url)
     box = SecretBox.for_data_dir(settings.storage.data_dir)
     app[RELAY] = Relay(RelayContext(settings, engine, app[STATE], box, UpstreamClient))
     app[FRESHNESS] = app[RELAY].freshness

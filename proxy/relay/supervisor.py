@@ -1,7 +1,7 @@
 """The relay inside the server: one :class:`LinkWorker` per linked user, kept in step with the state DB.
 
 - Links are (re)loaded at start, when the link API changes one, and when another process (the CLI) commits
-  to the state database, which is noticed by polling SQLite's ``data_version`` every second.
+  to the relay state, which is noticed by polling its generation counter every second.
 - Storage changes (the engine's change bus) wake the worker of the user they concern: a CRM write reaches
   iCloud within moments.
 - ``freshness(user)`` tells the availability engine how recent each mirror is.
