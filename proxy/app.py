@@ -29,6 +29,7 @@ from proxy.limits import make_limits_middleware
 from proxy.links.api import LINKS
 from proxy.links.api import setup_routes as setup_link_routes
 from proxy.links.service import LinkService
+from proxy.outage import outage_middleware
 from proxy.recorder import recorder_middleware, setup_recorder
 from proxy.relay.supervisor import Relay
 from proxy.relay.worker import RelayContext
@@ -53,6 +54,7 @@ def make_app(settings: Settings) -> web.Application:
         handler_args={"lingering_time": 1.0},
         middlewares=[
             recorder_middleware,  # outermost, so that refusals (401, 413) are recorded too
+            outage_middleware,  # a database outage is a 503 with Retry-After, wherever it surfaces
             make_limits_middleware(settings.server.max_body_bytes),
             make_auth_middleware(authenticator, engine.call, public_paths=ANONYMOUS_CALDAV_PATHS),
         ],

@@ -30,6 +30,7 @@ from plugins.scope import Change
 from plugins.storage import Collection, Stamp, Storage
 from proxy.auth import UsersFile
 from proxy.config import Settings
+from proxy.outage import database_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,8 @@ class Engine:
         """Answer a CalDAV request as ``user`` (the authenticated name, or "" for anonymous paths)."""
         environ = _environ(request, body, user)
         status, headers, payload, scope = await self.call(self._run_wsgi, environ)
+        if status == 500 and database_unavailable(scope.failure):
+            raise scope.failure  # an outage, not a bug: the front door answers 503 (proxy.outage)
         if self._bus is not None:
             for change in scope.changes:
                 self._bus.publish(change)

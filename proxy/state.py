@@ -34,6 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from proxy.database import create_engine, metadata, reading, writing
+from proxy.outage import database_unavailable, outage
 
 T = TypeVar("T")
 
@@ -406,7 +407,14 @@ class AsyncState:
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        try:
+            result = await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        except Exception as error:
+            if database_unavailable(error):
+                outage.down(error)
+            raise
+        outage.up()
+        return result
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from plugins.scope import Change
 from proxy.availability.sources import SourceFreshness
+from proxy.outage import database_unavailable
 from proxy.relay.worker import LinkWorker, RelayContext
 
 logger = logging.getLogger(__name__)
@@ -118,15 +119,18 @@ class Relay:
 
     async def _watch(self) -> None:
         state = self.context.state
-        seen = await state.call(state.db.data_version)
+        seen: int | None = None  # unknown if the database is unavailable now
+        with contextlib.suppress(Exception):
+            seen = await state.call(state.db.data_version)
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
             try:
                 version = await state.call(state.db.data_version)
                 if version != seen:
+                    await self.reload()  # reload is idempotent: after an outage, one reload too many is harmless
                     seen = version
-                    await self.reload()
                 for user in await state.call(state.db.take_sync_requests):
                     self.sync_now(user)
-            except Exception:  # keep watching whatever happened
-                logger.exception("relay watcher")
+            except Exception as error:  # keep watching whatever happened
+                if not database_unavailable(error):  # an outage is logged once, by proxy.outage
+                    logger.exception("relay watcher")

@@ -26,6 +26,7 @@ from plugins.storage import Stamp
 from proxy.config import Settings
 from proxy.engine import CalendarInfo, Engine
 from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP, CalendarKind, EventKind, MirrorRole, Origin
+from proxy.outage import RELAY_MAX_PAUSE, RELAY_MIN_PAUSE, database_unavailable
 from proxy.relay import transforms
 from proxy.relay.backoff import Backoff
 from proxy.relay.conflicts import winner
@@ -99,6 +100,7 @@ class LinkWorker:
         self.two_way = link.mode == "two-way"
         upstream = context.settings.upstream
         self.backoff = Backoff(upstream.min_backoff, upstream.max_backoff)
+        self._db_backoff = Backoff(RELAY_MIN_PAUSE, RELAY_MAX_PAUSE)  # while the database is unavailable
         # Scheduling state, in monotonic seconds. ``_wake`` only interrupts a wait; these decide what is due.
         self._wake = asyncio.Event()
         self._push_due: float | None = 0.0  # a push pass is due then; None = only when the CRM writes
@@ -147,13 +149,20 @@ class LinkWorker:
             while True:
                 await self._wait()
                 try:
-                    await self.run_pass(client)
-                except StopPass as stop:
-                    await self._stopped(stop.cause)
-                except Exception:  # a bug must not end the link's relay: log it and try again later
-                    logger.exception("relay pass for %s failed", self.user)
-                    self._hold_until = time.monotonic() + self.backoff.next_delay(None, random.random)
+                    try:
+                        await self.run_pass(client)
+                    except StopPass as stop:
+                        await self._stopped(stop.cause)
+                except Exception as error:
+                    if database_unavailable(error):  # an outage (logged once by proxy.outage): pause, resume
+                        delay = self._db_backoff.next_delay(None, random.random)
+                    else:  # a bug must not end the link's relay: log it and try again later
+                        logger.exception("relay pass for %s failed", self.user)
+                        delay = self.backoff.next_delay(None, random.random)
+                    self._hold_until = time.monotonic() + delay
                     self._push_due = 0.0
+                else:
+                    self._db_backoff.succeeded()
 
     async def _wait(self) -> None:
         """Until a push or pull is due and no back-off holds it; CRM writes and sync requests cut it short."""
