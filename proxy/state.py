@@ -390,11 +390,32 @@ class StateDB:
                 db.execute(sync_requests_table.delete().where(sync_requests_table.c.user.in_(users)))
         return users
 
+    def import_rows(self, rows: Mapping[str, list[dict[str, Any]]]) -> None:
+        """Take rows of the file layout's tables (``FILE_LAYOUT_TABLES``) as they are, in one transaction:
+        ``calrelay db import-files``. Existing rows with the same keys are replaced, so a re-run is harmless."""
+        with self.transaction() as db:
+            _import_rows(db, rows)
+            self._bump(db)
+
     def pending(self, user: str) -> list[Pending]:
         table = pending_table
         query = sa.select(table).where(table.c.user == user).order_by(table.c.first_at, table.c.uid)
         with reading(self.engine) as db:
             return [_row(Pending, r) for r in db.execute(query)]
+
+
+#: The tables of the file layout's ``state.sqlite3`` and where their rows go (the columns are the same).
+FILE_LAYOUT_TABLES = {
+    "links": links_table, "link_calendars": link_calendars_table, "items": items_table,
+    "pending": pending_table, "sync_requests": sync_requests_table,
+}
+
+
+def _import_rows(db: sa.Connection, rows: Mapping[str, list[dict[str, Any]]]) -> None:
+    for name, table in FILE_LAYOUT_TABLES.items():  # links first: the calendars refer to them
+        wanted = [{c.name: row[c.name] for c in table.columns if c.name in row} for row in rows.get(name, [])]
+        for start in range(0, len(wanted), 500):
+            _upsert(db, table, wanted[start:start + 500])
 
 
 class AsyncState:
