@@ -31,6 +31,7 @@ from proxy.links.api import setup_routes as setup_link_routes
 from proxy.links.service import LinkService
 from proxy.outage import outage_middleware
 from proxy.recorder import recorder_middleware, setup_recorder
+from proxy.relay.outbox import OutboxWriter
 from proxy.relay.supervisor import Relay
 from proxy.relay.worker import RelayContext
 from proxy.secretbox import SecretBox
@@ -64,6 +65,7 @@ def make_app(settings: Settings) -> web.Application:
     app[AUTHENTICATOR] = authenticator
     app[CHANGES] = ChangeBus()
     app[STATE] = AsyncState(settings.database_url)
+    engine.outbox = OutboxWriter(app[STATE].db.engine)
     box = SecretBox.for_data_dir(settings.storage.data_dir)
     app[RELAY] = Relay(RelayContext(settings, engine, app[STATE], box, UpstreamClient))
     app[FRESHNESS] = app[RELAY].freshness

@@ -136,6 +136,8 @@ class Engine:
             radicale_logger.addHandler(request_scope.WarningCollector())
         self._pool = ThreadPoolExecutor(settings.server.threads, thread_name_prefix="caldav")
         self._bus: ChangeBus | None = None
+        #: Records each client request's changes as relay work (proxy.relay.outbox), before the response.
+        self.outbox: Callable[[list[Change]], None] | None = None
 
     def attach(self, bus: ChangeBus) -> None:
         """Send every change, from client requests and from the relay, to ``bus``."""
@@ -180,6 +182,8 @@ class Engine:
 
         with request_scope.request_scope() as scope:
             payload = b"".join(self.application(environ, start_response))
+        if self.outbox is not None and scope.changes:
+            self.outbox(scope.changes)
         return int(captured["status"].split(" ", 1)[0]), captured["headers"], payload, scope
 
     # -- direct reads for the JSON API -------------------------------------------------------------------

@@ -35,6 +35,7 @@ from sqlalchemy.engine import Engine
 
 from proxy.database import create_engine, metadata, reading, writing
 from proxy.outage import database_unavailable, outage
+from proxy.relay.outbox import outbox_table
 
 T = TypeVar("T")
 
@@ -111,6 +112,7 @@ generation_table = sa.Table(
 
 RELAY_TABLES = [
     links_table, link_calendars_table, items_table, sync_requests_table, pending_table, generation_table,
+    outbox_table,
 ]
 
 

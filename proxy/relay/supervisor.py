@@ -3,7 +3,7 @@
 - Links are (re)loaded at start, when the link API changes one, and when another process (the CLI) commits
   to the relay state, which is noticed by polling its generation counter every second.
 - Storage changes (the engine's change bus) wake the worker of the user they concern: a CRM write reaches
-  iCloud within moments.
+  iCloud within moments. Relay work recorded in the outbox by another process wakes it within a second.
 - ``freshness(user)`` tells the availability engine how recent each mirror is.
 """
 
@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from plugins.scope import Change
 from proxy.availability.sources import SourceFreshness
 from proxy.outage import database_unavailable
+from proxy.relay import outbox
 from proxy.relay.worker import LinkWorker, RelayContext
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class Relay:
         seen: int | None = None  # unknown if the database is unavailable now
         with contextlib.suppress(Exception):
             seen = await state.call(state.db.data_version)
+        outbox_seen = 0
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
             try:
@@ -131,6 +133,11 @@ class Relay:
                     seen = version
                 for user in await state.call(state.db.take_sync_requests):
                     self.sync_now(user)
+                # Relay work recorded by another process or instance (proxy.relay.outbox) wakes the link here.
+                outbox_seen, users = await state.call(outbox.newest_ids, state.db.engine, outbox_seen)
+                for user in users:
+                    if (worker := self.worker(user)) is not None:
+                        worker.wake()
             except Exception as error:  # keep watching whatever happened
                 if not database_unavailable(error):  # an outage is logged once, by proxy.outage
                     logger.exception("relay watcher")

@@ -27,7 +27,7 @@ from proxy.config import Settings
 from proxy.engine import CalendarInfo, Engine
 from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP, CalendarKind, EventKind, MirrorRole, Origin
 from proxy.outage import RELAY_MAX_PAUSE, RELAY_MIN_PAUSE, database_unavailable
-from proxy.relay import transforms
+from proxy.relay import outbox, transforms
 from proxy.relay.backoff import Backoff
 from proxy.relay.conflicts import winner
 from proxy.relay.plan import (
@@ -293,6 +293,7 @@ class LinkWorker:
     async def push(self, client: UpstreamClient) -> None:
         db = self.context.state.db
         primary = self.primary
+        taken = await self.context.state.call(outbox.rows, db.engine, self.user)  # relay work recorded so far
         appointments, mirror = await self._local_side()
         statuses = await self.context.state.call(db.items, self.user, primary.remote_url)
         actions = plan_push(
@@ -305,6 +306,11 @@ class LinkWorker:
         if actions:
             logger.info("push for %s: %s", self.user, _summary(actions))
         await self._execute(actions, lambda action: self._push_one(client, action))
+        if taken:  # the pass completed: drop the rows whose item is now reconciled with iCloud
+            places = {(s.local_path, s.local_href): s.uid for s in statuses if s.local_path and s.local_href}
+            places |= {(i.path, i.href): i.uid for i in [*mirror.values(), *appointments.values()]}
+            pending = {p.uid for p in await self.context.state.call(db.pending, self.user)}
+            await self.context.state.call(outbox.remove, db.engine, outbox.reconciled(taken, places, pending))
 
     def _still_refused(self, action: PushAction) -> bool:
         local = getattr(action, "local", None)
