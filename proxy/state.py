@@ -283,7 +283,7 @@ class StateDB:
     def delete_link(self, user: str) -> bool:
         with self.transaction() as db:
             deleted = db.execute(links_table.delete().where(links_table.c.user == user)).rowcount
-            for table in (link_calendars_table, items_table, pending_table):
+            for table in (link_calendars_table, items_table, pending_table, outbox_table):
                 db.execute(table.delete().where(table.c.user == user))
             if deleted:
                 self._bump(db)

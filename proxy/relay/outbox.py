@@ -111,6 +111,14 @@ def newest_ids(engine: Engine, after: int) -> tuple[int, set[str]]:
     return int(newest), users
 
 
+def drop_users(engine: Engine, users: Iterable[str]) -> None:
+    """Forget the rows of users without a link: nobody consumes them (a new link starts with a full pass)."""
+    wanted = list(users)
+    if wanted:
+        with writing(engine) as connection:
+            connection.execute(outbox_table.delete().where(outbox_table.c.user.in_(wanted)))
+
+
 def remove(engine: Engine, ids: Iterable[int]) -> None:
     wanted = list(ids)
     if not wanted:

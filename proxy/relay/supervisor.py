@@ -138,6 +138,8 @@ class Relay:
                 for user in users:
                     if (worker := self.worker(user)) is not None:
                         worker.wake()
+                if unlinked := [user for user in users if self.worker(user) is None]:
+                    await state.call(outbox.drop_users, state.db.engine, unlinked)
             except Exception as error:  # keep watching whatever happened
                 if not database_unavailable(error):  # an outage is logged once, by proxy.outage
                     logger.exception("relay watcher")

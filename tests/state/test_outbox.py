@@ -14,7 +14,7 @@ from proxy.engine import Engine
 from proxy.keys import STATE
 from proxy.relay import outbox
 from proxy.relay.outbox import OutboxRow, OutboxWriter, reconciled
-from tests.helpers import event, put
+from tests.helpers import event, mkcalendar, put
 from tests.relay.conftest import make_linked, stored_events, wait_until
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -76,3 +76,13 @@ def test_a_write_by_another_process_wakes_the_relay_through_the_outbox(calrelay_
         other.close()
     wait_until(lambda: "b" in stored_events(linked.emulator), message="pushed after the outbox woke the relay")
     wait_until(lambda: outbox.rows(relay.app[STATE].db.engine, "alice") == [], message="row consumed")
+
+
+def test_rows_of_users_without_a_link_do_not_pile_up(calrelay_factory):
+    relay = calrelay_factory()
+    crm = relay.auth("crm")
+    assert mkcalendar(relay.url + "bob/sales/", crm, "Sales", kind="round-robin").status_code == 201
+    assert put(relay.url + "bob/sales/x.ics", crm, event("x", START)).status_code == 201
+    engine = relay.app[STATE].db.engine
+    assert [r.href for r in outbox.rows(engine, "bob")] == [None, "x.ics"]  # the new calendar, its item
+    wait_until(lambda: outbox.rows(engine, "bob") == [], message="dropped: nobody relays bob")
