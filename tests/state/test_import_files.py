@@ -138,3 +138,11 @@ def test_import_files_reencrypts_for_a_target_with_its_own_key(calrelay_factory,
 def test_import_files_refuses_what_is_not_a_data_directory(tmp_path, capsys):
     assert cli.main(["db", "import-files", str(tmp_path), "--data", str(tmp_path / "t")]) == 1
     assert "not a calrelay data directory" in capsys.readouterr().err
+
+
+def test_import_files_in_place_takes_the_state_and_leaves_the_collections(calrelay_factory, tmp_path, capsys):
+    legacy, collections, state = _make_file_layout(calrelay_factory, tmp_path)
+    assert cli.main(["db", "import-files", str(legacy), "--data", str(legacy), "--quiet"]) == 0
+    assert "collections already in place" in capsys.readouterr().out
+    assert _collections(_file_storage(legacy / "collections")) == collections
+    assert _state_rows(config.load(None, {"storage": {"data_dir": str(legacy)}}).database_url) == state
