@@ -47,8 +47,9 @@ def test_a_row_of_a_pending_item_is_never_dropped(rows, pending):
             assert row.id in done
 
 
-def test_relay_work_stays_in_the_outbox_until_icloud_has_it(calrelay_factory):
-    relay = calrelay_factory(overrides={"upstream": {"poll_interval": 1.0, "min_backoff": 0.2, "max_backoff": 1.0}})
+def test_relay_work_stays_in_the_outbox_until_icloud_has_it(calrelay_factory, database_url):
+    relay = calrelay_factory(overrides={"storage": {"database": database_url},
+                                        "upstream": {"poll_interval": 1.0, "min_backoff": 0.2, "max_backoff": 1.0}})
     linked = make_linked(relay)
     engine = relay.app[STATE].db.engine
     linked.emulator.set_faults(error_rate=1.0)  # iCloud fails every request
@@ -64,9 +65,9 @@ def test_relay_work_stays_in_the_outbox_until_icloud_has_it(calrelay_factory):
     assert linked.status()["pending"] == []
 
 
-def test_a_write_by_another_process_wakes_the_relay_through_the_outbox(calrelay_factory):
+def test_a_write_by_another_process_wakes_the_relay_through_the_outbox(calrelay_factory, database_url):
     # Without a pull due (hourly), only a wake-up makes a push pass: here only the outbox can give one.
-    relay = calrelay_factory(overrides={"upstream": {"poll_interval": 3600}})
+    relay = calrelay_factory(overrides={"storage": {"database": database_url}, "upstream": {"poll_interval": 3600}})
     linked = make_linked(relay)
     other = Engine(relay.settings, UsersFile(relay.settings.users_file))  # as another process would
     try:
