@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from proxy import __version__
 from proxy.config import ConfigError
+from proxy.outage import DatabaseUnavailable
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -56,5 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"calrelay: configuration error: {error}", file=sys.stderr)
         return 2
+    except DatabaseUnavailable as error:
+        print(f"calrelay: {error}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130

@@ -33,6 +33,10 @@ MESSAGE = (
 )
 
 
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached at start (a command, or the server starting): the message says which."""
+
+
 def database_unavailable(error: BaseException | None) -> bool:
     """Whether ``error`` (or what caused it) says the database cannot be reached, rather than a bug."""
     seen: set[int] = set()

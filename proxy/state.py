@@ -33,8 +33,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from proxy.database import create_engine, metadata, reading, writing
-from proxy.outage import database_unavailable, outage
+from proxy.database import create_engine, metadata, reading, redacted, writing
+from proxy.outage import DatabaseUnavailable, database_unavailable, outage
 from proxy.relay.outbox import outbox_table
 
 T = TypeVar("T")
@@ -196,7 +196,11 @@ def _row(cls: type[T], row: sa.Row[Any]) -> T:
 
 def create_tables(engine: Engine) -> None:
     """Create the relay's tables where missing. (The schema module's ``upgrade`` takes this over.)"""
-    metadata.create_all(engine, tables=RELAY_TABLES)
+    with writing(engine) as connection:
+        if connection.dialect.name == "postgresql":
+            # Instances starting together on a fresh database: one creates, the others wait and find the tables.
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(7243551)"))
+        metadata.create_all(connection, tables=RELAY_TABLES)
 
 
 def _upsert(connection: sa.Connection, table: sa.Table, rows: list[Mapping[str, Any]] | Mapping[str, Any]) -> None:
@@ -220,7 +224,17 @@ class StateDB:
     def __init__(self, target: str | Engine) -> None:
         self._owns_engine = not isinstance(target, Engine)
         self.engine = create_engine(target) if isinstance(target, str) else target
-        create_tables(self.engine)
+        try:
+            create_tables(self.engine)
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            self.engine.dispose()
+            reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+            raise DatabaseUnavailable(
+                f"the database {redacted(self.engine.url)} is unavailable ({reason}); check [storage] database "
+                "and that the database server is running"
+            ) from error
 
     def close(self) -> None:
         if self._owns_engine:

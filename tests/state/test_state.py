@@ -147,3 +147,28 @@ def test_concurrent_writers_through_the_pool_lose_nothing(database_url):
         assert len(state.db.items("alice")) == 50
     finally:
         state.close()
+
+
+def test_an_unreachable_database_is_a_clear_message(tmp_path, capsys):
+    from proxy import cli
+    from tests.helpers import free_port
+
+    url = f"postgresql+psycopg://calrelay:hunter2@127.0.0.1:{free_port()}/calrelay"
+    (tmp_path / "calrelay.toml").write_text(f'[storage]\ndata_dir = "{tmp_path}"\ndatabase = "{url}"\n')
+    assert cli.main(["status", "--config", str(tmp_path / "calrelay.toml")]) == 3
+    error = capsys.readouterr().err
+    assert "is unavailable" in error and "[storage] database" in error
+    assert "hunter2" not in error  # the password is never shown
+
+
+def test_instances_starting_together_on_a_fresh_database(database_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        handles = list(pool.map(lambda _: StateDB(database_url), range(4)))
+    try:
+        handles[0].save_link(_link(), _calendars())
+        assert all(h.link("alice") == _link() for h in handles)
+    finally:
+        for handle in handles:
+            handle.close()
