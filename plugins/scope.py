@@ -44,6 +44,7 @@ class RequestScope:
     changes: list[Change] = field(default_factory=list)
     refusal: str | None = None  # a message for the client when a plugin refused the request
     warnings: list[str] = field(default_factory=list)  # what Radicale logged about this request
+    failure: BaseException | None = None  # the exception Radicale turned into a 500, if any
 
 
 _current: ContextVar[RequestScope | None] = ContextVar("calrelay_request_scope", default=None)
@@ -73,6 +74,8 @@ class WarningCollector(logging.Handler):
         scope = current()
         if scope is not None:
             scope.warnings.append(record.getMessage())
+            if record.exc_info and record.exc_info[1] is not None and scope.failure is None:
+                scope.failure = record.exc_info[1]
 
 
 def refuse(message: str) -> None:

@@ -31,7 +31,9 @@ from proxy.limits import make_limits_middleware
 from proxy.links.api import LINKS
 from proxy.links.api import setup_routes as setup_link_routes
 from proxy.links.service import LinkService
+from proxy.outage import database_unavailable, outage_middleware
 from proxy.recorder import recorder_middleware, setup_recorder
+from proxy.relay.outbox import OutboxWriter
 from proxy.relay.supervisor import Relay
 from proxy.relay.worker import RelayContext
 from proxy.secretbox import SecretBox
@@ -55,6 +57,7 @@ def make_app(settings: Settings) -> web.Application:
         handler_args={"lingering_time": 1.0},
         middlewares=[
             recorder_middleware,  # outermost, so that refusals (401, 413) are recorded too
+            outage_middleware,  # a database outage is a 503 with Retry-After, wherever it surfaces
             make_limits_middleware(settings.server.max_body_bytes),
             make_auth_middleware(authenticator, engine.call, public_paths=ANONYMOUS_CALDAV_PATHS),
         ],
@@ -63,7 +66,8 @@ def make_app(settings: Settings) -> web.Application:
     app[ENGINE] = engine
     app[AUTHENTICATOR] = authenticator
     app[CHANGES] = ChangeBus()
-    app[STATE] = AsyncState(settings.storage.data_dir / "state.sqlite3")
+    app[STATE] = AsyncState(settings.database_url)
+    engine.outbox = OutboxWriter(app[STATE].db.engine)
     box = SecretBox.for_data_dir(settings.storage.data_dir)
     app[RELAY] = Relay(RelayContext(settings, engine, app[STATE], box, UpstreamClient))
     app[FRESHNESS] = app[RELAY].freshness
@@ -147,7 +151,15 @@ async def _relay_lifecycle(app: web.Application) -> AsyncIterator[None]:
     unsubscribe()
     await relay.stop()
     state = app[STATE]
-    pending = sum([len(await state.call(state.db.pending, link.user)) for link in await state.call(state.db.links)])
+    try:
+        pending = sum(
+            [len(await state.call(state.db.pending, link.user)) for link in await state.call(state.db.links)]
+        )
+    except Exception as error:
+        if not database_unavailable(error):
+            raise
+        logger.warning("relay stopped; the database is unavailable, so pending work is retried at the next start")
+        return
     if pending:
         logger.warning("relay stopped with %d pending %s not yet in iCloud; retried at the next start", pending,
                        "item" if pending == 1 else "items")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from proxy import __version__
 from proxy.config import ConfigError
+from proxy.outage import DatabaseUnavailable
 from proxy.private import restrict_umask
 
 
@@ -43,7 +44,7 @@ def _plain_help(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from proxy import config_cli, serve, users
+    from proxy import config_cli, db_cli, serve, users
     from proxy.emulator import cli as emulator_cli
     from proxy.links import cli as links_cli
     from proxy.replay import cli as replay_cli
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"calrelay {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common_options()
-    for module in (serve, users, config_cli, links_cli, emulator_cli, replay_cli):
+    for module in (serve, users, config_cli, links_cli, emulator_cli, replay_cli, db_cli):
         module.register(subparsers, common)
     _plain_help(parser)
     return parser
@@ -77,5 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"calrelay: configuration error: {error}", file=sys.stderr)
         return 2
+    except DatabaseUnavailable as error:
+        print(f"calrelay: {error}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130

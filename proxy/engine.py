@@ -30,6 +30,7 @@ from plugins.scope import Change
 from plugins.storage import Collection, Stamp, Storage
 from proxy.auth import UsersFile
 from proxy.config import Settings
+from proxy.outage import database_unavailable
 from proxy.private import private_dir
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,8 @@ class Engine:
             radicale_logger.addHandler(request_scope.WarningCollector())
         self._pool = ThreadPoolExecutor(settings.server.threads, thread_name_prefix="caldav")
         self._bus: ChangeBus | None = None
+        #: Records each client request's changes as relay work (proxy.relay.outbox), before the response.
+        self.outbox: Callable[[list[Change]], None] | None = None
 
     def attach(self, bus: ChangeBus) -> None:
         """Send every change, from client requests and from the relay, to ``bus``."""
@@ -157,6 +160,8 @@ class Engine:
         """Answer a CalDAV request as ``user`` (the authenticated name, or "" for anonymous paths)."""
         environ = _environ(request, body, user)
         status, headers, payload, scope = await self.call(self._run_wsgi, environ)
+        if status == 500 and database_unavailable(scope.failure):
+            raise scope.failure  # an outage, not a bug: the front door answers 503 (proxy.outage)
         if self._bus is not None:
             for change in scope.changes:
                 self._bus.publish(change)
@@ -179,6 +184,8 @@ class Engine:
 
         with request_scope.request_scope() as scope:
             payload = b"".join(self.application(environ, start_response))
+        if self.outbox is not None and scope.changes:
+            self.outbox(scope.changes)
         return int(captured["status"].split(" ", 1)[0]), captured["headers"], payload, scope
 
     # -- direct reads for the JSON API -------------------------------------------------------------------

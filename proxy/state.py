@@ -1,96 +1,119 @@
-"""The state database (SQLite): iCloud links, their calendars, and the relay's per-item status.
+"""The relay's state, in calrelay's SQL database: iCloud links, their calendars, and the per-item status.
 
-One file, ``<data_dir>/state.sqlite3``, in WAL mode so that the CLI (another process) and the server can use
-it at the same time. Every method is blocking and short; the server calls them through :class:`AsyncState`,
-which runs them one at a time on a dedicated thread, never on the event loop.
+The tables live beside the calendars in the one database (``Settings.database_url``: SQLite in the data
+directory by default, PostgreSQL for several instances), declared on :data:`proxy.database.metadata` with the
+prefix ``relay_``. The CLI (another process) and the server use them at the same time: SQLite in WAL mode and
+PostgreSQL both serialise the writers. Every method is blocking and short; the server calls them through
+:class:`AsyncState`, which runs them on a small thread pool, never on the event loop.
 
 Tables:
-- ``links``: one per calrelay user linked to an iCloud account (the app-specific password encrypted).
-- ``link_calendars``: the linked iCloud calendars (primary / conflict), their mirror collection and pull state.
-- ``items``: the relay's status, vdirsyncer-style: for each UID, the last state known to be in sync on both
-  sides (local href/etag/hash, remote href/etag/hash) and where it was born.
-- ``pending``: CRM changes waiting to reach iCloud, and why (the last error), so nothing is invisible.
-- ``sync_requests``: immediate pulls asked for by another process (the CLI).
+- ``relay_links``: one per calrelay user linked to an iCloud account (the app-specific password encrypted).
+- ``relay_link_calendars``: the linked iCloud calendars (primary / conflict), their mirror collection and pull
+  state.
+- ``relay_items``: the relay's status, vdirsyncer-style: for each UID, the last state known to be in sync on
+  both sides (local href/etag/hash, remote href/etag/hash) and where it was born.
+- ``relay_pending``: CRM changes waiting to reach iCloud, and why (the last error), so nothing is invisible.
+- ``relay_sync_requests``: immediate pulls asked for by another process (the CLI).
+- ``relay_generation``: one counter, bumped by every change of the set of links, so that a server notices
+  what another process (or instance) changed by reading one row.
+- ``relay_outbox`` (see :mod:`proxy.relay.outbox`): CRM writes whose relay work is not done yet.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy.private import private_files
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from proxy.database import create_engine, metadata, reading, redacted, writing
+from proxy.outage import DatabaseUnavailable, database_unavailable, outage
+from proxy.relay.outbox import outbox_table
 
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS links (
-    user TEXT PRIMARY KEY,
-    apple_id TEXT NOT NULL,
-    server_url TEXT NOT NULL,
-    secret BLOB NOT NULL,
-    mode TEXT NOT NULL,
-    deletions TEXT NOT NULL,
-    calendars TEXT NOT NULL,
-    state TEXT NOT NULL,
-    last_error TEXT,
-    last_error_at REAL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS link_calendars (
-    user TEXT NOT NULL REFERENCES links(user) ON DELETE CASCADE,
-    remote_url TEXT NOT NULL,
-    remote_name TEXT NOT NULL,
-    display_name TEXT NOT NULL,
-    role TEXT NOT NULL,
-    blocks INTEGER NOT NULL,
-    mirror_path TEXT NOT NULL,
-    ctag TEXT,
-    sync_token TEXT,
-    token_state TEXT NOT NULL DEFAULT 'none',
-    last_success_at REAL,
-    last_attempt_at REAL,
-    last_error TEXT,
-    PRIMARY KEY (user, remote_url)
-);
-CREATE TABLE IF NOT EXISTS items (
-    user TEXT NOT NULL,
-    calendar_url TEXT NOT NULL,
-    uid TEXT NOT NULL,
-    origin TEXT NOT NULL,
-    local_path TEXT,
-    local_href TEXT,
-    local_etag TEXT,
-    local_hash TEXT,
-    remote_href TEXT,
-    remote_etag TEXT,
-    remote_hash TEXT,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (user, calendar_url, uid)
-);
-CREATE INDEX IF NOT EXISTS items_by_remote_href ON items (user, remote_href);
-CREATE TABLE IF NOT EXISTS sync_requests (
-    user TEXT PRIMARY KEY,
-    requested_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pending (
-    user TEXT NOT NULL,
-    uid TEXT NOT NULL,
-    action TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    first_at REAL NOT NULL,
-    last_at REAL NOT NULL,
-    PRIMARY KEY (user, uid)
-);
-"""
+#: Worker threads of :class:`AsyncState`: the database serialises the writes, readers run side by side.
+STATE_THREADS = 4
+
+links_table = sa.Table(
+    "relay_links", metadata,
+    sa.Column("user", sa.Text, primary_key=True),
+    sa.Column("apple_id", sa.Text, nullable=False),
+    sa.Column("server_url", sa.Text, nullable=False),
+    sa.Column("secret", sa.LargeBinary, nullable=False),
+    sa.Column("mode", sa.Text, nullable=False),
+    sa.Column("deletions", sa.Text, nullable=False),
+    sa.Column("calendars", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_error_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+link_calendars_table = sa.Table(
+    "relay_link_calendars", metadata,
+    sa.Column("user", sa.Text, sa.ForeignKey("relay_links.user", ondelete="CASCADE"), primary_key=True),
+    sa.Column("remote_url", sa.Text, primary_key=True),
+    sa.Column("remote_name", sa.Text, nullable=False),
+    sa.Column("display_name", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("blocks", sa.Boolean, nullable=False),
+    sa.Column("mirror_path", sa.Text, nullable=False),
+    sa.Column("ctag", sa.Text),
+    sa.Column("sync_token", sa.Text),
+    sa.Column("token_state", sa.Text, nullable=False, server_default="none"),
+    sa.Column("last_success_at", sa.Float),
+    sa.Column("last_attempt_at", sa.Float),
+    sa.Column("last_error", sa.Text),
+)
+items_table = sa.Table(
+    "relay_items", metadata,
+    sa.Column("user", sa.Text, primary_key=True),
+    sa.Column("calendar_url", sa.Text, primary_key=True),
+    sa.Column("uid", sa.Text, primary_key=True),
+    sa.Column("origin", sa.Text, nullable=False),
+    sa.Column("local_path", sa.Text),
+    sa.Column("local_href", sa.Text),
+    sa.Column("local_etag", sa.Text),
+    sa.Column("local_hash", sa.Text),
+    sa.Column("remote_href", sa.Text),
+    sa.Column("remote_etag", sa.Text),
+    sa.Column("remote_hash", sa.Text),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("relay_items_by_remote_href", "user", "remote_href"),
+)
+sync_requests_table = sa.Table(
+    "relay_sync_requests", metadata,
+    sa.Column("user", sa.Text, primary_key=True),
+    sa.Column("requested_at", sa.Float, nullable=False),
+)
+pending_table = sa.Table(
+    "relay_pending", metadata,
+    sa.Column("user", sa.Text, primary_key=True),
+    sa.Column("uid", sa.Text, primary_key=True),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("first_at", sa.Float, nullable=False),
+    sa.Column("last_at", sa.Float, nullable=False),
+)
+generation_table = sa.Table(
+    "relay_generation", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+RELAY_TABLES = [
+    links_table, link_calendars_table, items_table, sync_requests_table, pending_table, generation_table,
+    outbox_table,
+]
 
 
 @dataclass(frozen=True)
@@ -159,117 +182,151 @@ class Pending:
     last_at: float
 
 
+
+_PULL_STATE = ("ctag", "sync_token", "token_state", "last_success_at", "last_attempt_at", "last_error")
+
+
 def _columns(cls: type) -> list[str]:
     return [f.name for f in fields(cls)]
 
 
-def _row(cls: type[T], row: sqlite3.Row) -> T:
-    values = dict(row)
-    if cls is LinkCalendar:
-        values["blocks"] = bool(values["blocks"])
-    return cls(**values)
+def _row(cls: type[T], row: sa.Row[Any]) -> T:
+    return cls(**row._asdict())
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the relay's tables where missing. (The schema module's ``upgrade`` takes this over.)"""
+    with writing(engine) as connection:
+        if connection.dialect.name == "postgresql":
+            # Instances starting together on a fresh database: one creates, the others wait and find the tables.
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(7243551)"))
+        metadata.create_all(connection, tables=RELAY_TABLES)
+
+
+def _upsert(connection: sa.Connection, table: sa.Table, rows: list[Mapping[str, Any]] | Mapping[str, Any]) -> None:
+    """INSERT … ON CONFLICT (primary key) DO UPDATE every other column: one statement on both backends."""
+    if not rows:
+        return
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    keys = [column.name for column in table.primary_key.columns]
+    sample = rows[0] if isinstance(rows, list) else rows
+    statement = statement.on_conflict_do_update(
+        index_elements=keys, set_={name: statement.excluded[name] for name in sample if name not in keys}
+    )
+    connection.execute(statement, rows)
 
 
 class StateDB:
-    """Blocking access to the state database. One instance per thread (see AsyncState)."""
+    """Blocking access to the relay's state. Safe to share between threads: each call takes a pooled
+    connection for one transaction."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        with self.transaction() as db:
-            for statement in _statements(SCHEMA):
-                db.execute(statement)
-        private_files(path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
+    def __init__(self, target: str | Engine) -> None:
+        self._owns_engine = not isinstance(target, Engine)
+        self.engine = create_engine(target) if isinstance(target, str) else target
+        try:
+            create_tables(self.engine)
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            self.engine.dispose()
+            reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+            raise DatabaseUnavailable(
+                f"the database {redacted(self.engine.url)} is unavailable ({reason}); check [storage] database "
+                "and that the database server is running"
+            ) from error
 
     def close(self) -> None:
-        self._db.close()
+        if self._owns_engine:
+            self.engine.dispose()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def transaction(self) -> Iterator[sa.Connection]:
+        """One writing transaction: committed on success, rolled back (nothing half-written) on error."""
+        with writing(self.engine) as connection:
+            yield connection
 
     def data_version(self) -> int:
-        """Changes whenever another connection (e.g. the CLI) commits: a cheap way to notice new links."""
-        return self._db.execute("PRAGMA data_version").fetchone()[0]
+        """Changes whenever anyone (e.g. the CLI, another instance) changes the set of links or asks for a sync:
+        a cheap way to notice new links."""
+        with reading(self.engine) as connection:
+            value = connection.execute(sa.select(generation_table.c.value)).scalar()
+        return int(value or 0)
+
+    def _bump(self, connection: sa.Connection) -> None:
+        updated = connection.execute(
+            generation_table.update().where(generation_table.c.id == 1).values(value=generation_table.c.value + 1)
+        ).rowcount
+        if not updated:
+            connection.execute(generation_table.insert().values(id=1, value=1))
 
     # -- links ------------------------------------------------------------------------------------------
 
     def save_link(self, link: Link, calendars: list[LinkCalendar]) -> None:
         """Create or replace a link and its calendars. Keeps pull state of calendars that stay linked."""
         with self.transaction() as db:
-            previous = {c.remote_url: c for c in self.link_calendars(link.user)}
-            db.execute("DELETE FROM link_calendars WHERE user = ?", (link.user,))
-            db.execute(
-                f"INSERT OR REPLACE INTO links ({', '.join(_columns(Link))}) "
-                f"VALUES ({', '.join('?' * len(_columns(Link)))})",
-                [getattr(link, c) for c in _columns(Link)],
-            )
+            previous = {c.remote_url: c for c in self._link_calendars(db, link.user)}
+            db.execute(link_calendars_table.delete().where(link_calendars_table.c.user == link.user))
+            _upsert(db, links_table, {c: getattr(link, c) for c in _columns(Link)})
             linked = [calendar.remote_url for calendar in calendars]
             # Forget the status of calendars no longer linked: their mirrors are gone.
             db.execute(
-                f"DELETE FROM items WHERE user = ? AND calendar_url NOT IN ({', '.join('?' * len(linked))})",
-                [link.user, *linked],
+                items_table.delete().where(items_table.c.user == link.user, items_table.c.calendar_url.not_in(linked))
             )
+            rows = []
             for calendar in calendars:
                 kept = previous.get(calendar.remote_url)
                 if kept is not None and kept.mirror_path == calendar.mirror_path:
                     calendar = LinkCalendar(
                         **{**calendar.__dict__, **{k: getattr(kept, k) for k in _PULL_STATE}}
                     )
-                self._insert_calendar(db, calendar)
-
-    def _insert_calendar(self, db: sqlite3.Connection, calendar: LinkCalendar) -> None:
-        names = _columns(LinkCalendar)
-        db.execute(
-            f"INSERT OR REPLACE INTO link_calendars ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-            [getattr(calendar, c) for c in names],
-        )
+                rows.append({c: getattr(calendar, c) for c in _columns(LinkCalendar)})
+            if rows:
+                db.execute(link_calendars_table.insert(), rows)
+            self._bump(db)
 
     def link(self, user: str) -> Link | None:
-        row = self._db.execute("SELECT * FROM links WHERE user = ?", (user,)).fetchone()
+        with reading(self.engine) as db:
+            row = db.execute(sa.select(links_table).where(links_table.c.user == user)).first()
         return _row(Link, row) if row else None
 
     def links(self) -> list[Link]:
-        return [_row(Link, r) for r in self._db.execute("SELECT * FROM links ORDER BY user")]
+        with reading(self.engine) as db:
+            return [_row(Link, r) for r in db.execute(sa.select(links_table).order_by(links_table.c.user))]
 
     def delete_link(self, user: str) -> bool:
         with self.transaction() as db:
-            deleted = db.execute("DELETE FROM links WHERE user = ?", (user,)).rowcount
-            db.execute("DELETE FROM link_calendars WHERE user = ?", (user,))
-            db.execute("DELETE FROM items WHERE user = ?", (user,))
-            db.execute("DELETE FROM pending WHERE user = ?", (user,))
+            deleted = db.execute(links_table.delete().where(links_table.c.user == user)).rowcount
+            for table in (link_calendars_table, items_table, pending_table, outbox_table):
+                db.execute(table.delete().where(table.c.user == user))
+            if deleted:
+                self._bump(db)
         return bool(deleted)
 
     def set_link_state(self, user: str, state: str, error: str | None = None) -> None:
         now = time.time()
+        values: dict[str, Any] = {"state": state, "updated_at": now}
+        if error is not None:
+            values |= {"last_error": error, "last_error_at": now}
         with self.transaction() as db:
-            if error is None:
-                db.execute("UPDATE links SET state = ?, updated_at = ? WHERE user = ?", (state, now, user))
-            else:
-                db.execute(
-                    "UPDATE links SET state = ?, last_error = ?, last_error_at = ?, updated_at = ? WHERE user = ?",
-                    (state, error, now, now, user),
-                )
+            db.execute(links_table.update().where(links_table.c.user == user).values(**values))
 
     def clear_link_error(self, user: str) -> None:
         """The link recovered: forget its last error (``updated_at`` stays, this is not a change of the link)."""
         with self.transaction() as db:
-            db.execute("UPDATE links SET last_error = NULL, last_error_at = NULL WHERE user = ?", (user,))
+            db.execute(
+                links_table.update().where(links_table.c.user == user).values(last_error=None, last_error_at=None)
+            )
 
     def link_calendars(self, user: str) -> list[LinkCalendar]:
-        rows = self._db.execute(
-            "SELECT * FROM link_calendars WHERE user = ? ORDER BY role DESC, remote_name", (user,)
+        with reading(self.engine) as db:
+            return self._link_calendars(db, user)
+
+    def _link_calendars(self, db: sa.Connection, user: str) -> list[LinkCalendar]:
+        rows = db.execute(
+            sa.select(link_calendars_table)
+            .where(link_calendars_table.c.user == user)
+            .order_by(link_calendars_table.c.role.desc(), link_calendars_table.c.remote_name)
         )
         return [_row(LinkCalendar, r) for r in rows]
 
@@ -277,105 +334,132 @@ class StateDB:
         unknown = set(values) - set(_PULL_STATE)
         if unknown:
             raise ValueError(f"not pull state: {sorted(unknown)}")
-        assignments = ", ".join(f"{key} = ?" for key in values)
+        table = link_calendars_table
         with self.transaction() as db:
-            db.execute(
-                f"UPDATE link_calendars SET {assignments} WHERE user = ? AND remote_url = ?",
-                [*values.values(), user, remote_url],
-            )
+            db.execute(table.update().where(table.c.user == user, table.c.remote_url == remote_url).values(**values))
 
     # -- item status ------------------------------------------------------------------------------------
 
     def items(self, user: str, calendar_url: str | None = None) -> list[ItemStatus]:
-        if calendar_url is None:
-            rows = self._db.execute("SELECT * FROM items WHERE user = ?", (user,))
-        else:
-            rows = self._db.execute("SELECT * FROM items WHERE user = ? AND calendar_url = ?", (user, calendar_url))
-        return [_row(ItemStatus, r) for r in rows]
+        query = sa.select(items_table).where(items_table.c.user == user)
+        if calendar_url is not None:
+            query = query.where(items_table.c.calendar_url == calendar_url)
+        with reading(self.engine) as db:
+            return [_row(ItemStatus, r) for r in db.execute(query)]
 
     def save_item(self, item: ItemStatus) -> None:
-        names = _columns(ItemStatus)
-        values = [time.time() if c == "updated_at" else getattr(item, c) for c in names]
+        values = {c: time.time() if c == "updated_at" else getattr(item, c) for c in _columns(ItemStatus)}
         with self.transaction() as db:
-            db.execute(
-                f"INSERT OR REPLACE INTO items ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", values
-            )
+            _upsert(db, items_table, values)
 
     def delete_item(self, user: str, calendar_url: str, uid: str) -> None:
+        table = items_table
         with self.transaction() as db:
-            db.execute("DELETE FROM items WHERE user = ? AND calendar_url = ? AND uid = ?", (user, calendar_url, uid))
+            db.execute(table.delete().where(table.c.user == user, table.c.calendar_url == calendar_url,
+                                            table.c.uid == uid))
 
     # -- pending work -----------------------------------------------------------------------------------
 
     def set_pending(self, user: str, uid: str, action: str, reason: str) -> None:
         now = time.time()
+        table = pending_table
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(table).values(
+            user=user, uid=uid, action=action, reason=reason, attempts=1, first_at=now, last_at=now
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["user", "uid"],
+            set_={"action": statement.excluded.action, "reason": statement.excluded.reason,
+                  "attempts": table.c.attempts + 1, "last_at": statement.excluded.last_at},
+        )
         with self.transaction() as db:
-            db.execute(
-                "INSERT INTO pending (user, uid, action, reason, attempts, first_at, last_at) "
-                "VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (user, uid) DO UPDATE SET "
-                "action = excluded.action, reason = excluded.reason, attempts = attempts + 1, "
-                "last_at = excluded.last_at",
-                (user, uid, action, reason, now, now),
-            )
+            db.execute(statement)
 
     def replace_pending(self, user: str, entries: list[tuple[str, str, str]]) -> None:
         """Make the pending list exactly ``entries`` (uid, action, reason), keeping the history of UIDs that
         were already pending. Called with a fresh plan, so work that is no longer needed disappears."""
         now = time.time()
+        table = pending_table
         with self.transaction() as db:
-            known = {row["uid"]: row for row in db.execute("SELECT * FROM pending WHERE user = ?", (user,))}
+            known = {row.uid: row for row in db.execute(sa.select(table).where(table.c.user == user))}
             wanted = {uid for uid, _, _ in entries}
-            db.executemany("DELETE FROM pending WHERE user = ? AND uid = ?",
-                           [(user, uid) for uid in known if uid not in wanted])
-            db.executemany(
-                "INSERT OR REPLACE INTO pending (user, uid, action, reason, attempts, first_at, last_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (user, uid, action, known[uid]["reason"] if uid in known and known[uid]["action"] == action
-                     else reason, known[uid]["attempts"] if uid in known else 0,
-                     known[uid]["first_at"] if uid in known else now, now)
-                    for uid, action, reason in entries
-                ],
-            )
+            gone = [uid for uid in known if uid not in wanted]
+            if gone:
+                db.execute(table.delete().where(table.c.user == user, table.c.uid.in_(gone)))
+            _upsert(db, table, [
+                {
+                    "user": user, "uid": uid, "action": action,
+                    "reason": known[uid].reason if uid in known and known[uid].action == action else reason,
+                    "attempts": known[uid].attempts if uid in known else 0,
+                    "first_at": known[uid].first_at if uid in known else now,
+                    "last_at": now,
+                }
+                for uid, action, reason in entries
+            ])
 
     def clear_pending(self, user: str, uid: str) -> None:
         with self.transaction() as db:
-            db.execute("DELETE FROM pending WHERE user = ? AND uid = ?", (user, uid))
+            db.execute(pending_table.delete().where(pending_table.c.user == user, pending_table.c.uid == uid))
 
     def request_sync(self, user: str) -> None:
         """Ask the running server for an immediate pull (``calrelay sync USER --now`` from another process)."""
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO sync_requests (user, requested_at) VALUES (?, ?)", (user, time.time()))
+            _upsert(db, sync_requests_table, {"user": user, "requested_at": time.time()})
 
     def take_sync_requests(self) -> list[str]:
         with self.transaction() as db:
-            users = [row["user"] for row in db.execute("SELECT user FROM sync_requests")]
-            db.execute("DELETE FROM sync_requests")
+            users = list(db.execute(sa.select(sync_requests_table.c.user)).scalars())
+            if users:
+                db.execute(sync_requests_table.delete().where(sync_requests_table.c.user.in_(users)))
         return users
 
+    def import_rows(self, rows: Mapping[str, list[dict[str, Any]]]) -> None:
+        """Take rows of the file layout's tables (``FILE_LAYOUT_TABLES``) as they are, in one transaction:
+        ``calrelay db import-files``. Existing rows with the same keys are replaced, so a re-run is harmless."""
+        with self.transaction() as db:
+            _import_rows(db, rows)
+            self._bump(db)
+
     def pending(self, user: str) -> list[Pending]:
-        rows = self._db.execute("SELECT * FROM pending WHERE user = ? ORDER BY first_at, uid", (user,))
-        return [_row(Pending, r) for r in rows]
+        table = pending_table
+        query = sa.select(table).where(table.c.user == user).order_by(table.c.first_at, table.c.uid)
+        with reading(self.engine) as db:
+            return [_row(Pending, r) for r in db.execute(query)]
 
 
-_PULL_STATE = ("ctag", "sync_token", "token_state", "last_success_at", "last_attempt_at", "last_error")
+#: The tables of the file layout's ``state.sqlite3`` and where their rows go (the columns are the same).
+FILE_LAYOUT_TABLES = {
+    "links": links_table, "link_calendars": link_calendars_table, "items": items_table,
+    "pending": pending_table, "sync_requests": sync_requests_table,
+}
 
 
-def _statements(script: str) -> list[str]:
-    return [statement.strip() for statement in script.split(";") if statement.strip()]
+def _import_rows(db: sa.Connection, rows: Mapping[str, list[dict[str, Any]]]) -> None:
+    for name, table in FILE_LAYOUT_TABLES.items():  # links first: the calendars refer to them
+        wanted = [{c.name: row[c.name] for c in table.columns if c.name in row} for row in rows.get(name, [])]
+        for start in range(0, len(wanted), 500):
+            _upsert(db, table, wanted[start:start + 500])
 
 
 class AsyncState:
-    """The state database for the event loop: every call runs on one dedicated thread, in order."""
+    """The relay's state for the event loop: calls run on a small thread pool (the database serialises writes;
+    one caller's calls are awaited in order, so they stay in order)."""
 
-    def __init__(self, path: Path) -> None:
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="state-db")
-        self.db = self._executor.submit(StateDB, path).result()
+    def __init__(self, target: str | Engine) -> None:
+        self._executor = ThreadPoolExecutor(STATE_THREADS, thread_name_prefix="state-db")
+        self.db = self._executor.submit(StateDB, target).result()
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        try:
+            result = await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        except Exception as error:
+            if database_unavailable(error):
+                outage.down(error)
+            raise
+        outage.up()
+        return result
 
     def close(self) -> None:
-        self._executor.submit(self.db.close).result()
         self._executor.shutdown(wait=True)
+        self.db.close()

@@ -119,7 +119,7 @@ def remove_user(args: argparse.Namespace) -> int:
         print(f"calrelay: no user {args.name!r} in {settings.users_file}", file=sys.stderr)
         return 1
     # A removed user's iCloud link goes too: no relay for nobody, and no stored app-specific password.
-    state = StateDB(settings.storage.data_dir / "state.sqlite3")
+    state = StateDB(settings.database_url)
     try:
         unlinked = state.delete_link(args.name)
     finally:

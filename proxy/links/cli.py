@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 async def _service(settings: Settings) -> AsyncIterator[LinkService]:
     users = UsersFile(settings.users_file)
     engine = Engine(settings, users)
-    state = AsyncState(settings.storage.data_dir / "state.sqlite3")
+    state = AsyncState(settings.database_url)
     try:
         yield LinkService(settings, engine, state, SecretBox.for_data_dir(settings.storage.data_dir))
     finally:

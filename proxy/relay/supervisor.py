@@ -1,9 +1,9 @@
 """The relay inside the server: one :class:`LinkWorker` per linked user, kept in step with the state DB.
 
 - Links are (re)loaded at start, when the link API changes one, and when another process (the CLI) commits
-  to the state database, which is noticed by polling SQLite's ``data_version`` every second.
+  to the relay state, which is noticed by polling its generation counter every second.
 - Storage changes (the engine's change bus) wake the worker of the user they concern: a CRM write reaches
-  iCloud within moments.
+  iCloud within moments. Relay work recorded in the outbox by another process wakes it within a second.
 - ``freshness(user)`` tells the availability engine how recent each mirror is.
 """
 
@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 
 from plugins.scope import Change
 from proxy.availability.sources import SourceFreshness
+from proxy.outage import database_unavailable
+from proxy.relay import outbox
 from proxy.relay.worker import LinkWorker, RelayContext
 
 logger = logging.getLogger(__name__)
@@ -118,15 +120,26 @@ class Relay:
 
     async def _watch(self) -> None:
         state = self.context.state
-        seen = await state.call(state.db.data_version)
+        seen: int | None = None  # unknown if the database is unavailable now
+        with contextlib.suppress(Exception):
+            seen = await state.call(state.db.data_version)
+        outbox_seen = 0
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
             try:
                 version = await state.call(state.db.data_version)
                 if version != seen:
+                    await self.reload()  # reload is idempotent: after an outage, one reload too many is harmless
                     seen = version
-                    await self.reload()
                 for user in await state.call(state.db.take_sync_requests):
                     self.sync_now(user)
-            except Exception:  # keep watching whatever happened
-                logger.exception("relay watcher")
+                # Relay work recorded by another process or instance (proxy.relay.outbox) wakes the link here.
+                outbox_seen, users = await state.call(outbox.newest_ids, state.db.engine, outbox_seen)
+                for user in users:
+                    if (worker := self.worker(user)) is not None:
+                        worker.wake()
+                if unlinked := [user for user in users if self.worker(user) is None]:
+                    await state.call(outbox.drop_users, state.db.engine, unlinked)
+            except Exception as error:  # keep watching whatever happened
+                if not database_unavailable(error):  # an outage is logged once, by proxy.outage
+                    logger.exception("relay watcher")

@@ -26,7 +26,8 @@ from plugins.storage import Stamp
 from proxy.config import Settings
 from proxy.engine import CalendarInfo, Engine
 from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP, CalendarKind, EventKind, MirrorRole, Origin
-from proxy.relay import transforms
+from proxy.outage import RELAY_MAX_PAUSE, RELAY_MIN_PAUSE, database_unavailable
+from proxy.relay import outbox, transforms
 from proxy.relay.backoff import Backoff
 from proxy.relay.conflicts import winner
 from proxy.relay.plan import (
@@ -99,6 +100,7 @@ class LinkWorker:
         self.two_way = link.mode == "two-way"
         upstream = context.settings.upstream
         self.backoff = Backoff(upstream.min_backoff, upstream.max_backoff)
+        self._db_backoff = Backoff(RELAY_MIN_PAUSE, RELAY_MAX_PAUSE)  # while the database is unavailable
         # Scheduling state, in monotonic seconds. ``_wake`` only interrupts a wait; these decide what is due.
         self._wake = asyncio.Event()
         self._push_due: float | None = 0.0  # a push pass is due then; None = only when the CRM writes
@@ -148,13 +150,20 @@ class LinkWorker:
             while True:
                 await self._wait()
                 try:
-                    await self.run_pass(client)
-                except StopPass as stop:
-                    await self._stopped(stop.cause)
-                except Exception:  # a bug must not end the link's relay: log it and try again later
-                    logger.exception("relay pass for %s failed", self.user)
-                    self._hold_until = time.monotonic() + self.backoff.next_delay(None, random.random)
+                    try:
+                        await self.run_pass(client)
+                    except StopPass as stop:
+                        await self._stopped(stop.cause)
+                except Exception as error:
+                    if database_unavailable(error):  # an outage (logged once by proxy.outage): pause, resume
+                        delay = self._db_backoff.next_delay(None, random.random)
+                    else:  # a bug must not end the link's relay: log it and try again later
+                        logger.exception("relay pass for %s failed", self.user)
+                        delay = self.backoff.next_delay(None, random.random)
+                    self._hold_until = time.monotonic() + delay
                     self._push_due = 0.0
+                else:
+                    self._db_backoff.succeeded()
 
     async def _wait(self) -> None:
         """Until a push or pull is due and no back-off holds it; CRM writes and sync requests cut it short."""
@@ -289,6 +298,7 @@ class LinkWorker:
     async def push(self, client: UpstreamClient) -> None:
         db = self.context.state.db
         primary = self.primary
+        taken = await self.context.state.call(outbox.rows, db.engine, self.user)  # relay work recorded so far
         appointments, mirror = await self._local_side()
         statuses = await self.context.state.call(db.items, self.user, primary.remote_url)
         actions = plan_push(
@@ -301,6 +311,11 @@ class LinkWorker:
         if actions:
             logger.info("push for %s: %s", self.user, _summary(actions))
         await self._execute(actions, lambda action: self._push_one(client, action))
+        if taken:  # the pass completed: drop the rows whose item is now reconciled with iCloud
+            places = {(s.local_path, s.local_href): s.uid for s in statuses if s.local_path and s.local_href}
+            places |= {(i.path, i.href): i.uid for i in [*mirror.values(), *appointments.values()]}
+            pending = {p.uid for p in await self.context.state.call(db.pending, self.user)}
+            await self.context.state.call(outbox.remove, db.engine, outbox.reconciled(taken, places, pending))
 
     def _still_refused(self, action: PushAction) -> bool:
         local = getattr(action, "local", None)

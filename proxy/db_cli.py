@@ -1,0 +1,68 @@
+"""``calrelay db``: the database's own commands. ``db import-files DIR`` moves a data directory of the file
+layout in (see :mod:`proxy.file_import`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from proxy.database import redacted
+from proxy.settings_cli import settings_from_args
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    db = subparsers.add_parser("db", help="the database: import a data directory of the file layout",
+                               description="Commands for calrelay's database ([storage] database).")
+    commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    imports = commands.add_parser(
+        "import-files", parents=[common], help="import collections and relay state of a file-layout data directory",
+        description="Copy DIR/collections (Radicale's file storage) and DIR/state.sqlite3 (links, item status, "
+        "pending work) into the configured storage and database, without loss. Stop the server first. "
+        "Re-running it is harmless.",
+    )
+    imports.add_argument("directory", metavar="DIR", type=Path, help="the data directory to import")
+    imports.set_defaults(func=run_import_files)
+
+
+class ProgressBar:
+    """One line on standard error, redrawn at most ten times a second (and at the end)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._drawn = 0.0
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        now = time.monotonic()
+        if done < total and now - self._drawn < 0.1:
+            return
+        self._drawn = now
+        filled = self.WIDTH * done // total if total else self.WIDTH
+        self.stream.write(f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} {what}")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def run_import_files(args: argparse.Namespace) -> int:
+    from proxy.file_import import FileImportError, import_files
+
+    settings = settings_from_args(args)
+    progress = None if args.quiet else ProgressBar(sys.stderr)
+    try:
+        report = import_files(args.directory, settings, progress)
+    except FileImportError as error:
+        print(f"calrelay: {error}", file=sys.stderr)
+        return 1
+    state = ", ".join(f"{count} {name}" for name, count in report.state_rows.items()) or "no state"
+    where = "collections already in place" if report.skipped_collections else (
+        f"{report.collections} collections, {report.items} items"
+    )
+    print(f"imported {args.directory}: {where}; {state}; into {redacted(settings.database_url)}")
+    if report.reencrypted:
+        print(f"re-encrypted {report.reencrypted} iCloud passwords with {settings.storage.data_dir}'s key")
+    return 0

@@ -1,0 +1,190 @@
+"""``calrelay db import-files DIR``: a data directory of the file layout, taken into the configured storage.
+
+The file layout is what calrelay wrote before its SQL database: Radicale's multifilesystem collections under
+``DIR/collections`` and the relay's state in ``DIR/state.sqlite3``. The import
+
+- reads the collections with Radicale's own multifilesystem storage and writes them through Radicale's storage
+  API of the *configured* storage plugin (whatever ``calrelay serve`` would use), so every collection keeps its
+  path and properties, and every item its href and text byte for byte (hence its ETag, which the relay's
+  status refers to);
+- copies every row of the relay's state (links, their calendars with pull state and sync tokens, item status,
+  pending work, sync requests) into the database, as they are;
+- keeps the stored iCloud passwords usable: the source's ``secret.key`` is copied when the target has none,
+  and the passwords are re-encrypted with the target's key when it has a different one.
+
+It is idempotent: a collection is written anew (its properties and items replace what the target holds at
+that path), and state rows replace those with the same keys. The source is only read. Run it with the server
+stopped, so that nothing writes the source meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import radicale.storage
+from radicale import config as radicale_config
+from radicale import item as radicale_item
+from radicale import pathutils
+from radicale.storage import multifilesystem
+
+from proxy.config import Settings
+from proxy.engine import radicale_configuration
+from proxy.secretbox import KEY_ENVIRONMENT_VARIABLE, SecretBox
+from proxy.state import FILE_LAYOUT_TABLES, StateDB
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]  # (done, total, what) -> None
+
+
+class FileImportError(Exception):
+    """The directory cannot be imported; the message says why and what to do."""
+
+
+@dataclass
+class ImportReport:
+    collections: int = 0
+    items: int = 0
+    state_rows: dict[str, int] = field(default_factory=dict)
+    skipped_collections: bool = False
+    reencrypted: int = 0
+
+
+def import_files(source: Path, settings: Settings, progress: Progress | None = None) -> ImportReport:
+    source = source.resolve()
+    collections_dir = source / "collections"
+    state_file = source / "state.sqlite3"
+    if not (collections_dir / "collection-root").is_dir() and not state_file.is_file():
+        raise FileImportError(
+            f"{source} is not a calrelay data directory of the file layout: it has neither "
+            "collections/collection-root/ nor state.sqlite3"
+        )
+    report = ImportReport()
+    if (collections_dir / "collection-root").is_dir():
+        _import_collections(collections_dir, settings, report, progress or _quiet)
+    if state_file.is_file():
+        _import_state(source, state_file, settings, report)
+    return report
+
+
+def _quiet(done: int, total: int, what: str) -> None:
+    pass
+
+
+# -- collections ----------------------------------------------------------------------------------------------
+
+
+def _source_storage(collections_dir: Path) -> radicale.storage.BaseStorage:
+    configuration = radicale_config.load()
+    configuration.update(
+        {"storage": {"type": "multifilesystem", "filesystem_folder": str(collections_dir)}}, "import", privileged=True
+    )
+    return radicale.storage.load(configuration)
+
+
+def _walk(storage: radicale.storage.BaseStorage, path: str = "/") -> Iterator[radicale.storage.BaseCollection]:
+    """Every collection below ``path``, parents before their children."""
+    entries = iter(storage.discover(path, depth="1"))
+    next(entries, None)  # the collection at ``path`` itself
+    children = [entry for entry in entries if isinstance(entry, radicale.storage.BaseCollection)]
+    for child in sorted(children, key=lambda c: c.path):
+        yield child
+        yield from _walk(storage, pathutils.unstrip_path(child.path, True))
+
+
+def _item_count(collection_dir: Path) -> int:
+    return sum(1 for entry in os.scandir(collection_dir) if entry.is_file() and not entry.name.startswith("."))
+
+
+def _import_collections(collections_dir: Path, settings: Settings, report: ImportReport, progress: Progress) -> None:
+    # As the engine does, so that Radicale does not warn about a missing storage folder.
+    (settings.storage.data_dir / "collections" / "collection-root").mkdir(parents=True, exist_ok=True)
+    target = radicale.storage.load(radicale_configuration(settings))
+    if isinstance(target, multifilesystem.Storage):
+        folder = Path(target._get_collection_root_folder()).parent.resolve()
+        if folder == collections_dir.resolve():
+            logger.info("the configured storage already keeps its collections in %s: nothing to copy", folder)
+            report.skipped_collections = True
+            return
+    source = _source_storage(collections_dir)
+    with source.acquire_lock("r"):
+        collections = list(_walk(source))
+        root = collections_dir / "collection-root"
+        total = sum(_item_count(root / c.path) for c in collections)
+        progress(0, total, "items")
+        for collection in collections:
+            path = pathutils.unstrip_path(collection.path, True)
+            user = collection.path.split("/", 1)[0]
+            props = dict(collection.get_meta())
+            items = list(collection.get_all())
+            with target.acquire_lock("w", user):
+                target.create_collection(path, props=props or None)
+                stored = next(iter(target.discover(path)))
+                assert isinstance(stored, radicale.storage.BaseCollection)
+                for item in items:
+                    assert item.href is not None
+                    copy = radicale_item.Item(
+                        collection_path=collection.path, vobject_item=item.vobject_item, text=item.serialize()
+                    )
+                    copy.prepare()
+                    stored.upload(item.href, copy)
+                    report.items += 1
+                    progress(report.items, total, "items")
+            report.collections += 1
+
+
+# -- relay state ----------------------------------------------------------------------------------------------
+
+
+def _read_state(state_file: Path) -> dict[str, list[dict[str, Any]]]:
+    connection = sqlite3.connect(f"file:{state_file}?mode=ro", uri=True)
+    connection.row_factory = sqlite3.Row
+    try:
+        present = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return {
+            name: [dict(row) for row in connection.execute(f"SELECT * FROM {name}")]  # the names are ours, not input
+            for name in FILE_LAYOUT_TABLES
+            if name in present
+        }
+    finally:
+        connection.close()
+
+
+def _import_state(source: Path, state_file: Path, settings: Settings, report: ImportReport) -> None:
+    rows = _read_state(state_file)
+    for calendar in rows.get("link_calendars", []):
+        calendar["blocks"] = bool(calendar["blocks"])
+    links = rows.get("links", [])
+    if links:
+        report.reencrypted = _carry_secrets(source, settings.storage.data_dir.resolve(), links)
+    db = StateDB(settings.database_url)
+    try:
+        db.import_rows(rows)
+    finally:
+        db.close()
+    report.state_rows = {name: len(table_rows) for name, table_rows in rows.items()}
+
+
+def _carry_secrets(source: Path, target: Path, links: list[dict[str, Any]]) -> int:
+    """Make the links' encrypted passwords readable with the target's key; how many were re-encrypted."""
+    source_key, target_key = source / "secret.key", target / "secret.key"
+    if os.environ.get(KEY_ENVIRONMENT_VARIABLE) or source_key == target_key or not source_key.exists():
+        return 0  # one key for both (or none to carry: the links keep what they have)
+    if not target_key.exists():
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source_key, target_key)
+        target_key.chmod(0o600)
+        return 0
+    if source_key.read_bytes().strip() == target_key.read_bytes().strip():
+        return 0
+    old, new = SecretBox.for_data_dir(source), SecretBox.for_data_dir(target)
+    for link in links:
+        link["secret"] = new.encrypt(old.decrypt(link["secret"]))
+    return len(links)

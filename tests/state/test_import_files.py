@@ -1,0 +1,148 @@
+"""``calrelay db import-files``: a data directory made by a running calrelay (users, a link to the emulator,
+relayed appointments, a pulled iCloud event, refused work pending) in the file layout, imported into a fresh
+data directory on each backend; every collection, property, item, link, status and pending entry compared."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import radicale.storage
+import sqlalchemy as sa
+from radicale import config as radicale_config
+from radicale import pathutils
+
+from proxy import cli, config
+from proxy.engine import radicale_configuration
+from proxy.keys import STATE
+from proxy.secretbox import SecretBox
+from proxy.state import FILE_LAYOUT_TABLES, StateDB
+from tests.helpers import event, put
+from tests.relay.conftest import APP_PASSWORD, make_linked, stored_events, wait_until
+from tests.relay.test_pull import icloud_put
+from tests.state.legacy_layout import write_legacy_state
+
+START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def _collections(storage: radicale.storage.BaseStorage) -> dict[str, tuple[dict[str, str], dict[str, tuple]]]:
+    """path -> (props, href -> (etag, text)) of every collection."""
+    result = {}
+
+    def walk(path: str) -> None:
+        entries = iter(storage.discover(path, depth="1"))
+        next(entries, None)
+        for entry in entries:
+            if isinstance(entry, radicale.storage.BaseCollection):
+                child = pathutils.unstrip_path(entry.path, True)
+                items = {item.href: (item.etag, item.serialize()) for item in entry.get_all()}
+                result[child] = (dict(entry.get_meta()), items)
+                walk(child)
+
+    with storage.acquire_lock("r"):
+        walk("/")
+    return result
+
+
+def _file_storage(collections: Path) -> radicale.storage.BaseStorage:
+    configuration = radicale_config.load()
+    configuration.update({"storage": {"type": "multifilesystem", "filesystem_folder": str(collections)}}, "t",
+                         privileged=True)
+    return radicale.storage.load(configuration)
+
+
+def _state_rows(url: str) -> dict[str, list[dict[str, Any]]]:
+    db = StateDB(url)
+    try:
+        with db.engine.connect() as connection:
+            return {
+                name: sorted((dict(row._mapping) for row in connection.execute(sa.select(table))), key=repr)
+                for name, table in FILE_LAYOUT_TABLES.items()
+            }
+    finally:
+        db.close()
+
+
+def _make_file_layout(calrelay_factory, tmp_path: Path) -> tuple[Path, dict, dict]:
+    relay = calrelay_factory(data_dir=tmp_path / "live", overrides={
+        "upstream": {"poll_interval": 1.0, "min_backoff": 0.2, "max_backoff": 1.0},
+    })
+    linked = make_linked(relay)
+    crm = relay.auth("crm")
+    for number in range(3):
+        body = event(f"appt-{number}", START + timedelta(days=number), summary=f"Call {number}")
+        assert put(relay.url + f"alice/sales/appt-{number}.ics", crm, body).status_code == 201
+    icloud_put(linked, "home", "dup.ics", event("dup", START + timedelta(days=5)))
+    icloud_put(linked, "work", "lunch.ics", event("lunch", START + timedelta(days=6), summary="Lunch"))
+    wait_until(lambda: {"appt-0", "appt-1", "appt-2", "lunch"} <= set(stored_events(linked.emulator)),
+               message="appointments relayed")
+    # iCloud holds UID "dup" in another calendar: refused, it stays pending with its reason.
+    assert put(relay.url + "alice/sales/dup.ics", crm, event("dup", START + timedelta(days=5))).status_code == 201
+    wait_until(lambda: [p["uid"] for p in linked.status()["pending"]] == ["dup"]
+               and "refused" in linked.status()["pending"][0]["reason"], message="refused work pending")
+    # Both iCloud events pulled into their mirrors: five statuses in all.
+    wait_until(lambda: len(relay.app[STATE].db.items("alice")) == 5, message="pulled")
+    relay.server.stop()
+
+    collections = _collections(_file_storage(relay.data_dir / "collections"))
+    state = _state_rows(relay.settings.database_url)
+    assert state["links"] and state["link_calendars"] and len(state["items"]) == 5 and state["pending"]
+    assert any("lunch" in text for _, items in collections.values() for _, text in items.values())
+    # The file layout: the same collections and users, the state in state.sqlite3.
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    shutil.copytree(relay.data_dir / "collections", legacy / "collections")
+    for name in ("users", "secret.key"):
+        shutil.copy2(relay.data_dir / name, legacy / name)
+    write_legacy_state(legacy / "state.sqlite3", state)
+    return legacy, collections, state
+
+
+def test_import_files_keeps_everything(calrelay_factory, tmp_path, database_url, capsys):
+    legacy, collections, state = _make_file_layout(calrelay_factory, tmp_path)
+    target = tmp_path / "target"
+    config_file = tmp_path / "calrelay.toml"
+    config_file.write_text(f'[storage]\ndata_dir = "{target}"\ndatabase = "{database_url}"\n')
+
+    assert cli.main(["db", "import-files", str(legacy), "--config", str(config_file)]) == 0
+    output = capsys.readouterr()
+    assert "] " in output.err and "items" in output.err  # the progress bar
+    assert f"{sum(len(items) for _, items in collections.values())} items" in output.out
+
+    settings = config.load(config_file)
+    imported = _collections(radicale.storage.load(radicale_configuration(settings)))
+    assert imported == collections  # every path, property, href, ETag and text
+    assert _state_rows(database_url) == state  # every link, calendar, status, pending entry, as it was
+    (link,) = state["links"]
+    assert SecretBox.for_data_dir(target).decrypt(link["secret"]) == APP_PASSWORD  # the key came along
+
+    # Again: idempotent, nothing doubled.
+    assert cli.main(["db", "import-files", str(legacy), "--config", str(config_file), "--quiet"]) == 0
+    assert _collections(radicale.storage.load(radicale_configuration(settings))) == collections
+    assert _state_rows(database_url) == state
+
+
+def test_import_files_reencrypts_for_a_target_with_its_own_key(calrelay_factory, tmp_path):
+    legacy, _, state = _make_file_layout(calrelay_factory, tmp_path)
+    target = tmp_path / "target"
+    target.mkdir()
+    SecretBox.for_data_dir(target)  # the target made its own key
+    assert cli.main(["db", "import-files", str(legacy), "--data", str(target), "--quiet"]) == 0
+    (link,) = _state_rows(config.load(None, {"storage": {"data_dir": str(target)}}).database_url)["links"]
+    assert link["secret"] != state["links"][0]["secret"]
+    assert SecretBox.for_data_dir(target).decrypt(link["secret"]) == APP_PASSWORD
+
+
+def test_import_files_refuses_what_is_not_a_data_directory(tmp_path, capsys):
+    assert cli.main(["db", "import-files", str(tmp_path), "--data", str(tmp_path / "t")]) == 1
+    assert "not a calrelay data directory" in capsys.readouterr().err
+
+
+def test_import_files_in_place_takes_the_state_and_leaves_the_collections(calrelay_factory, tmp_path, capsys):
+    legacy, collections, state = _make_file_layout(calrelay_factory, tmp_path)
+    assert cli.main(["db", "import-files", str(legacy), "--data", str(legacy), "--quiet"]) == 0
+    assert "collections already in place" in capsys.readouterr().out
+    assert _collections(_file_storage(legacy / "collections")) == collections
+    assert _state_rows(config.load(None, {"storage": {"data_dir": str(legacy)}}).database_url) == state
