@@ -290,3 +290,59 @@ def plan(instance_id: str, live: Iterable[str], links: Iterable[str], holders: M
     free = [link for link in all_links if holders.get(link) not in live_set]
     ranked = sorted(free, key=lambda link: _preference(instance_id, link), reverse=True)
     return Plan(take=tuple(ranked[: target - len(mine)]), give_up=())
+
+
+# --- one instance's membership (the loop the relay supervisor will run) -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What one :meth:`Member.step` changed: leases gained (start relaying) and links lost (stop at once)."""
+
+    acquired: tuple[Lease, ...]
+    lost: tuple[str, ...]
+
+
+class Member:
+    """One instance in the cluster: heartbeats, renews its leases and rebalances, one :meth:`step` per tick.
+
+    Call :meth:`step` every ``lease_seconds / 3`` (blocking I/O: in a thread from asyncio). The caller starts a
+    worker for each acquired lease (writing fenced with its token) and stops the worker of each lost link; a
+    worker that meets :class:`LeaseLost` in between stops by itself. :meth:`leave` on a clean shutdown.
+    """
+
+    def __init__(self, engine: Engine, instance_id: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+        self.engine = engine
+        self.instance_id = instance_id
+        self.lease_seconds = lease_seconds
+        self.held: dict[str, Lease] = {}
+
+    def step(self, links: Iterable[str], *, now: float) -> Changes:
+        ttl = self.lease_seconds
+        heartbeat(self.engine, self.instance_id, now=now, ttl=ttl)
+        lost: list[str] = []
+        for link_key, lease in list(self.held.items()):
+            renewed = renew(self.engine, lease, now=now, ttl=ttl)
+            if renewed is None:
+                logger.warning("%s lost the lease on %s", self.instance_id, link_key)
+                del self.held[link_key]
+                lost.append(link_key)
+            else:
+                self.held[link_key] = renewed
+        holders = {row.link_key: row.live_holder(now) for row in leases(self.engine)}
+        holders.update(dict.fromkeys(self.held, self.instance_id))
+        decision = plan(self.instance_id, live_instances(self.engine, now=now), links, holders)
+        for link_key in decision.give_up:
+            release(self.engine, self.held.pop(link_key))
+            lost.append(link_key)
+        acquired: list[Lease] = []
+        for link_key in decision.take:
+            lease = acquire(self.engine, link_key, self.instance_id, now=now, ttl=ttl)
+            if lease is not None:
+                self.held[link_key] = lease
+                acquired.append(lease)
+        return Changes(tuple(acquired), tuple(lost))
+
+    def leave(self) -> None:
+        leave(self.engine, self.instance_id)
+        self.held.clear()
