@@ -29,7 +29,7 @@ from proxy.database import create_engine, metadata, writing
 
 counters = sa.Table(
     "bench_fenced_counters",
-    metadata,
+    sa.MetaData(),  # the bench's own table, not part of calrelay's schema
     sa.Column("link_key", sa.String(400), primary_key=True),
     sa.Column("count", sa.Integer, nullable=False),
 )
@@ -68,6 +68,7 @@ def main() -> None:
     # Rows of this run only: the database may be a real one; the bench leaves it as it found it.
     run = uuid.uuid4().hex[:8]
     metadata.create_all(engine)
+    counters.create(engine, checkfirst=True)
 
     latencies = sorted(asyncio.run(wakeup_latency(args.database, args.samples)))
     p50, p95 = statistics.median(latencies), latencies[int(len(latencies) * 0.95) - 1]

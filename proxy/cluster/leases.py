@@ -4,7 +4,7 @@ Several calrelay instances share one database. Each iCloud link must be relayed 
 instance that *believes* it still holds a link after it lost it (paused by the kernel, a long GC, a network
 partition) must never push or record for that link again. Two tables carry this:
 
-``instances``
+``cluster_instances``
     one row per live instance, with a heartbeat and an expiry. An instance whose expiry has passed is dead for
     the balancing decision (:func:`plan`).
 
@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_LEASE_SECONDS = 15.0
 
 instances = sa.Table(
-    "instances",
+    "cluster_instances",
     metadata,
     sa.Column("instance_id", sa.String(200), primary_key=True),
     sa.Column("started_at", sa.Float, nullable=False),

@@ -1,4 +1,4 @@
-"""Users in the database, so that ``calrelay users add`` on any instance's configuration serves all of them.
+"""Users in the database (``user_accounts``): ``calrelay users add`` on any instance's configuration serves all.
 
 :class:`UsersTable` has the interface of :class:`proxy.auth.UsersFile` (``records``, ``write``, ``add``,
 ``set_password``, ``remove``), so the authenticator and ``calrelay users`` can use either. Names, bcrypt hashes
@@ -6,8 +6,8 @@ and the service flag are stored as the users file stores them; :meth:`UsersTable
 file in.
 
 Every request authenticates, so :meth:`UsersTable.records` must be cheap: each change bumps a generation number
-in the one-row table ``users_generation`` in the same transaction, and ``records`` re-reads the users only when
-that number has moved (one primary-key read per call otherwise). A change on another instance is therefore seen
+in the one-row table ``user_accounts_generation`` in the same transaction, and ``records`` re-reads the users only
+when that number has moved (one primary-key read per call otherwise). A change on another instance is therefore seen
 by the next request.
 """
 
@@ -22,7 +22,7 @@ from proxy.auth import UserExists, UserRecord, UsersFile, valid_user_name
 from proxy.database import metadata, writing
 
 users = sa.Table(
-    "users",
+    "user_accounts",
     metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("password_hash", sa.LargeBinary, nullable=False),
@@ -30,7 +30,7 @@ users = sa.Table(
 )
 
 users_generation = sa.Table(
-    "users_generation",
+    "user_accounts_generation",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("generation", sa.BigInteger, nullable=False),

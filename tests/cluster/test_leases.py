@@ -14,16 +14,22 @@ from proxy.cluster import leases
 from proxy.cluster.leases import LeaseLost, acquire, fenced, release, renew
 from proxy.database import metadata, writing
 
-# A stand-in for a relay state table: what a fenced write records.
+# A stand-in for a relay state table: what a fenced write records (on its own metadata: not calrelay's schema).
+test_metadata = sa.MetaData()
 writes = sa.Table(
     "test_fenced_writes",
-    metadata,
+    test_metadata,
     sa.Column("link_key", sa.String(400), primary_key=True),
     sa.Column("count", sa.Integer, nullable=False),
     sa.Column("last_token", sa.BigInteger, nullable=False),
 )
 
 LINK = "alice/icloud-1"
+
+
+@pytest.fixture(autouse=True)
+def writes_table(engine: Engine) -> None:
+    test_metadata.create_all(engine)
 
 
 def fenced_write(engine: Engine, link: str, token: int) -> None:
@@ -172,6 +178,7 @@ def test_fenced_write_in_flight_blocks_a_steal(pg_url: str) -> None:
 
     engine = create_engine(pg_url)
     metadata.create_all(engine)
+    test_metadata.create_all(engine)
     try:
         old = acquire(engine, LINK, "a", now=0.0)
         assert old is not None

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from proxy.cluster.leases import acquire, fenced
 from proxy.database import create_engine, metadata, writing
 
-from .test_leases import writes
+from .test_leases import test_metadata, writes
 
 HOLDER = textwrap.dedent(
     """
@@ -42,6 +42,7 @@ HOLDER = textwrap.dedent(
 def test_resumed_holder_is_fenced(db_url: str) -> None:
     engine = create_engine(db_url)
     metadata.create_all(engine)
+    test_metadata.create_all(engine)
     child = subprocess.Popen(
         [sys.executable, "-c", HOLDER, db_url],
         stdin=subprocess.PIPE,
