@@ -319,8 +319,12 @@ class Member:
 
     def step(self, links: Iterable[str], *, now: float) -> Changes:
         ttl = self.lease_seconds
+        links = set(links)
         heartbeat(self.engine, self.instance_id, now=now, ttl=ttl)
         lost: list[str] = []
+        for link_key in [key for key in self.held if key not in links]:  # unlinked meanwhile: stop relaying it
+            release(self.engine, self.held.pop(link_key))
+            lost.append(link_key)
         for link_key, lease in list(self.held.items()):
             renewed = renew(self.engine, lease, now=now, ttl=ttl)
             if renewed is None:

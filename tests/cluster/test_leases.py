@@ -196,3 +196,17 @@ def test_fenced_write_in_flight_blocks_a_steal(pg_url: str) -> None:
             fenced_write(engine, LINK, old.token)
     finally:
         engine.dispose()
+
+
+def test_members_share_links_and_follow_unlinking(engine: Engine) -> None:
+    a, b = leases.Member(engine, "a"), leases.Member(engine, "b")
+    links = [f"link-{n}" for n in range(4)]
+    assert len(a.step(links, now=0.0).acquired) == 4  # alone: takes everything
+    assert b.step(links, now=1.0).acquired == ()  # nothing free yet
+    assert len(a.step(links, now=2.0).lost) == 2  # sees b: gives up its surplus
+    assert len(b.step(links, now=3.0).acquired) == 2
+    assert sorted([*a.held, *b.held]) == links
+    gone = sorted(a.held)[0]
+    changes = a.step([link for link in links if link != gone], now=4.0)
+    assert gone in changes.lost and gone not in a.held
+    assert all(row.holder is None for row in leases.leases(engine) if row.link_key == gone)
