@@ -1,0 +1,1 @@
+"""calrelay instances sharing one database: leases, wake-up and the shared request budget."""
