@@ -19,6 +19,23 @@ from proxy.emulator.store import Store
 Role = Literal["discovery", "partition"]
 
 
+_BOOLEAN_OPTIONS = (
+    "sync_token_error_element",
+    "default_alarms",
+    "timezones_by_reference",
+    "query_limits",
+    "implicit_scheduling",
+    "encode_at_in_hrefs",
+)
+_NUMBER_OPTIONS = (
+    "min_date_days",
+    "max_date_days",
+    "max_query_results",
+    "max_multiget_hrefs",
+    "sync_token_lifetime_days",
+)
+
+
 @dataclass
 class EmulatorOptions:
     """Switches for the places where iCloud's behaviour is uncertain or varies (checklist [?] items).
@@ -37,6 +54,28 @@ class EmulatorOptions:
     sync_token_error_element: bool = False
     #: a Host header naming one of these answers 501, like the apex icloud.com CDN does
     apex_hosts: tuple[str, ...] = ("icloud.com", "icloud.test")
+    # The switches below come from Apple's CalendarServer (CCS), iCloud's ancestor; docs/emulator.md says
+    # which rest on CCS's code alone. Each is on by default, so the relay is tested against them.
+    #: a new VEVENT without a VALARM gets the account's default alarm (CCS ``EnableDefaultAlarms``)
+    default_alarms: bool = True
+    #: VTIMEZONEs of standard (IANA) zones are stripped on PUT (CCS ``EnableTimezonesByReference``)
+    timezones_by_reference: bool = True
+    #: time-range queries limited to ``min_date_days`` back and ``max_date_days`` ahead (403
+    #: ``CALDAV:min-date-time`` / ``max-date-time``); calendar-query with data limited to
+    #: ``max_query_results`` (403 ``DAV:number-of-matches-within-limits``), multiget to ``max_multiget_hrefs``
+    query_limits: bool = True
+    min_date_days: int = 365
+    max_date_days: int = 5 * 366
+    max_query_results: int = 1000
+    max_multiget_hrefs: int = 5000
+    #: a sync token naming a revision older than this many days is refused with the bare 403
+    #: (CCS ``SyncTokenLifetimeDays``); 0 keeps tokens forever
+    sync_token_lifetime_days: float = 14.0
+    #: server-side implicit scheduling as CCS does it: ``SCHEDULE-AGENT=CLIENT`` is removed from the ORGANIZER
+    #: and from attendees hosted on iCloud (who are then invited), and an attendee's DELETE sends a REPLY
+    implicit_scheduling: bool = True
+    #: hrefs spell ``@`` in object and calendar names as ``%40``
+    encode_at_in_hrefs: bool = True
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {option.name for option in fields(self)}
@@ -51,8 +90,13 @@ class EmulatorOptions:
             raise ValueError("home_redirect must be null, 301 or 302")
         if changes.get("vcalendar_filter_status", self.vcalendar_filter_status) not in (400, 403):
             raise ValueError("vcalendar_filter_status must be 400 or 403")
-        if not isinstance(changes.get("sync_token_error_element", False), bool):
-            raise ValueError("sync_token_error_element must be true or false")
+        for key in _BOOLEAN_OPTIONS:
+            if not isinstance(changes.get(key, False), bool):
+                raise ValueError(f"{key} must be true or false")
+        for key in _NUMBER_OPTIONS:
+            value = changes.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{key} must be a number that is not negative")
         for key, value in changes.items():
             setattr(self, key, tuple(value) if key == "apex_hosts" else value)
 

@@ -57,12 +57,17 @@ def home_path(dsid: str) -> str:
     return f"/{dsid}/calendars/"
 
 
-def collection_path(dsid: str, collection_id: str) -> str:
-    return f"/{dsid}/calendars/{quote(collection_id, safe='@')}/"
+def href_safe(emulator: Emulator) -> str:
+    """Characters left unencoded in hrefs: iCloud spells ``@`` as ``%40`` (option ``encode_at_in_hrefs``)."""
+    return "" if emulator.options.encode_at_in_hrefs else "@"
 
 
-def object_path(dsid: str, collection_id: str, name: str) -> str:
-    return collection_path(dsid, collection_id) + quote(name, safe="@")
+def collection_path(dsid: str, collection_id: str, safe: str = "") -> str:
+    return f"/{dsid}/calendars/{quote(collection_id, safe=safe)}/"
+
+
+def object_path(dsid: str, collection_id: str, name: str, safe: str = "") -> str:
+    return collection_path(dsid, collection_id, safe) + quote(name, safe=safe)
 
 
 def resolve(emulator: Emulator, path: str) -> Target:
@@ -90,9 +95,7 @@ def resolve(emulator: Emulator, path: str) -> Target:
 
 
 def _privileges(pairs: tuple[tuple[str, str], ...]) -> Element:
-    return prop(
-        DAV, "current-user-privilege-set", *(el(DAV, "privilege", el(ns, name)) for ns, name in pairs)
-    )
+    return prop(DAV, "current-user-privilege-set", *(el(DAV, "privilege", el(ns, name)) for ns, name in pairs))
 
 
 def _components(names: tuple[str, ...]) -> Element:
@@ -156,9 +159,7 @@ def home_properties(emulator: Emulator, state: AccountState) -> dict[str, Elemen
     return {element.tag: element for element in properties}
 
 
-def collection_properties(
-    emulator: Emulator, state: AccountState, collection: Collection
-) -> dict[str, Element]:
+def collection_properties(emulator: Emulator, state: AccountState, collection: Collection) -> dict[str, Element]:
     store = emulator.store
     principal = _principal_href(state)
     common = [prop(DAV, "owner", href(principal)), prop(DAV, "current-user-principal", href(principal))]
@@ -202,10 +203,7 @@ def collection_properties(
             prop(
                 DAV,
                 "supported-report-set",
-                *(
-                    el(DAV, "supported-report", el(DAV, "report", el(ns, name)))
-                    for ns, name in SUPPORTED_REPORTS
-                ),
+                *(el(DAV, "supported-report", el(DAV, "report", el(ns, name))) for ns, name in SUPPORTED_REPORTS),
             ),
             prop(CALDAV, "calendar-timezone", text=CALENDAR_TIMEZONE_UTC),
         ]
