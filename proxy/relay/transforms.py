@@ -42,6 +42,8 @@ CALRELAY_PREFIX = "X-CALRELAY-"
 APPLE_PREFIX = "X-APPLE-"
 #: Properties of people: iCloud would schedule (e-mail) them, and a mirror must not create contacts from them.
 PEOPLE_PROPERTIES = frozenset({"ATTENDEE", "ORGANIZER"})
+#: iCloud marks the alarms it adds by itself with this property (value TRUE)
+DEFAULT_ALARM_PROPERTY = "X-APPLE-DEFAULT-ALARM"
 #: iCloud marks split series with this RELATED-TO type; it links iCloud's own resources, not content.
 RECURRENCE_SET_RELTYPE = "X-CALENDARSERVER-RECURRENCE-SET"
 
@@ -294,6 +296,27 @@ def to_icloud(text: str) -> str:
     return _finish(calendar)
 
 
+def keep_icloud_additions(outgoing: str, current: str) -> str:
+    """``outgoing`` (a full-body update) with the default alarms iCloud added to ``current`` carried over.
+
+    iCloud gives a new event without a VALARM its default alarm; a full-body PUT without it would silently
+    remove the user's reminder. Events that carry alarms of their own are sent as they are.
+    """
+    calendar = _parse(outgoing)
+    added = {
+        _recurrence_key(event): [alarm for alarm in event.subcomponents if is_default_alarm(alarm)]
+        for event in _events(_parse(current))
+    }
+    changed = False
+    for event in _events(calendar):
+        if any(sub.name == "VALARM" for sub in event.subcomponents):
+            continue
+        for alarm in added.get(_recurrence_key(event), []):
+            event.add_component(copy.deepcopy(alarm))
+            changed = True
+    return _finish(calendar) if changed else outgoing
+
+
 def _mirror_drops(name: str, value: Any) -> bool:
     """What a blocked-slot mirror leaves out of an iCloud event (see the module docstring)."""
     return (
@@ -431,6 +454,11 @@ def _canonical_values(name: str, value: Any) -> Iterator[str]:
     yield text
 
 
+def is_default_alarm(component: Component) -> bool:
+    """iCloud's default alarm (CCS ``processAlarms``): added by the server, not by whoever wrote the event."""
+    return component.name == "VALARM" and str(component.get(DEFAULT_ALARM_PROPERTY, "")).upper() == "TRUE"
+
+
 def _canonical_component(component: Component) -> list[Any]:
     if component.name == "VEVENT":
         _ensure_end(component)
@@ -442,7 +470,9 @@ def _canonical_component(component: Component) -> list[Any]:
             params = _canonical_params(name, value)
             for text in _canonical_values(name, value):
                 lines.add(json.dumps([name, params, text]))
-    children = sorted(json.dumps(_canonical_component(child)) for child in component.subcomponents)
+    children = sorted(
+        json.dumps(_canonical_component(child)) for child in component.subcomponents if not is_default_alarm(child)
+    )
     return [component.name, sorted(lines), children]
 
 
@@ -452,7 +482,8 @@ def content_hash(text: str) -> str:
     It ignores serialisation (property and parameter order, folding, line endings, case of names and of
     enumerated values), the VCALENDAR's own properties, VTIMEZONEs (the TZIDs on properties still count) and
     what servers or the push add or rewrite: see :data:`HASH_IGNORED_PROPERTIES`,
-    :data:`HASH_IGNORED_PARAMETERS`, ``X-APPLE-*``, ``X-CALRELAY-*`` and iCloud's recurrence-set RELATED-TO.
+    :data:`HASH_IGNORED_PARAMETERS`, ``X-APPLE-*``, ``X-CALRELAY-*``, iCloud's recurrence-set RELATED-TO and its
+    default alarms (``X-APPLE-DEFAULT-ALARM:TRUE``), so iCloud's own changes never look like an edit.
     """
     calendar = _parse(text)
     _uid(calendar)

@@ -395,6 +395,8 @@ class LinkWorker:
         assert status.remote_href is not None
         text = transforms.to_icloud(local.text)
         try:
+            # Read iCloud's copy first: what iCloud added by itself (the default alarm) must survive the PUT.
+            text = transforms.keep_icloud_additions(text, (await self._call(client.get(status.remote_href))).text)
             etag = await self._call(client.update(status.remote_href, text, status.remote_etag or ""))
         except NotFound:  # deleted in iCloud, changed in the CRM since: the CRM's change brings it back
             etag = await self._call(client.create(status.remote_href, text))
