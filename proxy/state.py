@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS links (
     last_error TEXT,
     last_error_at REAL,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    policies TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS link_calendars (
     user TEXT NOT NULL REFERENCES links(user) ON DELETE CASCADE,
@@ -105,6 +106,8 @@ class Link:
     last_error_at: float | None
     created_at: float
     updated_at: float
+    #: the link's policies as JSON (proxy.relay.policies); "{}" = the configured defaults
+    policies: str = "{}"
 
     @property
     def booking_calendars(self) -> frozenset[str]:
@@ -182,6 +185,9 @@ class StateDB:
         with self.transaction() as db:
             for statement in _statements(SCHEMA):
                 db.execute(statement)
+            # Databases made before link policies existed get the column (every link on the defaults).
+            if "policies" not in {row["name"] for row in db.execute("PRAGMA table_info(links)")}:
+                db.execute("ALTER TABLE links ADD COLUMN policies TEXT NOT NULL DEFAULT '{}'")
         path.chmod(0o600)
 
     def close(self) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 from icalendar import Calendar, Component, Timezone
 
 from proxy.model import EVENT_KIND_PROPERTY, EVENT_ORIGIN_PROPERTY, EventKind, Origin
+from proxy.relay.policies import AttendeeMode, LinkPolicies
 
 PRODID = "-//calrelay//relay//EN"
 #: Prefix of calrelay's own properties; they never leave calrelay.
@@ -42,6 +43,10 @@ CALRELAY_PREFIX = "X-CALRELAY-"
 APPLE_PREFIX = "X-APPLE-"
 #: Properties of people: iCloud would schedule (e-mail) them, and a mirror must not create contacts from them.
 PEOPLE_PROPERTIES = frozenset({"ATTENDEE", "ORGANIZER"})
+#: What a privacy title removes from an appointment before iCloud sees it.
+PRIVATE_PROPERTIES = frozenset({"DESCRIPTION", "LOCATION", "URL"})
+#: Starts the line naming the attendees in the DESCRIPTION (attendee mode ``description``).
+WITH_PREFIX = "With: "
 #: iCloud marks the alarms it adds by itself with this property (value TRUE)
 DEFAULT_ALARM_PROPERTY = "X-APPLE-DEFAULT-ALARM"
 #: iCloud marks split series with this RELATED-TO type; it links iCloud's own resources, not content.
@@ -275,12 +280,16 @@ def _finish(calendar: Calendar) -> str:
 # --- push, pull, merge ------------------------------------------------------------------------------------------
 
 
-def to_icloud(text: str) -> str:
-    """A CRM appointment as it is PUT to iCloud (rule 6).
+def to_icloud(text: str, policies: LinkPolicies | None = None, calendar_name: str = "") -> str:
+    """A CRM appointment as it is PUT to iCloud (rule 6), under the link's ``policies``.
 
-    Attendees and organizer get ``SCHEDULE-AGENT=CLIENT`` so that iCloud does not e-mail invitations; every
-    VEVENT gets an end; every TZID gets a VTIMEZONE; ``METHOD`` and ``X-CALRELAY-*`` are removed. Everything
-    else (master and overrides, RRULE, EXDATE, RDATE, VALARMs, existing VTIMEZONEs) is sent unchanged.
+    Every VEVENT gets an end; every TZID gets a VTIMEZONE; ``METHOD`` and ``X-CALRELAY-*`` are removed.
+    People: with :attr:`AttendeeMode.DESCRIPTION` (the default) ATTENDEE and ORGANIZER are removed and the
+    attendees named in the DESCRIPTION ("With: …"), so iCloud has nobody to e-mail; with
+    :attr:`AttendeeMode.SCHEDULE_AGENT_CLIENT`, or without ``policies`` (an iCloud-born event going back), they
+    are kept with ``SCHEDULE-AGENT=CLIENT``. A privacy title replaces the SUMMARY and removes DESCRIPTION,
+    LOCATION, URL and the people. Everything else (master and overrides, RRULE, EXDATE, RDATE, VALARMs,
+    existing VTIMEZONEs) is sent unchanged.
     """
     calendar = _parse(text)
     _uid(calendar)
@@ -289,11 +298,41 @@ def to_icloud(text: str) -> str:
         _remove_properties(component, _is_calrelay)
     for event in events:
         _ensure_end(event)
+        if policies is not None and policies.private:
+            event["SUMMARY"] = policies.title(str(event.get("SUMMARY", "")), calendar_name)
+            _remove_properties(event, lambda name, _value: name in PRIVATE_PROPERTIES | PEOPLE_PROPERTIES)
+        elif policies is not None and policies.attendees is AttendeeMode.DESCRIPTION:
+            _people_into_description(event)
         for name in PEOPLE_PROPERTIES:
             for person in _values(event, name):
                 person.params["SCHEDULE-AGENT"] = "CLIENT"
     _ensure_timezones(calendar)
     return _finish(calendar)
+
+
+def _person(value: Any) -> str:
+    address = str(value).split(":", 1)[1] if str(value).lower().startswith("mailto:") else str(value)
+    name = str(_params(value).get("CN", "")).strip()
+    return f"{name} <{address}>" if name else address
+
+
+def _people_into_description(event: Component) -> None:
+    attendees = [_person(value) for value in _values(event, "ATTENDEE")]
+    _remove_properties(event, lambda name, _value: name in PEOPLE_PROPERTIES)
+    if not attendees:
+        return
+    line = WITH_PREFIX + ", ".join(attendees)
+    description = str(event.get("DESCRIPTION", "")).rstrip()
+    event.pop("DESCRIPTION", None)
+    event.add("DESCRIPTION", f"{description}\n\n{line}" if description else line)
+
+
+def _without_with_line(description: str) -> str:
+    """iCloud's DESCRIPTION without the "With: …" line the push added (it is not the CRM's text)."""
+    head, separator, tail = description.rpartition(WITH_PREFIX)
+    if not separator or "\n" in tail:
+        return description
+    return head.rstrip("\n")
 
 
 def keep_icloud_additions(outgoing: str, current: str) -> str:
@@ -381,7 +420,7 @@ def _recurrence_key(event: Component) -> str:
     return moment.isoformat()
 
 
-def merge_icloud_edit(crm_text: str, icloud_text: str) -> str:
+def merge_icloud_edit(crm_text: str, icloud_text: str, policies: LinkPolicies | None = None) -> str:
     """The CRM's copy of an appointment after an iCloud edit (two-way, rule 9).
 
     The event content (:data:`CONTENT_PROPERTIES`), the set of overrides and the VTIMEZONEs come from iCloud;
@@ -395,12 +434,19 @@ def merge_icloud_edit(crm_text: str, icloud_text: str) -> str:
         raise ValueError(f"cannot merge different events: CRM UID {uid!r}, iCloud UID {icloud_uid!r}")
     crm_events = {_recurrence_key(event): event for event in _events(crm)}
     crm_master = _master(list(crm_events.values()))
+    # Under a privacy title iCloud only ever saw a stand-in title and no text: those stay the CRM's.
+    private = PRIVATE_PROPERTIES | {"SUMMARY"} if policies is not None and policies.private else frozenset()
+    taken = CONTENT_PROPERTIES - private
     merged: list[Component] = []
     for edited in _events(icloud):
         event = copy.deepcopy(crm_events.get(_recurrence_key(edited), crm_master))
-        _remove_properties(event, lambda name, _value: name in CONTENT_PROPERTIES)
-        for name in sorted(CONTENT_PROPERTIES):
+        _remove_properties(event, lambda name, _value: name in taken)
+        for name in sorted(taken):
             for value in _values(edited, name):
+                if name == "DESCRIPTION" and policies is not None:
+                    value = _without_with_line(str(value))
+                    if not value:
+                        continue
                 event.add(name, value)
         merged.append(event)
     timezones = {str(tz["TZID"]): tz for tz in crm.walk("VTIMEZONE")}

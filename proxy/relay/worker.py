@@ -26,7 +26,7 @@ from plugins.storage import Stamp
 from proxy.config import Settings
 from proxy.engine import CalendarInfo, Engine
 from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP, CalendarKind, EventKind, MirrorRole, Origin
-from proxy.relay import transforms
+from proxy.relay import policies, transforms
 from proxy.relay.backoff import Backoff
 from proxy.relay.conflicts import winner
 from proxy.relay.plan import (
@@ -97,6 +97,8 @@ class LinkWorker:
         self.context = context
         self.user = link.user
         self.two_way = link.mode == "two-way"
+        self.policies = policies.from_json(link.policies)
+        self._calendar_names: dict[str, str] = {}  # booking calendar path -> display name ({calendar})
         upstream = context.settings.upstream
         self.backoff = Backoff(upstream.min_backoff, upstream.max_backoff)
         # Scheduling state, in monotonic seconds. ``_wake`` only interrupts a wait; these decide what is due.
@@ -255,6 +257,8 @@ class LinkWorker:
             if calendar.path == self.primary.mirror_path:
                 mirror = {item.uid: item for item in await self._read(calendar)}
             elif _integrates(calendar, default_kind, chosen):
+                name = calendar.props.get("D:displayname", "") or calendar.path.strip("/")
+                self._calendar_names[calendar.path] = name
                 for item in await self._read(calendar):
                     if item.kind is EventKind.APPOINTMENT:
                         appointments.setdefault(item.uid, item)  # a UID in two calendars: the first one wins
@@ -358,7 +362,7 @@ class LinkWorker:
         await self.context.state.call(db.clear_pending, self.user, uid)
 
     async def _create(self, client: UpstreamClient, action: Create) -> None:
-        text = transforms.to_icloud(action.local.text)
+        text = self._outgoing(action.local)
         try:
             etag = await self._call(client.create(action.href, text))
         except PreconditionFailed:
@@ -390,10 +394,14 @@ class LinkWorker:
             )
         )
 
+    def _outgoing(self, local: LocalItem) -> str:
+        """An appointment as iCloud gets it, under the link's policies (attendees, privacy)."""
+        return transforms.to_icloud(local.text, self.policies, self._calendar_names.get(local.path, ""))
+
     async def _update_appointment(self, client: UpstreamClient, action: Update) -> None:
         status, local = action.status, action.local
         assert status.remote_href is not None
-        text = transforms.to_icloud(local.text)
+        text = self._outgoing(local)
         try:
             # Read iCloud's copy first: what iCloud added by itself (the default alarm) must survive the PUT.
             text = transforms.keep_icloud_additions(text, (await self._call(client.get(status.remote_href))).text)
@@ -611,7 +619,7 @@ class LinkWorker:
     async def _apply_to_crm(self, current: RemoteObject, status: ItemStatus, local: str) -> None:
         """Merge iCloud's version into the CRM appointment ``local``, stored where ``status`` says."""
         assert status.local_path is not None and status.local_href is not None
-        merged = transforms.merge_icloud_edit(local, current.text)
+        merged = transforms.merge_icloud_edit(local, current.text, self.policies)
         engine = self.context.engine
         etag = await engine.call(engine.put_item, status.local_path, status.local_href, merged)
         await self._save(
