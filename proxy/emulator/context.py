@@ -7,6 +7,7 @@ its own aiohttp application that knows its role.
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -113,6 +114,10 @@ class Emulator:
     #: filled in once both ports are bound (``http://host:port/``)
     discovery_url: str = ""
     partition_url: str = ""
+    #: requests seen per outcome ("served", "throttle", "error", "drop"): tests count what a client sent
+    requests: Counter[str] = field(default_factory=Counter)
+    #: monotonic times of throttled answers: tests check a client's retries are spaced out
+    throttled_at: list[float] = field(default_factory=list)
     #: the hex in ``Server: AppleHttpServer/<hex>``
     server_build: str = field(default_factory=lambda: secrets.token_hex(20))
 

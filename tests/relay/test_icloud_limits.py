@@ -1,0 +1,74 @@
+"""The relay against iCloud's limits (emulator defaults): an expired sync token, and a budget whose back-off
+outlasts the Retry-After it announces."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+from proxy.keys import STATE
+from tests.helpers import event, put
+from tests.relay.conftest import make_linked, wait_until
+from tests.relay.test_pull import icloud_put, mirror, pulled
+
+START = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+OVERRIDES = {"upstream": {"poll_interval": 1.0, "min_backoff": 0.2, "max_backoff": 2.0}}
+
+
+def _store_put(linked, calendar: str, uid: str, start: datetime) -> None:
+    """Write into the emulator's store directly (as another device would), past any fault a test set."""
+    (state,) = linked.emulator.emulator.store.accounts.values()
+    linked.emulator.emulator.store.put_object(
+        state, state.collections[calendar], f"{uid}.ics", event(uid, start), uid, "VEVENT"
+    )
+
+
+def test_expired_sync_token_falls_back_to_etags_without_reimport(linked):
+    for number in range(3):
+        icloud_put(linked, "home", f"old-{number}.ics", event(f"old-{number}", START + timedelta(hours=number)))
+    pulled(linked, lambda: len(mirror(linked, "icloud-home")) == 3, "three iCloud events mirrored")
+    before = mirror(linked, "icloud-home")
+    fetched = linked.worker().stats["fetched"]
+    store = linked.emulator.emulator.store
+    now = [store.clock()]
+    store.clock = lambda: now[0]
+    # While the relay is held off, one change lands; fifteen days later another: the token is now expired.
+    linked.emulator.set_faults(throttle_seconds=3600, retry_after=1)
+    _store_put(linked, "home", "new-1", START + timedelta(days=1))
+    now[0] += 15 * 86400
+    _store_put(linked, "home", "new-2", START + timedelta(days=2))
+    linked.emulator.clear_faults()
+    linked.worker().backoff.succeeded()
+    linked.worker()._hold_until = 0.0
+    pulled(linked, lambda: len(mirror(linked, "icloud-home")) == 5, "the two new events mirrored")
+    after = mirror(linked, "icloud-home")
+    assert {uid: after[uid] for uid in before} == before  # the old ones untouched
+    assert linked.worker().stats["fetched"] == fetched + 2  # only the new ones were read
+    (home,) = [c for c in linked.relay.app[STATE].db.link_calendars("alice") if c.remote_name == "home"]
+    assert home.token_state in ("refused", "valid")
+
+
+def test_throttle_with_too_short_retry_after_causes_no_storm(calrelay_factory):
+    linked = make_linked(calrelay_factory(overrides=OVERRIDES))
+    emulator = linked.emulator
+    emulator.set_faults(budget_per_minute=8, retry_after=1, budget_backoff_seconds=3)
+    emulator.emulator.requests.clear()
+    crm = linked.relay.auth("crm")
+    for number in range(12):
+        body = event(f"t-{number}", START + timedelta(hours=number))
+        assert put(linked.url + f"alice/sales/t-{number}.ics", crm, body).status_code == 201
+    wait_until(lambda: len(linked.icloud_store()) == 12, timeout=90, message="all twelve in iCloud")
+    counts = emulator.emulator.requests
+    # Refusals come in bursts (the requests in flight when the budget ran out). A relay that retried at the
+    # announced Retry-After (1 s) would be refused again every second of each 3 s back-off; this one leaves at
+    # least twice the Retry-After between bursts, so they are few and spaced.
+    times = emulator.emulator.throttled_at
+    bursts = [t for previous, t in zip([float("-inf"), *times], times, strict=False) if t - previous > 0.5]
+    assert counts["throttle"] >= 1 and len(bursts) >= 1
+    assert all(later - earlier >= 2.0 for earlier, later in itertools.pairwise(bursts)), bursts
+    penalties = -(-counts["served"] // 8)  # budget windows used up, each ending in one back-off
+    assert len(bursts) <= 2 * penalties, (dict(counts), bursts)
+    assert counts["throttle"] <= 8 * len(bursts)  # at most the requests in flight (max_concurrency) per burst
+    emulator.clear_faults()
+    wait_until(lambda: not linked.status()["pending"], timeout=30, message="nothing pending")
+    assert emulator.mail() == []
