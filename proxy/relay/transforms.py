@@ -31,10 +31,10 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from icalendar import Calendar, Component, Timezone
+from icalendar import Calendar, Component, Timezone, vDuration
 
 from proxy.model import EVENT_KIND_PROPERTY, EVENT_ORIGIN_PROPERTY, EventKind, Origin
-from proxy.relay.policies import AttendeeMode, LinkPolicies
+from proxy.relay.policies import AllDayMode, AttendeeMode, LinkPolicies, UnansweredMode
 
 PRODID = "-//calrelay//relay//EN"
 #: Prefix of calrelay's own properties; they never leave calrelay.
@@ -47,6 +47,11 @@ PEOPLE_PROPERTIES = frozenset({"ATTENDEE", "ORGANIZER"})
 PRIVATE_PROPERTIES = frozenset({"DESCRIPTION", "LOCATION", "URL"})
 #: Starts the line naming the attendees in the DESCRIPTION (attendee mode ``description``).
 WITH_PREFIX = "With: "
+#: Apple's travel time before an event (a DURATION such as PT30M)
+TRAVEL_PROPERTY = "X-APPLE-TRAVEL-DURATION"
+#: In a mirror: the travel time that blocks before the event, and the availability policies that applied
+TRAVEL_MIRROR_PROPERTY = "X-CALRELAY-TRAVEL"
+POLICY_PROPERTY = "X-CALRELAY-POLICY"
 #: iCloud marks the alarms it adds by itself with this property (value TRUE)
 DEFAULT_ALARM_PROPERTY = "X-APPLE-DEFAULT-ALARM"
 #: iCloud marks split series with this RELATED-TO type; it links iCloud's own resources, not content.
@@ -373,7 +378,7 @@ def _address(value: str) -> str:
     return (value[7:] if value.lower().startswith("mailto:") else value).lower()
 
 
-def to_mirror(text: str, owner_addresses: Iterable[str] = ()) -> str:
+def to_mirror(text: str, owner_addresses: Iterable[str] = (), policies: LinkPolicies | None = None) -> str:
     """An iCloud event as the CRM's mirror stores it: a blocked slot of iCloud origin (rule 7).
 
     Attendees go, so the account owner's own reply would go with them: an occurrence the owner declined
@@ -390,11 +395,15 @@ def to_mirror(text: str, owner_addresses: Iterable[str] = ()) -> str:
             for person in _values(event, "ATTENDEE")
         ):
             event["TRANSP"] = "TRANSPARENT"
+    # Decided while the people and Apple's properties are still there; added once calrelay's own are cleared.
+    marks = [_apply_availability_policies(e, owners, policies) if policies else [] for e in events]
     # Only events and their time zones are mirrored; iCloud never mixes component types in one resource.
     calendar.subcomponents = [c for c in calendar.subcomponents if c.name in ("VEVENT", "VTIMEZONE")]
     _remove_properties(calendar, _is_calrelay)
-    for event in events:
+    for event, added in zip(events, marks, strict=True):
         _remove_properties(event, _mirror_drops)
+        for name, value in added:
+            event.add(name, value)
         stamps = _values(event, "DTSTAMP")
         if len(stamps) > 1:
             # iCloud duplicates DTSTAMP; one is what RFC 5545 allows.
@@ -404,6 +413,39 @@ def to_mirror(text: str, owner_addresses: Iterable[str] = ()) -> str:
         event.add(EVENT_ORIGIN_PROPERTY, Origin.ICLOUD.value)
     _ensure_timezones(calendar)
     return _finish(calendar)
+
+
+def _apply_availability_policies(
+    event: Component, owners: set[str], policies: LinkPolicies
+) -> list[tuple[str, Any]]:
+    """Decide how the blocked slot blocks: TRANSP is set here; returned are the travel time before the event
+    (``X-CALRELAY-TRAVEL``) and the policies that applied (``X-CALRELAY-POLICY``, named by busy-reasons)."""
+    applied: list[str] = []
+    marks: list[tuple[str, Any]] = []
+    start = event.get("DTSTART")
+    if start is not None and not isinstance(start.dt, datetime) and policies.all_day is not AllDayMode.AS_MARKED:
+        event["TRANSP"] = "OPAQUE" if policies.all_day is AllDayMode.ALWAYS_BUSY else "TRANSPARENT"
+        applied.append(f"all-day={policies.all_day}")
+    unanswered = any(
+        _address(str(person)) in owners and str(person.params.get("PARTSTAT", "")).upper() == "NEEDS-ACTION"
+        for person in _values(event, "ATTENDEE")
+    )
+    if unanswered:
+        if policies.unanswered is UnansweredMode.FREE:
+            event["TRANSP"] = "TRANSPARENT"
+        applied.append(f"unanswered={policies.unanswered}")
+    travel = event.get(TRAVEL_PROPERTY)
+    if travel is not None and policies.travel_time_busy:
+        try:
+            duration = vDuration.from_ical(_ical(travel))
+        except ValueError:
+            duration = None
+        if duration is not None and duration > timedelta(0):
+            marks.append((TRAVEL_MIRROR_PROPERTY, vDuration(duration).to_ical().decode()))
+            applied.append("travel-time")
+    if applied:
+        marks.append((POLICY_PROPERTY, ",".join(applied)))
+    return marks
 
 
 def _recurrence_key(event: Component) -> str:

@@ -581,7 +581,7 @@ class LinkWorker:
         self, remote: RemoteItem, status: ItemStatus | None, calendar: LinkCalendar | None = None
     ) -> None:
         calendar = calendar or self.primary
-        text = transforms.to_mirror(remote.text, self.owner_addresses)
+        text = transforms.to_mirror(remote.text, self.owner_addresses, self.policies)
         href = status.local_href if status and status.local_href else transforms.remote_name(remote.uid)
         engine = self.context.engine
         etag = await engine.call(engine.put_item, calendar.mirror_path, href, text)
