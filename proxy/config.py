@@ -96,6 +96,21 @@ class UpstreamSettings:
 
 
 @dataclass(frozen=True)
+class PolicySettings:
+    attendees: str = option(
+        "description",
+        'Default attendee policy of new links: "description" (named in the DESCRIPTION, never ATTENDEEs) or '
+        '"schedule-agent-client" (iCloud still invites addresses it hosts). See docs/relay.md, Policies.',
+    )
+    privacy_title: str = option(
+        "", 'Default title template iCloud sees ({title}, {calendar} or fixed text such as "Busy"); "" = full event.'
+    )
+    all_day: str = option("as-marked", 'All-day iCloud events: "as-marked", "always-busy" or "never-busy".')
+    travel_time_busy: bool = option(True, "iCloud travel time (X-APPLE-TRAVEL-DURATION) is busy before an event.")
+    unanswered: str = option("busy", 'Invitations not answered yet (PARTSTAT=NEEDS-ACTION): "busy" or "free".')
+
+
+@dataclass(frozen=True)
 class EmulatorSettings:
     host: str = option(
         "127.0.0.1", "Address of the built-in iCloud emulator (when upstream.default_server is emulator)."
@@ -119,6 +134,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     availability: AvailabilitySettings = field(default_factory=AvailabilitySettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    policies: PolicySettings = field(default_factory=PolicySettings)
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
 
@@ -261,6 +277,12 @@ def _validate(settings: Settings) -> None:
         ZoneInfo(settings.availability.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"availability.timezone: unknown time zone {settings.availability.timezone!r}") from None
+    from proxy.relay.policies import parse as parse_policies
+
+    try:
+        parse_policies(dataclasses.asdict(settings.policies))
+    except ValueError as error:
+        raise ConfigError(f"policies: {error}") from None
 
 
 def annotated_defaults() -> str:

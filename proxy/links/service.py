@@ -6,6 +6,7 @@ which the running relay watches, so a new or changed link takes effect without a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -95,7 +96,8 @@ class LinkService:
     async def link(self, request: LinkRequest) -> tuple[Link, list[LinkCalendar]]:
         rules.check_request(request.apple_id, request.app_password, request.server_url, request.mode, request.deletions)
         try:
-            chosen_policies = policies.parse(request.policies)
+            defaults = policies.parse(dataclasses.asdict(self.settings.policies))
+            chosen_policies = policies.parse(request.policies, defaults)
         except ValueError as error:
             raise LinkError("invalid_policy", str(error)) from None
         users = await self.engine.call(self.engine.users.records)

@@ -70,3 +70,11 @@ def test_any_title_template_without_braces_is_a_fixed_title(title: str) -> None:
     fixed = title.replace("{", "").replace("}", "")
     chosen = policies.parse({"privacy_title": fixed})
     assert chosen.title("anything", "cal") == fixed
+
+
+def test_configured_defaults_are_checked() -> None:
+    from proxy.config import ConfigError, load
+
+    assert load().policies.attendees == "description"
+    with pytest.raises(ConfigError, match="policies: policy all_day must be one of"):
+        load(overrides={"policies": {"all_day": "sometimes"}})
