@@ -93,6 +93,11 @@ class UpstreamSettings:
     poll_interval: float = option(60.0, "Seconds between pulls of each linked iCloud calendar (Apple has no push).")
     min_backoff: float = option(2.0, "First delay after an upstream failure; doubles per failure, with jitter.")
     max_backoff: float = option(300.0, "Longest delay between retries of a failing upstream.")
+    window_past_days: int = option(90, "Pulls import iCloud events from this many days back (at most 365).")
+    window_future_days: int = option(730, "…and up to this many days ahead (at most 1825, iCloud's limit).")
+    full_pull_interval: float = option(
+        86400.0, "Seconds between full listings of each iCloud calendar (catches events entering the window)."
+    )
 
 
 @dataclass(frozen=True)
@@ -278,6 +283,12 @@ def _validate(settings: Settings) -> None:
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"availability.timezone: unknown time zone {settings.availability.timezone!r}") from None
     from proxy.relay.policies import parse as parse_policies
+    from proxy.relay.window import SyncWindow
+
+    try:
+        SyncWindow(settings.upstream.window_past_days, settings.upstream.window_future_days)
+    except ValueError as error:
+        raise ConfigError(f"upstream.window_*: {error}") from None
 
     try:
         parse_policies(dataclasses.asdict(settings.policies))

@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -26,7 +27,7 @@ from plugins.storage import Stamp
 from proxy.config import Settings
 from proxy.engine import CalendarInfo, Engine
 from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP, CalendarKind, EventKind, MirrorRole, Origin
-from proxy.relay import policies, transforms
+from proxy.relay import policies, transforms, window
 from proxy.relay.backoff import Backoff
 from proxy.relay.conflicts import winner
 from proxy.relay.plan import (
@@ -100,6 +101,8 @@ class LinkWorker:
         self.policies = policies.from_json(link.policies)
         self._calendar_names: dict[str, str] = {}  # booking calendar path -> display name ({calendar})
         upstream = context.settings.upstream
+        self.window = window.SyncWindow(upstream.window_past_days, upstream.window_future_days)
+        self._full_pulls: dict[str, float] = {}  # calendar URL -> wall time of its last full listing
         self.backoff = Backoff(upstream.min_backoff, upstream.max_backoff)
         # Scheduling state, in monotonic seconds. ``_wake`` only interrupts a wait; these decide what is due.
         self._wake = asyncio.Event()
@@ -485,13 +488,16 @@ class LinkWorker:
         started = time.time()
         try:
             ctag, token = await self._call(client.calendar_state(calendar.remote_url))
-            if ctag and ctag == calendar.ctag and calendar.token_state != "none":
+            # Once a day the calendar is listed whole, changed or not: time brings events into the window.
+            interval = self.context.settings.upstream.full_pull_interval
+            full = window.full_pull_due(self._full_pulls.get(calendar.remote_url), started, interval)
+            if ctag and ctag == calendar.ctag and calendar.token_state != "none" and not full:
                 await self._pulled(calendar, last_success_at=started, last_attempt_at=started, last_error=None)
                 return
             statuses = await self.context.state.call(db.items, self.user, calendar.remote_url)
             token_state = "valid"
             try:
-                use = calendar.sync_token if calendar.token_state == "valid" else None
+                use = calendar.sync_token if calendar.token_state == "valid" and not full else None
                 changes = await self._call(client.changes(calendar.remote_url, use))
                 token = changes.token
                 if changes.complete:
@@ -516,6 +522,7 @@ class LinkWorker:
                 )
                 token, ctag = calendar.sync_token, calendar.ctag
             remote = [r for r in (_remote_item(o) for o in fetched.values()) if r is not None]
+            remote = self._in_window(remote, statuses)
             actions = plan_pull(
                 remote,
                 deleted,
@@ -534,6 +541,8 @@ class LinkWorker:
             logger.warning("pull of %s for %s failed: %s", calendar.remote_name, self.user, error)
             self._pull_failed = True
             return
+        if full:
+            self._full_pulls[calendar.remote_url] = started
         await self._pulled(
             calendar,
             ctag=ctag,
@@ -543,6 +552,12 @@ class LinkWorker:
             last_attempt_at=started,
             last_error=None,
         )
+
+    def _in_window(self, remote: list[RemoteItem], statuses: list[ItemStatus]) -> list[RemoteItem]:
+        """New events outside the sync window are not imported; known ones are followed wherever they go."""
+        known = {status.remote_href for status in statuses}
+        start, end = self.window.bounds(datetime.now(UTC))
+        return [r for r in remote if r.href in known or window.in_window(r.text, start, end)]
 
     async def _pulled(self, calendar: LinkCalendar, **values: object) -> None:
         await self.context.state.call(self.context.state.db.update_pull_state, self.user, calendar.remote_url, **values)

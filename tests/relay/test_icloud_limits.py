@@ -8,6 +8,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from proxy.keys import STATE
+from proxy.relay.window import SyncWindow
 from tests.helpers import event, put
 from tests.relay.conftest import make_linked, wait_until
 from tests.relay.test_pull import icloud_put, mirror, pulled
@@ -91,3 +92,16 @@ def test_a_calendar_of_1500_events_arrives_whole_under_the_result_limit(linked):
     assert mirrored() == {f"many-{number}" for number in range(1500)}
     assert len([uid for uid in mirror(linked, "icloud-home") if uid.startswith("many-")]) == 1500
     assert linked.worker().stats["fetched"] >= 1500
+
+
+def test_sync_window_and_the_full_listing_that_catches_events_entering_it(calrelay_factory):
+    overrides = {"upstream": {**OVERRIDES["upstream"], "window_future_days": 30, "full_pull_interval": 1.0}}
+    linked = make_linked(calrelay_factory(overrides=overrides))
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    icloud_put(linked, "home", "far.ics", event("far", now + timedelta(days=45)))
+    icloud_put(linked, "home", "near.ics", event("near", now + timedelta(days=5)))
+    pulled(linked, lambda: "near" in mirror(linked, "icloud-home"), "the event inside the window")
+    assert "far" not in mirror(linked, "icloud-home")  # pulled in the same pass, left out
+    # Time passes (the window moves): the daily full listing imports it, though nothing changed in iCloud.
+    linked.worker().window = SyncWindow(90, 60)
+    pulled(linked, lambda: "far" in mirror(linked, "icloud-home"), "the event that entered the window")
