@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -30,6 +30,7 @@ from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP, CalendarKind, Even
 from proxy.relay import policies, transforms, window
 from proxy.relay.backoff import Backoff
 from proxy.relay.conflicts import winner
+from proxy.relay.holds import AccountHolds, account_key
 from proxy.relay.plan import (
     ApplyToCrm,
     Create,
@@ -89,6 +90,8 @@ class RelayContext:
     state: AsyncState
     box: SecretBox
     client_factory: ClientFactory
+    #: throttling holds shared by every link of one Apple ID
+    holds: AccountHolds = field(default_factory=AccountHolds)
 
 
 class LinkWorker:
@@ -103,6 +106,7 @@ class LinkWorker:
         upstream = context.settings.upstream
         self.window = window.SyncWindow(upstream.window_past_days, upstream.window_future_days)
         self._full_pulls: dict[str, float] = {}  # calendar URL -> wall time of its last full listing
+        self._account = account_key(link.server_url, link.apple_id)
         self.backoff = Backoff(upstream.min_backoff, upstream.max_backoff)
         # Scheduling state, in monotonic seconds. ``_wake`` only interrupts a wait; these decide what is due.
         self._wake = asyncio.Event()
@@ -165,7 +169,7 @@ class LinkWorker:
         while True:
             now = time.monotonic()
             due = min(self._pull_due, self._push_due if self._push_due is not None else float("inf"))
-            start = max(due, self._hold_until)
+            start = max(due, self._hold_until, self.context.holds.until(self._account))
             if start <= now:
                 return
             self._wake.clear()
@@ -186,6 +190,8 @@ class LinkWorker:
             await self._set_state("connected", f"{cause} (retrying in {delay:.0f} s)")
         logger.warning("relay for %s paused %.1f s: %s", self.user, delay, cause)
         self._hold_until = time.monotonic() + delay
+        if isinstance(cause, Throttled):
+            self.context.holds.hold(self._account, self._hold_until)
         self._push_due = 0.0  # whatever was not pushed is tried again when the pause ends
 
     async def _set_state(self, state: str, error: str | None = None) -> None:

@@ -41,3 +41,15 @@ def test_full_pull_due() -> None:
     assert full_pull_due(None, 100.0, 86400)
     assert not full_pull_due(100.0, 100.0 + 86399, 86400)
     assert full_pull_due(100.0, 100.0 + 86400, 86400)
+
+
+def test_account_holds_only_grow() -> None:
+    from proxy.relay.holds import AccountHolds, account_key
+
+    holds = AccountHolds()
+    key = account_key("https://caldav.icloud.com/", "Me@iCloud.com")
+    assert key == account_key("https://CALDAV.icloud.com", "me@icloud.com")
+    assert holds.until(key) == 0.0
+    holds.hold(key, 10.0)
+    holds.hold(key, 5.0)
+    assert holds.until(key) == 10.0
