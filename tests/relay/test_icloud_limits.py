@@ -19,11 +19,20 @@ OVERRIDES = {"upstream": {"poll_interval": 1.0, "min_backoff": 0.2, "max_backoff
 
 
 def _store_put(linked, calendar: str, uid: str, start: datetime) -> None:
-    """Write into the emulator's store directly (as another device would), past any fault a test set."""
-    (state,) = linked.emulator.emulator.store.accounts.values()
-    linked.emulator.emulator.store.put_object(
-        state, state.collections[calendar], f"{uid}.ics", event(uid, start), uid, "VEVENT"
-    )
+    """Write into the emulator's store directly (as another device would), past any fault a test set; on the
+    server's event loop, where the emulator also flushes its state."""
+    _store_puts(linked, calendar, [(uid, start)])
+
+
+def _store_puts(linked, calendar: str, events: list[tuple[str, datetime]]) -> None:
+    store = linked.emulator.emulator.store
+    (state,) = store.accounts.values()
+
+    async def write() -> None:
+        for uid, start in events:
+            store.put_object(state, state.collections[calendar], f"{uid}.ics", event(uid, start), uid, "VEVENT")
+
+    linked.relay.run(write())
 
 
 def test_expired_sync_token_falls_back_to_etags_without_reimport(linked, caplog):
@@ -80,8 +89,7 @@ def test_throttle_with_too_short_retry_after_causes_no_storm(calrelay_factory):
 def test_a_calendar_of_1500_events_arrives_whole_under_the_result_limit(linked):
     """More events than iCloud answers with data in one query (1,000): listings carry no data and the
     objects come in multiget batches, so nothing is refused and nothing is missing."""
-    for number in range(1500):
-        _store_put(linked, "home", f"many-{number}", START + timedelta(hours=3 * number))
+    _store_puts(linked, "home", [(f"many-{n}", START + timedelta(hours=3 * n)) for n in range(1500)])
     limit = linked.emulator.options.max_query_results
     assert limit == 1000
     db = linked.relay.app[STATE].db
