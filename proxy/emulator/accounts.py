@@ -158,7 +158,8 @@ def _parse_account(entry: dict[str, Any], index: int) -> Account:
     for password in passwords:
         if not isinstance(password, str) or not APP_PASSWORD_PATTERN.match(password):
             raise AccountsError(
-                f"{where}: app password {password!r} is not of the form xxxx-xxxx-xxxx-xxxx (lowercase letters)"
+                f"{where}: app password {password!r} is not of the form xxxx-xxxx-xxxx-xxxx "
+                "(lowercase letters)"
             )
     partition = entry.get("partition", 44)
     if not isinstance(partition, int) or partition < 1:
@@ -202,7 +203,9 @@ def _parse_calendar(entry: dict[str, Any], where: str, apple_id: str) -> Calenda
     else:
         raise AccountsError(f"{where}: missing key 'id'")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9@._-]*", calendar_id):
-        raise AccountsError(f"{where}: 'id' {calendar_id!r} may only hold letters, digits, '@', '.', '_', '-'")
+        raise AccountsError(
+            f"{where}: 'id' {calendar_id!r} may only hold letters, digits, '@', '.', '_', '-'"
+        )
     component = entry.get("component", "VEVENT")
     if component not in COMPONENTS:
         raise AccountsError(f"{where}: 'component' must be one of {', '.join(COMPONENTS)} (one per calendar)")

@@ -71,7 +71,9 @@ async def _apple_headers(request: web.Request, response: web.StreamResponse) -> 
     response.headers["Server"] = f"AppleHttpServer/{emulator.server_build[:12]}"
     response.headers["X-Apple-Request-UUID"] = str(uuid.uuid4())
     response.headers["x-apple-user-partition"] = str(partition)
-    response.headers["X-Responding-Instance"] = f"caldavj:1:p{partition}-caldavj-emulator:8001:{request.app[ROLE]}"
+    response.headers["X-Responding-Instance"] = (
+        f"caldavj:1:p{partition}-caldavj-emulator:8001:{request.app[ROLE]}"
+    )
 
 
 @web.middleware
@@ -106,7 +108,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     options = emulator.options
     if request.raw_path.startswith("//"):
         return html_error(emulator, 400)
-    if (request.host.rsplit(":", 1)[0] if ":" in request.host else request.host).lower() in options.apex_hosts:
+    if (
+        request.host.rsplit(":", 1)[0] if ":" in request.host else request.host
+    ).lower() in options.apex_hosts:
         return html_error(emulator, 501)
     path = request.path
     if path.rstrip("/") == "/.well-known/caldav" and options.well_known == "redirect":

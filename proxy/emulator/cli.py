@@ -76,9 +76,13 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "listens on --port, the calendar home on the partition port; --data keeps its state across restarts.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"discovery port (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"discovery port (default {DEFAULT_PORT})"
+    )
     parser.add_argument("--partition-port", type=int, help="calendar-home port (default: --port + 1)")
-    parser.add_argument("--accounts", metavar="FILE", help="accounts TOML (default: the built-in demo account)")
+    parser.add_argument(
+        "--accounts", metavar="FILE", help="accounts TOML (default: the built-in demo account)"
+    )
     behaviour = parser.add_argument_group("behaviour options")
     behaviour.add_argument(
         "--well-known",
@@ -121,7 +125,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     faults.add_argument("--clear", action="store_true", help="switch every fault off first")
     _add_fault_arguments(faults, switchable_off=True)
     faults.set_defaults(func=run_faults)
-    mail = commands.add_parser("mail", help="print (or --clear) the invitation e-mail log of a running emulator")
+    mail = commands.add_parser(
+        "mail", help="print (or --clear) the invitation e-mail log of a running emulator"
+    )
     mail.add_argument("--url", default=DEFAULT_CONTROL_URL, help="the emulator's discovery URL")
     mail.add_argument("--clear", action="store_true", help="empty the log")
     mail.set_defaults(func=run_mail)
@@ -199,9 +205,13 @@ def run_faults(args: argparse.Namespace) -> int:
         if args.clear:
             result = _call(args.url, "DELETE", "faults")
         if changes or not args.clear:
-            result = _call(args.url, "POST", "faults", changes) if changes else _call(args.url, "GET", "faults")
+            result = (
+                _call(args.url, "POST", "faults", changes) if changes else _call(args.url, "GET", "faults")
+            )
     except urllib.error.HTTPError as error:
-        print(f"calrelay emulator faults: {error.code} {error.read().decode(errors='replace')}", file=sys.stderr)
+        print(
+            f"calrelay emulator faults: {error.code} {error.read().decode(errors='replace')}", file=sys.stderr
+        )
         return 2
     except urllib.error.URLError as error:
         print(f"calrelay emulator faults: cannot reach {args.url}: {error.reason}", file=sys.stderr)

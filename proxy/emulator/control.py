@@ -45,7 +45,9 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
             text=json.dumps({"error": f"invalid JSON: {error}"}), content_type="application/json"
         ) from error
     if not isinstance(payload, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "expected a JSON object"}), content_type="application/json")
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "expected a JSON object"}), content_type="application/json"
+        )
     return payload
 
 

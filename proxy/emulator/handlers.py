@@ -69,7 +69,9 @@ def _properties_of(ctx: RequestContext, path: str) -> dict[str, Element]:
     return resources.object_properties(target.obj)
 
 
-def _propfind_response(ctx: RequestContext, path: str, requested: list[str] | None, body: str | None = None) -> Element:
+def _propfind_response(
+    ctx: RequestContext, path: str, requested: list[str] | None, body: str | None = None
+) -> Element:
     available = _properties_of(ctx, path)
     if requested is None:
         return response(path, list(available.values()), [])

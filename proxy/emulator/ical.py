@@ -138,7 +138,8 @@ def _matches_prop(item: Component, prop_filter: ElementTree.Element) -> bool:
     needle = text_match.text or ""
     case_sensitive = text_match.get("collation", "i;ascii-casemap") == "i;octet"
     found = any(
-        (needle in str(value)) if case_sensitive else (needle.lower() in str(value).lower()) for value in values
+        (needle in str(value)) if case_sensitive else (needle.lower() in str(value).lower())
+        for value in values
     )
     return found != (text_match.get("negate-condition", "no") == "yes")
 

@@ -50,8 +50,12 @@ class MailLog:
         self._entries: list[Invitation] = []
         self._ids = itertools.count(1)
 
-    def record(self, method: str, sender: str, recipients: list[str], uid: str, summary: str, href: str) -> Invitation:
-        entry = Invitation(next(self._ids), time.time(), method, sender, tuple(recipients), uid, summary, href)
+    def record(
+        self, method: str, sender: str, recipients: list[str], uid: str, summary: str, href: str
+    ) -> Invitation:
+        entry = Invitation(
+            next(self._ids), time.time(), method, sender, tuple(recipients), uid, summary, href
+        )
         self._entries.append(entry)
         return entry
 

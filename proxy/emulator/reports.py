@@ -110,7 +110,9 @@ def _calendar_query(ctx: RequestContext, collection: Collection, root: ElementTr
         ical.check_filter(filter_element)
     except ical.FilterNotSupported as error:
         if emulator.options.vcalendar_filter_status == 403:
-            return web.Response(status=403, body=error_body(el(CALDAV, "valid-filter")), content_type="text/xml")
+            return web.Response(
+                status=403, body=error_body(el(CALDAV, "valid-filter")), content_type="text/xml"
+            )
         return html_error(emulator, 400, str(error))
     if collection.access == "subscribed":
         # Subscriptions hold no objects on the CalDAV side; the feed URL (CS:source) has the events.
@@ -214,7 +216,9 @@ def _sync_collection(ctx: RequestContext, collection: Collection, root: ElementT
         except SyncTokenError as error:
             log.info("sync-collection refused: %s", error)
             if emulator.options.sync_token_error_element:
-                return web.Response(status=403, body=error_body(el(DAV, "valid-sync-token")), content_type="text/xml")
+                return web.Response(
+                    status=403, body=error_body(el(DAV, "valid-sync-token")), content_type="text/xml"
+                )
             return web.Response(status=403, body=b"")
         changed = dict.fromkeys(name for revision, name in collection.history if since < revision <= horizon)
         for name in changed:

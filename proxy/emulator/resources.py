@@ -95,7 +95,9 @@ def resolve(emulator: Emulator, path: str) -> Target:
 
 
 def _privileges(pairs: tuple[tuple[str, str], ...]) -> Element:
-    return prop(DAV, "current-user-privilege-set", *(el(DAV, "privilege", el(ns, name)) for ns, name in pairs))
+    return prop(
+        DAV, "current-user-privilege-set", *(el(DAV, "privilege", el(ns, name)) for ns, name in pairs)
+    )
 
 
 def _components(names: tuple[str, ...]) -> Element:
@@ -159,7 +161,9 @@ def home_properties(emulator: Emulator, state: AccountState) -> dict[str, Elemen
     return {element.tag: element for element in properties}
 
 
-def collection_properties(emulator: Emulator, state: AccountState, collection: Collection) -> dict[str, Element]:
+def collection_properties(
+    emulator: Emulator, state: AccountState, collection: Collection
+) -> dict[str, Element]:
     store = emulator.store
     principal = _principal_href(state)
     common = [prop(DAV, "owner", href(principal)), prop(DAV, "current-user-principal", href(principal))]
@@ -203,7 +207,10 @@ def collection_properties(emulator: Emulator, state: AccountState, collection: C
             prop(
                 DAV,
                 "supported-report-set",
-                *(el(DAV, "supported-report", el(DAV, "report", el(ns, name))) for ns, name in SUPPORTED_REPORTS),
+                *(
+                    el(DAV, "supported-report", el(DAV, "report", el(ns, name)))
+                    for ns, name in SUPPORTED_REPORTS
+                ),
             ),
             prop(CALDAV, "calendar-timezone", text=CALENDAR_TIMEZONE_UTC),
         ]

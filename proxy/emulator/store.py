@@ -172,7 +172,9 @@ class Store:
         key = f"{self.epoch}/{state.account.dsid}/{collection.id if collection else ''}/{revision}"
         return "HwoQEgwAA" + base64.b64encode(hashlib.sha256(key.encode()).digest()[:30]).decode()
 
-    def sync_token(self, state: AccountState, collection: Collection | None, revision: int | None = None) -> str:
+    def sync_token(
+        self, state: AccountState, collection: Collection | None, revision: int | None = None
+    ) -> str:
         scope = collection.id if collection else ""
         value = revision if revision is not None else (collection.revision if collection else state.revision)
         raw = f"{self.epoch}/{scope}/{value}".encode()
@@ -212,7 +214,9 @@ class Store:
         existing = collection.objects.get(name)
         if existing and existing.uid != uid:
             state.uid_index.pop(existing.uid, None)
-        obj = CalendarObject(name, body, new_etag(), uid, component, existing.visible_at if existing else visible_at)
+        obj = CalendarObject(
+            name, body, new_etag(), uid, component, existing.visible_at if existing else visible_at
+        )
         collection.objects[name] = obj
         state.uid_index[uid] = (collection.id, name)
         collection.record_change(state.next_revision(), name, self.clock())
@@ -226,7 +230,9 @@ class Store:
         self.save()
         return obj
 
-    def churn_etags(self, state: AccountState, collection_id: str | None = None, name: str | None = None) -> list[str]:
+    def churn_etags(
+        self, state: AccountState, collection_id: str | None = None, name: str | None = None
+    ) -> list[str]:
         """Give objects a new ETag without a client write (iCloud housekeeping, a sharer's edit).
 
         Returns the hrefs that changed.

@@ -49,7 +49,9 @@ def el(namespace: str, name: str, /, *children: Element, text: str | None = None
     return Element(tag(namespace, name), list(children), text=text, attributes=attributes)
 
 
-def prop(namespace: str, name: str, /, *children: Element, text: str | None = None, **attributes: str) -> Element:
+def prop(
+    namespace: str, name: str, /, *children: Element, text: str | None = None, **attributes: str
+) -> Element:
     """A property element: always carries its own ``xmlns``, as iCloud's are."""
     element = el(namespace, name, *children, text=text, **attributes)
     element.declare = True
@@ -110,7 +112,9 @@ def propstat(properties: list[Element], status: str) -> Element:
     return el(DAV, "propstat", el(DAV, "prop", *properties), el(DAV, "status", text=status))
 
 
-def response(target: str, found: list[Element], missing: list[str], failed: list[str] | None = None) -> Element:
+def response(
+    target: str, found: list[Element], missing: list[str], failed: list[str] | None = None
+) -> Element:
     """A ``<response>`` with the found properties in a 200 propstat and the undefined ones, as empty elements,
     in a separate 404 propstat."""
     node = el(DAV, "response", href(target))

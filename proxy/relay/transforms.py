@@ -15,6 +15,10 @@ Decisions worth knowing:
 * ``merge_icloud_edit`` takes only the event content listed in :data:`CONTENT_PROPERTIES` (and the set of
   overrides) from iCloud; everything else, notably attendees/organizer and ``X-CALRELAY-*``, stays as the CRM
   had it.
+* ``to_icloud`` applies the link's policies (:mod:`proxy.relay.policies`): attendees into the DESCRIPTION
+  ("With: …", the default) or kept with ``SCHEDULE-AGENT=CLIENT``; a privacy title. ``to_mirror`` applies the
+  availability policies (all-day events, travel time, unanswered invitations) and records them.
+* ``keep_icloud_additions`` carries iCloud's default alarms over into a full-body update.
 * ``content_hash`` hashes the components of the object (not the VCALENDAR's own properties, not VTIMEZONEs)
   after dropping what servers add or rewrite (:data:`HASH_IGNORED_PROPERTIES`, :data:`HASH_IGNORED_PARAMETERS`),
   with properties and components sorted, typed values re-serialised by icalendar, EXDATE/RDATE flattened into

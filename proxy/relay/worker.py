@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from plugins.storage import Stamp
 from proxy.config import Settings
@@ -561,9 +561,9 @@ class LinkWorker:
 
     def _in_window(self, remote: list[RemoteItem], statuses: list[ItemStatus]) -> list[RemoteItem]:
         """New events outside the sync window are not imported; known ones are followed wherever they go."""
-        known = {status.remote_href for status in statuses}
+        known = {unquote(status.remote_href) for status in statuses if status.remote_href}
         start, end = self.window.bounds(datetime.now(UTC))
-        return [r for r in remote if r.href in known or window.in_window(r.text, start, end)]
+        return [r for r in remote if unquote(r.href) in known or window.in_window(r.text, start, end)]
 
     async def _pulled(self, calendar: LinkCalendar, **values: object) -> None:
         await self.context.state.call(self.context.state.db.update_pull_state, self.user, calendar.remote_url, **values)
