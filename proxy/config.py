@@ -103,6 +103,26 @@ class UpstreamSettings:
     poll_interval: float = option(60.0, "Seconds between pulls of each linked iCloud calendar (Apple has no push).")
     min_backoff: float = option(2.0, "First delay after an upstream failure; doubles per failure, with jitter.")
     max_backoff: float = option(300.0, "Longest delay between retries of a failing upstream.")
+    window_past_days: int = option(90, "Pulls import iCloud events from this many days back (at most 365).")
+    window_future_days: int = option(730, "…and up to this many days ahead (at most 1825, iCloud's limit).")
+    full_pull_interval: float = option(
+        86400.0, "Seconds between full listings of each iCloud calendar (catches events entering the window)."
+    )
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    attendees: str = option(
+        "description",
+        'Default attendee policy of new links: "description" (named in the DESCRIPTION, never ATTENDEEs) or '
+        '"schedule-agent-client" (iCloud still invites addresses it hosts). See docs/relay.md, Policies.',
+    )
+    privacy_title: str = option(
+        "", 'Default title template iCloud sees ({title}, {calendar} or fixed text such as "Busy"); "" = full event.'
+    )
+    all_day: str = option("as-marked", 'All-day iCloud events: "as-marked", "always-busy" or "never-busy".')
+    travel_time_busy: bool = option(True, "iCloud travel time (X-APPLE-TRAVEL-DURATION) is busy before an event.")
+    unanswered: str = option("busy", 'Invitations not answered yet (PARTSTAT=NEEDS-ACTION): "busy" or "free".')
 
 
 @dataclass(frozen=True)
@@ -133,6 +153,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     availability: AvailabilitySettings = field(default_factory=AvailabilitySettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    policies: PolicySettings = field(default_factory=PolicySettings)
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
 
@@ -287,6 +308,17 @@ def _validate(settings: Settings) -> None:
         ZoneInfo(settings.availability.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         problems.append(f"availability.timezone: unknown time zone {settings.availability.timezone!r}")
+    from proxy.relay.policies import parse as parse_policies
+    from proxy.relay.window import SyncWindow
+
+    try:
+        SyncWindow(settings.upstream.window_past_days, settings.upstream.window_future_days)
+    except ValueError as error:
+        problems.append(f"upstream.window_*: {error}")
+    try:
+        parse_policies(dataclasses.asdict(settings.policies))
+    except ValueError as error:
+        problems.append(f"policies: {error}")
     if problems:
         raise ConfigError.of(problems)
 

@@ -56,6 +56,7 @@ links_table = sa.Table(
     sa.Column("last_error_at", sa.Float),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("policies", sa.Text, nullable=False, server_default="{}"),
 )
 link_calendars_table = sa.Table(
     "relay_link_calendars", metadata,
@@ -130,6 +131,8 @@ class Link:
     last_error_at: float | None
     created_at: float
     updated_at: float
+    #: the link's policies as JSON (proxy.relay.policies); "{}" = the configured defaults
+    policies: str = "{}"
 
     @property
     def booking_calendars(self) -> frozenset[str]:

@@ -24,6 +24,10 @@ from proxy.model import EVENT_KIND_PROPERTY, EVENT_ORIGIN_PROPERTY, EventKind, O
 
 log = logging.getLogger(__name__)
 
+#: set by the relay on mirrored iCloud events (proxy.relay.transforms): travel time and applied policies
+TRAVEL_PROPERTY = "X-CALRELAY-TRAVEL"
+POLICY_PROPERTY = "X-CALRELAY-POLICY"
+
 #: Slack added to a component's nominal length when looking back for instances that started before a window:
 #: wall-clock lengths and all-day dates shift by a DST change (at most a few hours) once placed in a zone.
 DURATION_SLACK = timedelta(days=1)
@@ -65,6 +69,8 @@ class Instance:
     cancelled: bool
     declined_by: frozenset[str]  # normalized addresses of attendees with PARTSTAT=DECLINED
     from_blocking_calendar: bool = True  # False for a mirror whose events do not block (rule 3)
+    #: the link policies the relay applied to this iCloud event (X-CALRELAY-POLICY), e.g. "all-day=always-busy"
+    policy: str = ""
 
     def disposition(self, addresses: frozenset[str]) -> Disposition:
         """``addresses`` are the user's normalized calendar-user addresses (see :func:`normalize_address`)."""
@@ -137,10 +143,25 @@ def _declined_by(component: icalendar.Component) -> frozenset[str]:
     )
 
 
+def _travel(component: icalendar.Component) -> timedelta:
+    value = component.get(TRAVEL_PROPERTY)
+    if value is None:
+        return timedelta(0)
+    raw = value.to_ical().decode() if hasattr(value, "to_ical") else str(value)
+    try:
+        value = icalendar.vDuration.from_ical(raw)
+    except ValueError:
+        log.warning("event %s has a bad %s %r; ignored", _text(component, "UID"), TRAVEL_PROPERTY, raw)
+        return timedelta(0)
+    return value if isinstance(value, timedelta) and value > timedelta(0) else timedelta(0)
+
+
 def instance_of(component: icalendar.Event, calendar: str, href: str, zone: ZoneInfo) -> Instance:
     """The instance described by one (possibly expanded) VEVENT."""
     start, end = component.start, component.end
     recurrence_id = component.get("RECURRENCE-ID")
+    # Travel time (the relay's X-CALRELAY-TRAVEL, from Apple's X-APPLE-TRAVEL-DURATION) blocks before the event.
+    travel = _travel(component)
     return Instance(
         calendar=calendar,
         href=href,
@@ -149,12 +170,13 @@ def instance_of(component: icalendar.Event, calendar: str, href: str, zone: Zone
         summary=_text(component, "SUMMARY"),
         kind=_kind(component),
         origin=_origin(component),
-        start=to_utc(start, zone),
+        start=to_utc(start, zone) - travel,
         end=to_utc(end, zone),
         all_day=not isinstance(start, datetime),
         transparent=_text(component, "TRANSP").upper() == "TRANSPARENT",
         cancelled=_text(component, "STATUS").upper() == "CANCELLED",
         declined_by=_declined_by(component),
+        policy=_text(component, POLICY_PROPERTY),
     )
 
 

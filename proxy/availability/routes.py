@@ -231,6 +231,7 @@ def _instance_json(instance: Instance, stale: frozenset[str]) -> dict[str, Any]:
         "start": _iso(instance.start),
         "end": _iso(instance.end),
         "all_day": instance.all_day,
+        "policy": instance.policy or None,
         "stale": instance.calendar in stale,
     }
 

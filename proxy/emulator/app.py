@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -86,6 +87,9 @@ async def inject_faults(request: web.Request, handler: Any) -> web.StreamRespons
         await asyncio.sleep(settings.latency_ms / 1000)
     credentials = basic_credentials(request)
     refusal = emulator.faults.check(credentials[0].lower() if credentials else None)
+    emulator.requests[refusal.kind if refusal else "served"] += 1
+    if refusal is not None and refusal.kind == "throttle":
+        emulator.throttled_at.append(time.monotonic())
     if refusal is None:
         return await handler(request)
     if refusal.kind == "drop":

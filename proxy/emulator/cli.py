@@ -32,6 +32,7 @@ FAULT_FLAGS: dict[str, tuple[str, type, str]] = {
     "--throttle-status": ("throttle_status", int, "status of a throttled answer: 503 (default) or 429"),
     "--retry-after": ("retry_after", int, "Retry-After seconds sent while throttled (default 1)"),
     "--budget": ("budget_per_minute", int, "requests per account per minute before throttling (0: none)"),
+    "--budget-backoff": ("budget_backoff_seconds", float, "seconds an account over budget stays refused"),
     "--error-rate": ("error_rate", float, "share 0..1 of requests answered with a random 500/502"),
     "--drop-rate": ("drop_rate", float, "share 0..1 of requests whose connection is dropped"),
     "--latency-ms": ("latency_ms", int, "delay added to every request"),
@@ -40,6 +41,15 @@ FAULT_FLAGS: dict[str, tuple[str, type, str]] = {
 FAULT_SWITCHES: dict[str, tuple[str, str]] = {
     "--etag-churn": ("etag_churn", "change every ETag before each request (no client write)"),
     "--revoke-app-passwords": ("revoke_app_passwords", "refuse every app-specific password with 401"),
+}
+
+#: behaviour switches from CalendarServer, all on by default (docs/emulator.md)
+CCS_SWITCHES: dict[str, str] = {
+    "--default-alarms": "add the default alarm to new events without a VALARM",
+    "--timezones-by-reference": "strip standard VTIMEZONEs on PUT",
+    "--query-limits": "refuse time ranges beyond 365 days back / 5 years ahead and oversized answers",
+    "--implicit-scheduling": "invite iCloud-hosted attendees despite SCHEDULE-AGENT=CLIENT; REPLY on delete",
+    "--encode-at-in-hrefs": "spell @ as %40 in hrefs",
 }
 
 
@@ -103,6 +113,14 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add <valid-sync-token/> to the 403 for a bad sync token (iCloud: bare 403)",
     )
+    for flag, text in CCS_SWITCHES.items():
+        behaviour.add_argument(flag, action=argparse.BooleanOptionalAction, default=True, help=text)
+    behaviour.add_argument(
+        "--sync-token-lifetime-days",
+        type=float,
+        default=EmulatorOptions.sync_token_lifetime_days,
+        help="days a sync token stays valid (0: forever; default 14)",
+    )
     _add_fault_arguments(parser, switchable_off=False)
     parser.set_defaults(func=run)
 
@@ -132,6 +150,11 @@ def run(args: argparse.Namespace) -> int:
         home_on_partition_only=not args.home_on_both_hosts,
         vcalendar_filter_status=args.vcalendar_filter_status,
         sync_token_error_element=args.sync_token_error_element,
+        sync_token_lifetime_days=args.sync_token_lifetime_days,
+        **{
+            flag.removeprefix("--").replace("-", "_"): getattr(args, flag.removeprefix("--").replace("-", "_"))
+            for flag in CCS_SWITCHES
+        },
     )
     server = EmulatorServer(
         args.host,

@@ -7,6 +7,7 @@ its own aiohttp application that knows its role.
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -17,6 +18,24 @@ from proxy.emulator.mail import MailLog
 from proxy.emulator.store import Store
 
 Role = Literal["discovery", "partition"]
+
+
+_BOOLEAN_OPTIONS = (
+    "sync_token_error_element",
+    "home_on_partition_only",
+    "default_alarms",
+    "timezones_by_reference",
+    "query_limits",
+    "implicit_scheduling",
+    "encode_at_in_hrefs",
+)
+_NUMBER_OPTIONS = (
+    "min_date_days",
+    "max_date_days",
+    "max_query_results",
+    "max_multiget_hrefs",
+    "sync_token_lifetime_days",
+)
 
 
 @dataclass
@@ -40,6 +59,28 @@ class EmulatorOptions:
     sync_token_error_element: bool = False
     #: a Host header naming one of these answers 501, like the apex icloud.com CDN does
     apex_hosts: tuple[str, ...] = ("icloud.com", "icloud.test")
+    # The switches below come from Apple's CalendarServer (CCS), iCloud's ancestor; docs/emulator.md says
+    # which rest on CCS's code alone. Each is on by default, so the relay is tested against them.
+    #: a new VEVENT without a VALARM gets the account's default alarm (CCS ``EnableDefaultAlarms``)
+    default_alarms: bool = True
+    #: VTIMEZONEs of standard (IANA) zones are stripped on PUT (CCS ``EnableTimezonesByReference``)
+    timezones_by_reference: bool = True
+    #: time-range queries limited to ``min_date_days`` back and ``max_date_days`` ahead (403
+    #: ``CALDAV:min-date-time`` / ``max-date-time``); calendar-query with data limited to
+    #: ``max_query_results`` (403 ``DAV:number-of-matches-within-limits``), multiget to ``max_multiget_hrefs``
+    query_limits: bool = True
+    min_date_days: int = 365
+    max_date_days: int = 5 * 366
+    max_query_results: int = 1000
+    max_multiget_hrefs: int = 5000
+    #: a sync token naming a revision older than this many days is refused with the bare 403
+    #: (CCS ``SyncTokenLifetimeDays``); 0 keeps tokens forever
+    sync_token_lifetime_days: float = 14.0
+    #: server-side implicit scheduling as CCS does it: ``SCHEDULE-AGENT=CLIENT`` is removed from the ORGANIZER
+    #: and from attendees hosted on iCloud (who are then invited), and an attendee's DELETE sends a REPLY
+    implicit_scheduling: bool = True
+    #: hrefs spell ``@`` in object and calendar names as ``%40``
+    encode_at_in_hrefs: bool = True
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {option.name for option in fields(self)}
@@ -54,9 +95,13 @@ class EmulatorOptions:
             raise ValueError("home_redirect must be null, 301 or 302")
         if changes.get("vcalendar_filter_status", self.vcalendar_filter_status) not in (400, 403):
             raise ValueError("vcalendar_filter_status must be 400 or 403")
-        for switch in ("sync_token_error_element", "home_on_partition_only"):
-            if not isinstance(changes.get(switch, False), bool):
-                raise ValueError(f"{switch} must be true or false")
+        for key in _BOOLEAN_OPTIONS:
+            if not isinstance(changes.get(key, False), bool):
+                raise ValueError(f"{key} must be true or false")
+        for key in _NUMBER_OPTIONS:
+            value = changes.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{key} must be a number that is not negative")
         for key, value in changes.items():
             setattr(self, key, tuple(value) if key == "apex_hosts" else value)
 
@@ -73,6 +118,10 @@ class Emulator:
     #: filled in once both ports are bound (``http://host:port/``)
     discovery_url: str = ""
     partition_url: str = ""
+    #: requests seen per outcome ("served", "throttle", "error", "drop"): tests count what a client sent
+    requests: Counter[str] = field(default_factory=Counter)
+    #: monotonic times of throttled answers: tests check a client's retries are spaced out
+    throttled_at: list[float] = field(default_factory=list)
     #: the hex in ``Server: AppleHttpServer/<hex>``
     server_build: str = field(default_factory=lambda: secrets.token_hex(20))
 

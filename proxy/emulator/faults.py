@@ -23,6 +23,9 @@ class FaultSettings:
     retry_after: int = 1
     #: requests per account per rolling minute; beyond it, ``throttle_status`` + Retry-After (0: no budget)
     budget_per_minute: int = 0
+    #: once an account exceeds its budget it is refused for this long, however short the Retry-After it is
+    #: told: retrying exactly at Retry-After trips it again (iCloud's back-off outlasts what it announces)
+    budget_backoff_seconds: float = 10.0
     #: share (0..1) of requests answered with a random 500 or 502
     error_rate: float = 0.0
     #: share (0..1) of requests whose connection is dropped without a response
@@ -72,6 +75,8 @@ class FaultState:
     throttle_until: float | None = None
     random: random.Random = field(default_factory=random.Random)
     _budget: dict[str, deque[float]] = field(default_factory=dict)
+    #: account → monotonic time until which its budget refusal lasts
+    _penalty: dict[str, float] = field(default_factory=dict)
 
     def update(self, changes: dict[str, Any]) -> FaultSettings:
         """Apply a partial update; unknown keys or bad values raise ValueError and change nothing."""
@@ -88,12 +93,14 @@ class FaultState:
             self.throttle_until = None
         if "budget_per_minute" in validated:
             self._budget.clear()
+            self._penalty.clear()
         return self.settings
 
     def reset(self) -> FaultSettings:
         self.settings = FaultSettings()
         self.throttle_until = None
         self._budget.clear()
+        self._penalty.clear()
         return self.settings
 
     def as_dict(self) -> dict[str, Any]:
@@ -114,10 +121,15 @@ class FaultState:
             if now < self.throttle_until:
                 return Refusal("throttle", settings.throttle_status, settings.retry_after)
         if settings.budget_per_minute > 0 and account_key:
+            if now < self._penalty.get(account_key, 0.0):
+                return Refusal("throttle", settings.throttle_status, settings.retry_after)
             window = self._budget.setdefault(account_key, deque())
             while window and window[0] <= now - 60:
                 window.popleft()
             if len(window) >= settings.budget_per_minute:
+                self._penalty[account_key] = now + max(settings.budget_backoff_seconds, settings.retry_after)
+                # The back-off served, the account starts a fresh minute.
+                window.clear()
                 return Refusal("throttle", settings.throttle_status, settings.retry_after)
             window.append(now)
         if settings.drop_rate and self.random.random() < settings.drop_rate:

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ElementTree
 from aiohttp import web
 from icalendar import Calendar
 
-from proxy.emulator import resources
+from proxy.emulator import ccs, resources
 from proxy.emulator.ical import ObjectRejected, parse_object
 from proxy.emulator.mail import scheduled_recipients
 from proxy.emulator.resources import CALENDAR_DATA, calendar_data
@@ -92,11 +92,11 @@ def _members(ctx: RequestContext) -> list[str]:
     state, target = ctx.state, ctx.target
     dsid = state.account.dsid
     if target.kind == "home":
-        return [resources.collection_path(dsid, cid) for cid in state.collections]
+        return [resources.collection_path(dsid, cid, resources.href_safe(ctx.emulator)) for cid in state.collections]
     if target.kind == "collection" and target.collection:
         now = time.time()
         return [
-            resources.object_path(dsid, target.collection.id, obj.name)
+            resources.object_path(dsid, target.collection.id, obj.name, resources.href_safe(ctx.emulator))
             for obj in target.collection.objects.values()
             if obj.visible(now)
         ]
@@ -134,9 +134,9 @@ def _canonical(ctx: RequestContext) -> str:
     if target.kind == "home":
         return resources.home_path(dsid)
     if target.kind == "collection" and target.collection_id:
-        return resources.collection_path(dsid, target.collection_id)
+        return resources.collection_path(dsid, target.collection_id, resources.href_safe(ctx.emulator))
     if target.kind == "object" and target.collection_id and target.name:
-        return resources.object_path(dsid, target.collection_id, target.name)
+        return resources.object_path(dsid, target.collection_id, target.name, resources.href_safe(ctx.emulator))
     return target.path
 
 
@@ -285,12 +285,33 @@ async def put(ctx: RequestContext) -> web.StreamResponse:
     if holder and holder != (collection.id, target.name):
         # UIDs are unique across the whole account, not just per calendar.
         return html_error(emulator, 412, "an object with this UID already exists")
+    stored = _as_icloud_stores(ctx, parsed.calendar, existing is None)
     lag = emulator.faults.settings.visibility_lag_ms / 1000
     obj, created = emulator.store.put_object(
-        state, collection, target.name, body, parsed.uid, parsed.component, time.time() + lag
+        state, collection, target.name, stored or body, parsed.uid, parsed.component, time.time() + lag
     )
     _send_scheduling_mail(ctx, "REQUEST", parsed.calendar, parsed.uid, parsed.summary)
+    # Live iCloud sends the ETag even when it stored something else than it was sent (a default alarm, fewer
+    # VTIMEZONEs): a client learns of the difference only by reading the object back.
     return web.Response(status=201 if created else 204, headers={"ETag": f'"{obj.etag}"'})
+
+
+def _as_icloud_stores(ctx: RequestContext, calendar: Calendar, created: bool) -> str | None:
+    """Apply CCS's PUT-time changes to ``calendar`` in place; the new body if anything changed."""
+    options, collection = ctx.emulator.options, ctx.target.collection
+    assert collection is not None
+    changed = False
+    if options.timezones_by_reference:
+        changed |= ccs.strip_standard_timezones(calendar)
+    if options.default_alarms and created and collection.access == "owner":
+        changed |= ccs.add_default_alarms(calendar)
+    if options.implicit_scheduling:
+        changed |= ccs.enforce_server_scheduling(calendar, _hosted_addresses(ctx))
+    return calendar.to_ical().decode() if changed else None
+
+
+def _hosted_addresses(ctx: RequestContext) -> list[str]:
+    return [address for state in ctx.emulator.store.accounts.values() for address in state.account.addresses]
 
 
 def _send_scheduling_mail(ctx: RequestContext, method: str, calendar: Calendar, uid: str, summary: str) -> None:
@@ -325,6 +346,14 @@ async def delete(ctx: RequestContext) -> web.StreamResponse:
     try:
         parsed = parse_object(removed.body)
     except ObjectRejected:
+        return web.Response(status=204)
+    organizer = ccs.organizer_to_reply(parsed.calendar, state.account.addresses)
+    if organizer and emulator.options.implicit_scheduling:
+        # The account is only an attendee: deleting is declining, and the organizer hears about it.
+        entry = emulator.mail.record(
+            "REPLY", state.account.apple_id, [organizer], parsed.uid, parsed.summary, _canonical(ctx)
+        )
+        log.info("would e-mail REPLY (declined) %s to %s", parsed.uid, ", ".join(entry.recipients))
         return web.Response(status=204)
     _send_scheduling_mail(ctx, "CANCEL", parsed.calendar, parsed.uid, parsed.summary)
     return web.Response(status=204)

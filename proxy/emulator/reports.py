@@ -62,7 +62,7 @@ class _Query:
                 found.append(available[name])
             else:
                 missing.append(name)
-        path = resources.object_path(ctx.state.account.dsid, collection.id, obj.name)
+        path = resources.object_path(ctx.state.account.dsid, collection.id, obj.name, resources.href_safe(ctx.emulator))
         return response(path, found, missing)
 
     def _data(self, obj: CalendarObject) -> str:
@@ -73,7 +73,7 @@ class _Query:
 
     def collection_response(self, ctx: RequestContext, collection: Collection) -> Element:
         # iCloud lists the collection itself in every REPORT answer; clients have learnt to skip it.
-        path = resources.collection_path(ctx.state.account.dsid, collection.id)
+        path = resources.collection_path(ctx.state.account.dsid, collection.id, resources.href_safe(ctx.emulator))
         return response(path, [], self.properties)
 
 
@@ -117,13 +117,45 @@ def _calendar_query(ctx: RequestContext, collection: Collection, root: ElementTr
     if collection.access == "subscribed":
         # Subscriptions hold no objects on the CalDAV side; the feed URL (CS:source) has the events.
         return multistatus_response(multistatus([]))
+    out_of_range = _date_limit_violated(ctx, root)
+    if out_of_range:
+        return web.Response(status=403, body=error_body(el(CALDAV, out_of_range)), content_type="text/xml")
     query = _Query(root)
     responses = [query.collection_response(ctx, collection)]
+    matched = 0
+    options = emulator.options
+    with_data = CALENDAR_DATA in query.properties
     for obj in _visible_objects(collection):
         calendar = Calendar.from_ical(obj.body)
         if ical.matches_filter(calendar, obj.component, filter_element):
+            matched += 1
+            if options.query_limits and with_data and matched > options.max_query_results:
+                # CCS MaxQueryWithDataResults: the whole REPORT fails, nothing is truncated.
+                log.info("calendar-query refused: more than %d results with data", options.max_query_results)
+                return web.Response(
+                    status=403,
+                    body=error_body(el(DAV, "number-of-matches-within-limits")),
+                    content_type="text/xml",
+                )
             responses.append(query.render(ctx, collection, obj))
     return multistatus_response(multistatus(responses))
+
+
+def _date_limit_violated(ctx: RequestContext, root: ElementTree.Element) -> str | None:
+    """``min-date-time`` or ``max-date-time`` when a time range reaches beyond what the server allows."""
+    options = ctx.emulator.options
+    if not options.query_limits:
+        return None
+    now = ctx.emulator.store.clock()
+    earliest = datetime.fromtimestamp(now - options.min_date_days * 86400, UTC)
+    latest = datetime.fromtimestamp(now + options.max_date_days * 86400, UTC)
+    for element in [*root.iter(tag(CALDAV, "time-range")), *root.iter(tag(CALDAV, "expand"))]:
+        start, end = element.get("start"), element.get("end")
+        if start and ical.parse_utc(start) < earliest:
+            return "min-date-time"
+        if end and ical.parse_utc(end) > latest:
+            return "max-date-time"
+    return None
 
 
 def _href_path(value: str) -> str:
@@ -131,11 +163,20 @@ def _href_path(value: str) -> str:
 
 
 def _multiget(ctx: RequestContext, collection: Collection, root: ElementTree.Element) -> web.Response:
+    options = ctx.emulator.options
+    hrefs = root.findall(tag(DAV, "href"))
+    if options.query_limits and len(hrefs) > options.max_multiget_hrefs:
+        # CCS MaxMultigetWithDataHrefs; CCS itself answers 403 with number-of-matches-within-limits.
+        return web.Response(
+            status=403, body=error_body(el(DAV, "number-of-matches-within-limits")), content_type="text/xml"
+        )
     query = _Query(root)
     visible = {obj.name: obj for obj in _visible_objects(collection)}
-    prefix = unquote(resources.collection_path(ctx.state.account.dsid, collection.id))
+    prefix = unquote(
+        resources.collection_path(ctx.state.account.dsid, collection.id, resources.href_safe(ctx.emulator))
+    )
     responses = [query.collection_response(ctx, collection)]
-    for href_element in root.findall(tag(DAV, "href")):
+    for href_element in hrefs:
         raw = (href_element.text or "").strip()
         path = _href_path(raw)
         name = path[len(prefix) :] if path.startswith(prefix) else None
@@ -171,7 +212,7 @@ def _sync_collection(ctx: RequestContext, collection: Collection, root: ElementT
             responses.append(query.render(ctx, collection, obj))
     else:
         try:
-            since = emulator.store.parse_sync_token(collection, token)
+            since = emulator.store.parse_sync_token(collection, token, emulator.options.sync_token_lifetime_days)
         except SyncTokenError as error:
             log.info("sync-collection refused: %s", error)
             if emulator.options.sync_token_error_element:
@@ -183,7 +224,7 @@ def _sync_collection(ctx: RequestContext, collection: Collection, root: ElementT
         for name in changed:
             obj = collection.objects.get(name)
             if obj is None:
-                path = resources.object_path(state.account.dsid, collection.id, name)
+                path = resources.object_path(state.account.dsid, collection.id, name, resources.href_safe(ctx.emulator))
                 responses.append(status_response(path, NOT_FOUND))
             else:
                 responses.append(query.render(ctx, collection, obj))

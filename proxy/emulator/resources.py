@@ -57,12 +57,17 @@ def home_path(dsid: str) -> str:
     return f"/{dsid}/calendars/"
 
 
-def collection_path(dsid: str, collection_id: str) -> str:
-    return f"/{dsid}/calendars/{quote(collection_id, safe='@')}/"
+def href_safe(emulator: Emulator) -> str:
+    """Characters left unencoded in hrefs: iCloud spells ``@`` as ``%40`` (option ``encode_at_in_hrefs``)."""
+    return "" if emulator.options.encode_at_in_hrefs else "@"
 
 
-def object_path(dsid: str, collection_id: str, name: str) -> str:
-    return collection_path(dsid, collection_id) + quote(name, safe="@")
+def collection_path(dsid: str, collection_id: str, safe: str = "") -> str:
+    return f"/{dsid}/calendars/{quote(collection_id, safe=safe)}/"
+
+
+def object_path(dsid: str, collection_id: str, name: str, safe: str = "") -> str:
+    return collection_path(dsid, collection_id, safe) + quote(name, safe=safe)
 
 
 def resolve(emulator: Emulator, path: str) -> Target:

@@ -15,6 +15,8 @@ import os
 import secrets
 import string
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,6 +64,8 @@ class Collection:
     #: the oldest revision a sync token may name; older tokens have been expired
     history_floor: int = 0
     history: list[tuple[int, str]] = field(default_factory=list)
+    #: wall-clock time of each history entry (sync tokens expire by age)
+    history_times: list[float] = field(default_factory=list)
     objects: dict[str, CalendarObject] = field(default_factory=dict)
 
     @property
@@ -76,13 +80,28 @@ class Collection:
     def deletable(self) -> bool:
         return self.is_calendar and self.access in ("owner", "shared-owner")
 
-    def record_change(self, revision: int, name: str) -> None:
+    def record_change(self, revision: int, name: str, when: float) -> None:
         self.revision = revision
         self.history.append((revision, name))
+        self.history_times.append(when)
         if len(self.history) > HISTORY_LIMIT:
             dropped = self.history[: len(self.history) - HISTORY_LIMIT]
             self.history = self.history[len(dropped) :]
+            self.history_times = self.history_times[len(dropped) :]
             self.history_floor = dropped[-1][0]
+
+    def expired_floor(self, cutoff: float) -> int:
+        """The oldest revision a token may name when changes before ``cutoff`` have been cleaned up.
+
+        CCS removes revision rows older than ``SyncTokenLifetimeDays`` and refuses tokens older than the newest
+        removed row; a token naming the latest change stays valid however old that change is.
+        """
+        floor = self.history_floor
+        for (revision, _name), when in zip(self.history, self.history_times, strict=False):
+            if when >= cutoff:
+                break
+            floor = revision
+        return floor
 
 
 @dataclass
@@ -126,6 +145,8 @@ def _calendar_from_spec(spec: CalendarSpec) -> Collection:
 class Store:
     def __init__(self, accounts: list[Account], data_dir: str | Path | None = None) -> None:
         self.data_dir = Path(data_dir) if data_dir else None
+        #: wall clock (seconds since the epoch) for change times and token ages; tests replace it
+        self.clock: Callable[[], float] = time.time
         self.dirty = False
         self.epoch = secrets.token_hex(4)
         self.accounts: dict[str, AccountState] = {
@@ -159,7 +180,7 @@ class Store:
         raw = f"{self.epoch}/{scope}/{value}".encode()
         return "HwoQEgwAA" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
-    def parse_sync_token(self, collection: Collection, token: str) -> int:
+    def parse_sync_token(self, collection: Collection, token: str, lifetime_days: float = 0.0) -> int:
         try:
             if not token.startswith("HwoQEgwAA"):
                 raise ValueError("foreign prefix")
@@ -173,6 +194,8 @@ class Store:
             raise SyncTokenError("sync token from another collection or server life")
         if revision > collection.revision or revision < collection.history_floor:
             raise SyncTokenError("sync token expired")
+        if lifetime_days and revision < collection.expired_floor(self.clock() - lifetime_days * 86400):
+            raise SyncTokenError(f"sync token older than {lifetime_days:g} days")
         return revision
 
     # -- mutations ------------------------------------------------------------------------------------
@@ -196,14 +219,14 @@ class Store:
         )
         collection.objects[name] = obj
         state.uid_index[uid] = (collection.id, name)
-        collection.record_change(state.next_revision(), name)
+        collection.record_change(state.next_revision(), name, self.clock())
         self.save()
         return obj, existing is None
 
     def delete_object(self, state: AccountState, collection: Collection, name: str) -> CalendarObject:
         obj = collection.objects.pop(name)
         state.uid_index.pop(obj.uid, None)
-        collection.record_change(state.next_revision(), name)
+        collection.record_change(state.next_revision(), name, self.clock())
         self.save()
         return obj
 
@@ -222,7 +245,7 @@ class Store:
                 if name is not None and obj.name != name:
                     continue
                 obj.etag = new_etag()
-                collection.record_change(state.next_revision(), obj.name)
+                collection.record_change(state.next_revision(), obj.name, self.clock())
                 changed.append(f"/{state.account.dsid}/calendars/{collection.id}/{obj.name}")
         if changed:
             self.save()
@@ -308,6 +331,8 @@ class Store:
                 objects = {name: CalendarObject(**obj) for name, obj in raw.pop("objects").items()}
                 history = [(int(revision), name) for revision, name in raw.pop("history")]
                 raw["components"] = tuple(raw["components"])
+                # States written before change times were kept: count their history as recent.
+                raw.setdefault("history_times", [self.clock()] * len(history))
                 state.collections[raw["id"]] = Collection(**raw, objects=objects, history=history)
             for special in SPECIAL_COLLECTIONS:
                 if special not in state.collections:

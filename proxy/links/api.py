@@ -27,7 +27,7 @@ LINKS = web.AppKey("calrelay.links", LinkService)
 
 _FIELDS = {
     "apple_id": str, "app_password": str, "server": str, "primary": str, "conflicts": list,
-    "primary_blocks": bool, "mode": str, "icloud_deletions": str, "calendars": list,
+    "primary_blocks": bool, "mode": str, "icloud_deletions": str, "calendars": list, "policies": dict,
 }
 
 
@@ -55,6 +55,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
         expected = _FIELDS.get(key)
         if expected is None:
             raise LinkError("unknown_field", f"unknown field {key!r}; fields: {', '.join(_FIELDS)}")
+        if expected is dict and isinstance(value, dict):
+            continue  # the policies: checked, with messages, by proxy.relay.policies.parse
         if not isinstance(value, expected) or (expected is list and not all(isinstance(v, str) for v in value)):
             kind = "a list of strings" if expected is list else expected.__name__
             raise LinkError("invalid_field", f"{key} must be {kind}")
@@ -81,6 +83,7 @@ async def put_link(request: web.Request) -> web.Response:
             mode=body.get("mode", "two-way"),
             deletions=body.get("icloud_deletions", "keep"),
             calendars=tuple(body.get("calendars", ())),
+            policies=body.get("policies", {}),
         ))
     except LinkError as error:
         return _error(error)

@@ -49,6 +49,19 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     link.add_argument("--calendar", metavar="NAME", action="append", default=[],
                       help="booking calendar to integrate (repeatable; default: all Round Robin, Collective, "
                       "Class Booking and Service calendars)")
+    policy = link.add_argument_group("policies (docs/relay.md, \"Policies\")")
+    policy.add_argument("--attendees", choices=("description", "schedule-agent-client"),
+                        help="attendees into the DESCRIPTION (default), or kept as ATTENDEEs with "
+                        "SCHEDULE-AGENT=CLIENT (iCloud still invites addresses it hosts)")
+    policy.add_argument("--privacy-title", metavar="TEMPLATE",
+                        help="what iCloud sees as the title: {title}, {calendar} or fixed text such as Busy; "
+                        "description, location and URL are then removed (default: the full event)")
+    policy.add_argument("--all-day", choices=("as-marked", "always-busy", "never-busy"),
+                        help="what an all-day iCloud event does to availability (default as-marked)")
+    policy.add_argument("--no-travel-time", dest="travel_time_busy", action="store_false", default=None,
+                        help="iCloud travel time before an event does not count as busy")
+    policy.add_argument("--unanswered", choices=("busy", "free"),
+                        help="invitations not answered yet (PARTSTAT=NEEDS-ACTION): busy (default) or free")
     link.add_argument("--list", action="store_true", help="list the account's calendars instead of linking")
     link.add_argument("--json", action="store_true", help="print JSON")
     link.set_defaults(func=run_link)
@@ -127,7 +140,7 @@ def run_link(args: argparse.Namespace) -> int:
             user=args.user, apple_id=args.apple_id, app_password=_read_password(args),
             server_url=args.server or service.default_server_url(), primary=args.primary,
             conflicts=tuple(args.conflict), primary_blocks=not args.primary_not_conflict, mode=args.mode,
-            deletions=args.icloud_deletions, calendars=tuple(args.calendar),
+            deletions=args.icloud_deletions, calendars=tuple(args.calendar), policies=_policy_changes(args),
         ))
         for note in notes:
             print(f"calrelay: note: {note}", file=sys.stderr)
@@ -213,6 +226,7 @@ def _print_status(report: dict[str, Any], as_json: bool) -> None:
         return
     print(f"{report['user']}: {report['state']} — {report['apple_id']} at {report['server']} ({report['mode']}, "
           f"iCloud deletions: {report['icloud_deletions']})")
+    print("  policies: " + ", ".join(f"{key}={value!r}" for key, value in report.get("policies", {}).items()))
     if report["last_error"]:
         print(f"  last error ({report['last_error_at']}): {report['last_error']}")
     for c in report["calendars"]:
@@ -225,6 +239,11 @@ def _print_status(report: dict[str, Any], as_json: bool) -> None:
             print(f"    {p['action']} {p['uid']}: {p['reason']} (attempts {p['attempts']}, since {p['since']})")
     else:
         print("  nothing pending")
+
+
+def _policy_changes(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("attendees", "privacy_title", "all_day", "travel_time_busy", "unanswered")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _yes(value: bool) -> str:

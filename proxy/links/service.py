@@ -6,6 +6,8 @@ which the running relay watches, so a new or changed link takes effect without a
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from proxy.model import (
     MIRROR_SOURCE_PROP,
     CalendarKind,
 )
+from proxy.relay import policies
 from proxy.secretbox import SecretBox
 from proxy.state import AsyncState, Link, LinkCalendar, StateDB
 from proxy.upstream import Account, AuthenticationFailed, RemoteCalendar, UpstreamClient, UpstreamError
@@ -44,6 +47,8 @@ class LinkRequest:
     mode: str = "two-way"
     deletions: str = "keep"
     calendars: tuple[str, ...] = ()  # booking calendars to integrate; empty = all of the integrating kinds
+    #: policy changes from the defaults (proxy.relay.policies), e.g. {"attendees": "schedule-agent-client"}
+    policies: dict[str, Any] = field(default_factory=dict)
 
 
 class LinkService:
@@ -91,6 +96,11 @@ class LinkService:
     async def link(self, request: LinkRequest) -> tuple[Link, list[LinkCalendar], list[str]]:
         """Link (or re-link) a user; returns the link, its calendars and notes for the person linking."""
         rules.check_request(request.apple_id, request.app_password, request.server_url, request.mode, request.deletions)
+        try:
+            defaults = policies.parse(dataclasses.asdict(self.settings.policies))
+            chosen_policies = policies.parse(request.policies, defaults)
+        except ValueError as error:
+            raise LinkError("invalid_policy", str(error)) from None
         users = await self.engine.call(self.engine.users.records)
         if request.user not in users:
             message = f"there is no calrelay user {request.user!r}; add one with `calrelay users add`"
@@ -136,7 +146,11 @@ class LinkService:
             secret=self.box.encrypt(request.app_password), mode=request.mode, deletions=request.deletions,
             calendars=",".join(booking), state="connected", last_error=None, last_error_at=None,
             created_at=existing.created_at if existing else now, updated_at=now,
+            policies=json.dumps(chosen_policies.as_dict()),
         )
+        if chosen_policies.attendees is policies.AttendeeMode.SCHEDULE_AGENT_CLIENT:
+            logger.warning("%s keeps attendees as ATTENDEEs with SCHEDULE-AGENT=CLIENT: iCloud still e-mails "
+                           "attendees it hosts (@icloud.com, @me.com, @mac.com)", request.user)
         await self.state.call(self.state.db.save_link, link, linked)
         logger.info("linked %s to %s at %s (primary %s, %d conflict calendars, %s)", request.user,
                     request.apple_id, request.server_url, chosen[0].remote.name, len(chosen) - 1, request.mode)
@@ -183,6 +197,7 @@ def link_status(db: StateDB, user: str) -> dict[str, Any]:
         "server": link.server_url,
         "mode": link.mode,
         "icloud_deletions": link.deletions,
+        "policies": json.loads(link.policies),
         "booking_calendars": sorted(link.booking_calendars) or "all of the integrating kinds",
         "state": link.state,
         "last_error": link.last_error,

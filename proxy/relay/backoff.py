@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+#: how many times the announced Retry-After a throttled link waits at least
+RETRY_AFTER_FACTOR = 2.0
+
 
 @dataclass
 class Backoff:
@@ -23,7 +26,9 @@ class Backoff:
         step = min(self.maximum, self.minimum * 2**self.failures)
         self.failures += 1
         delay = step / 2 + step / 2 * random()
-        return max(delay, retry_after or 0.0)
+        # Retrying exactly at Retry-After trips iCloud's throttle again (its back-off outlasts what it
+        # announces; the emulator's budget_backoff_seconds), so a throttled link waits at least twice as long.
+        return max(delay, RETRY_AFTER_FACTOR * (retry_after or 0.0))
 
     def succeeded(self) -> None:
         self.failures = 0

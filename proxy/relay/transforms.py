@@ -15,6 +15,10 @@ Decisions worth knowing:
 * ``merge_icloud_edit`` takes only the event content listed in :data:`CONTENT_PROPERTIES` (and the set of
   overrides) from iCloud; everything else, notably attendees/organizer and ``X-CALRELAY-*``, stays as the CRM
   had it.
+* ``to_icloud`` applies the link's policies (:mod:`proxy.relay.policies`): attendees into the DESCRIPTION
+  ("With: …", the default) or kept with ``SCHEDULE-AGENT=CLIENT``; a privacy title. ``to_mirror`` applies the
+  availability policies (all-day events, travel time, unanswered invitations) and records them.
+* ``keep_icloud_additions`` carries iCloud's default alarms over into a full-body update.
 * ``content_hash`` hashes the components of the object (not the VCALENDAR's own properties, not VTIMEZONEs)
   after dropping what servers add or rewrite (:data:`HASH_IGNORED_PROPERTIES`, :data:`HASH_IGNORED_PARAMETERS`),
   with properties and components sorted, typed values re-serialised by icalendar, EXDATE/RDATE flattened into
@@ -31,9 +35,10 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from icalendar import Calendar, Component, Timezone
+from icalendar import Calendar, Component, Timezone, vDuration
 
 from proxy.model import EVENT_KIND_PROPERTY, EVENT_ORIGIN_PROPERTY, EventKind, Origin
+from proxy.relay.policies import AllDayMode, AttendeeMode, LinkPolicies, UnansweredMode
 
 PRODID = "-//calrelay//relay//EN"
 #: Prefix of calrelay's own properties; they never leave calrelay.
@@ -42,6 +47,17 @@ CALRELAY_PREFIX = "X-CALRELAY-"
 APPLE_PREFIX = "X-APPLE-"
 #: Properties of people: iCloud would schedule (e-mail) them, and a mirror must not create contacts from them.
 PEOPLE_PROPERTIES = frozenset({"ATTENDEE", "ORGANIZER"})
+#: What a privacy title removes from an appointment before iCloud sees it.
+PRIVATE_PROPERTIES = frozenset({"DESCRIPTION", "LOCATION", "URL"})
+#: Starts the line naming the attendees in the DESCRIPTION (attendee mode ``description``).
+WITH_PREFIX = "With: "
+#: Apple's travel time before an event (a DURATION such as PT30M)
+TRAVEL_PROPERTY = "X-APPLE-TRAVEL-DURATION"
+#: In a mirror: the travel time that blocks before the event, and the availability policies that applied
+TRAVEL_MIRROR_PROPERTY = "X-CALRELAY-TRAVEL"
+POLICY_PROPERTY = "X-CALRELAY-POLICY"
+#: iCloud marks the alarms it adds by itself with this property (value TRUE)
+DEFAULT_ALARM_PROPERTY = "X-APPLE-DEFAULT-ALARM"
 #: iCloud marks split series with this RELATED-TO type; it links iCloud's own resources, not content.
 RECURRENCE_SET_RELTYPE = "X-CALENDARSERVER-RECURRENCE-SET"
 
@@ -273,12 +289,16 @@ def _finish(calendar: Calendar) -> str:
 # --- push, pull, merge ------------------------------------------------------------------------------------------
 
 
-def to_icloud(text: str) -> str:
-    """A CRM appointment as it is PUT to iCloud (rule 6).
+def to_icloud(text: str, policies: LinkPolicies | None = None, calendar_name: str = "") -> str:
+    """A CRM appointment as it is PUT to iCloud (rule 6), under the link's ``policies``.
 
-    Attendees and organizer get ``SCHEDULE-AGENT=CLIENT`` so that iCloud does not e-mail invitations; every
-    VEVENT gets an end; every TZID gets a VTIMEZONE; ``METHOD`` and ``X-CALRELAY-*`` are removed. Everything
-    else (master and overrides, RRULE, EXDATE, RDATE, VALARMs, existing VTIMEZONEs) is sent unchanged.
+    Every VEVENT gets an end; every TZID gets a VTIMEZONE; ``METHOD`` and ``X-CALRELAY-*`` are removed.
+    People: with :attr:`AttendeeMode.DESCRIPTION` (the default) ATTENDEE and ORGANIZER are removed and the
+    attendees named in the DESCRIPTION ("With: …"), so iCloud has nobody to e-mail; with
+    :attr:`AttendeeMode.SCHEDULE_AGENT_CLIENT`, or without ``policies`` (an iCloud-born event going back), they
+    are kept with ``SCHEDULE-AGENT=CLIENT``. A privacy title replaces the SUMMARY and removes DESCRIPTION,
+    LOCATION, URL and the people. Everything else (master and overrides, RRULE, EXDATE, RDATE, VALARMs,
+    existing VTIMEZONEs) is sent unchanged.
     """
     calendar = _parse(text)
     _uid(calendar)
@@ -287,11 +307,62 @@ def to_icloud(text: str) -> str:
         _remove_properties(component, _is_calrelay)
     for event in events:
         _ensure_end(event)
+        if policies is not None and policies.private:
+            event["SUMMARY"] = policies.title(str(event.get("SUMMARY", "")), calendar_name)
+            _remove_properties(event, lambda name, _value: name in PRIVATE_PROPERTIES | PEOPLE_PROPERTIES)
+        elif policies is not None and policies.attendees is AttendeeMode.DESCRIPTION:
+            _people_into_description(event)
         for name in PEOPLE_PROPERTIES:
             for person in _values(event, name):
                 person.params["SCHEDULE-AGENT"] = "CLIENT"
     _ensure_timezones(calendar)
     return _finish(calendar)
+
+
+def _person(value: Any) -> str:
+    address = str(value).split(":", 1)[1] if str(value).lower().startswith("mailto:") else str(value)
+    name = str(_params(value).get("CN", "")).strip()
+    return f"{name} <{address}>" if name else address
+
+
+def _people_into_description(event: Component) -> None:
+    attendees = [_person(value) for value in _values(event, "ATTENDEE")]
+    _remove_properties(event, lambda name, _value: name in PEOPLE_PROPERTIES)
+    if not attendees:
+        return
+    line = WITH_PREFIX + ", ".join(attendees)
+    description = str(event.get("DESCRIPTION", "")).rstrip()
+    event.pop("DESCRIPTION", None)
+    event.add("DESCRIPTION", f"{description}\n\n{line}" if description else line)
+
+
+def _without_with_line(description: str) -> str:
+    """iCloud's DESCRIPTION without the "With: …" line the push added (it is not the CRM's text)."""
+    head, separator, tail = description.rpartition(WITH_PREFIX)
+    if not separator or "\n" in tail:
+        return description
+    return head.rstrip("\n")
+
+
+def keep_icloud_additions(outgoing: str, current: str) -> str:
+    """``outgoing`` (a full-body update) with the default alarms iCloud added to ``current`` carried over.
+
+    iCloud gives a new event without a VALARM its default alarm; a full-body PUT without it would silently
+    remove the user's reminder. Events that carry alarms of their own are sent as they are.
+    """
+    calendar = _parse(outgoing)
+    added = {
+        _recurrence_key(event): [alarm for alarm in event.subcomponents if is_default_alarm(alarm)]
+        for event in _events(_parse(current))
+    }
+    changed = False
+    for event in _events(calendar):
+        if any(sub.name == "VALARM" for sub in event.subcomponents):
+            continue
+        for alarm in added.get(_recurrence_key(event), []):
+            event.add_component(copy.deepcopy(alarm))
+            changed = True
+    return _finish(calendar) if changed else outgoing
 
 
 def _mirror_drops(name: str, value: Any) -> bool:
@@ -311,7 +382,7 @@ def _address(value: str) -> str:
     return (value[7:] if value.lower().startswith("mailto:") else value).lower()
 
 
-def to_mirror(text: str, owner_addresses: Iterable[str] = ()) -> str:
+def to_mirror(text: str, owner_addresses: Iterable[str] = (), policies: LinkPolicies | None = None) -> str:
     """An iCloud event as the CRM's mirror stores it: a blocked slot of iCloud origin (rule 7).
 
     Attendees go, so the account owner's own reply would go with them: an occurrence the owner declined
@@ -328,11 +399,15 @@ def to_mirror(text: str, owner_addresses: Iterable[str] = ()) -> str:
             for person in _values(event, "ATTENDEE")
         ):
             event["TRANSP"] = "TRANSPARENT"
+    # Decided while the people and Apple's properties are still there; added once calrelay's own are cleared.
+    marks = [_apply_availability_policies(e, owners, policies) if policies else [] for e in events]
     # Only events and their time zones are mirrored; iCloud never mixes component types in one resource.
     calendar.subcomponents = [c for c in calendar.subcomponents if c.name in ("VEVENT", "VTIMEZONE")]
     _remove_properties(calendar, _is_calrelay)
-    for event in events:
+    for event, added in zip(events, marks, strict=True):
         _remove_properties(event, _mirror_drops)
+        for name, value in added:
+            event.add(name, value)
         stamps = _values(event, "DTSTAMP")
         if len(stamps) > 1:
             # iCloud duplicates DTSTAMP; one is what RFC 5545 allows.
@@ -342,6 +417,39 @@ def to_mirror(text: str, owner_addresses: Iterable[str] = ()) -> str:
         event.add(EVENT_ORIGIN_PROPERTY, Origin.ICLOUD.value)
     _ensure_timezones(calendar)
     return _finish(calendar)
+
+
+def _apply_availability_policies(
+    event: Component, owners: set[str], policies: LinkPolicies
+) -> list[tuple[str, Any]]:
+    """Decide how the blocked slot blocks: TRANSP is set here; returned are the travel time before the event
+    (``X-CALRELAY-TRAVEL``) and the policies that applied (``X-CALRELAY-POLICY``, named by busy-reasons)."""
+    applied: list[str] = []
+    marks: list[tuple[str, Any]] = []
+    start = event.get("DTSTART")
+    if start is not None and not isinstance(start.dt, datetime) and policies.all_day is not AllDayMode.AS_MARKED:
+        event["TRANSP"] = "OPAQUE" if policies.all_day is AllDayMode.ALWAYS_BUSY else "TRANSPARENT"
+        applied.append(f"all-day={policies.all_day}")
+    unanswered = any(
+        _address(str(person)) in owners and str(person.params.get("PARTSTAT", "")).upper() == "NEEDS-ACTION"
+        for person in _values(event, "ATTENDEE")
+    )
+    if unanswered:
+        if policies.unanswered is UnansweredMode.FREE:
+            event["TRANSP"] = "TRANSPARENT"
+        applied.append(f"unanswered={policies.unanswered}")
+    travel = event.get(TRAVEL_PROPERTY)
+    if travel is not None and policies.travel_time_busy:
+        try:
+            duration = vDuration.from_ical(_ical(travel))
+        except ValueError:
+            duration = None
+        if duration is not None and duration > timedelta(0):
+            marks.append((TRAVEL_MIRROR_PROPERTY, vDuration(duration).to_ical().decode()))
+            applied.append("travel-time")
+    if applied:
+        marks.append((POLICY_PROPERTY, ",".join(applied)))
+    return marks
 
 
 def _recurrence_key(event: Component) -> str:
@@ -358,7 +466,7 @@ def _recurrence_key(event: Component) -> str:
     return moment.isoformat()
 
 
-def merge_icloud_edit(crm_text: str, icloud_text: str) -> str:
+def merge_icloud_edit(crm_text: str, icloud_text: str, policies: LinkPolicies | None = None) -> str:
     """The CRM's copy of an appointment after an iCloud edit (two-way, rule 9).
 
     The event content (:data:`CONTENT_PROPERTIES`), the set of overrides and the VTIMEZONEs come from iCloud;
@@ -372,12 +480,19 @@ def merge_icloud_edit(crm_text: str, icloud_text: str) -> str:
         raise ValueError(f"cannot merge different events: CRM UID {uid!r}, iCloud UID {icloud_uid!r}")
     crm_events = {_recurrence_key(event): event for event in _events(crm)}
     crm_master = _master(list(crm_events.values()))
+    # Under a privacy title iCloud only ever saw a stand-in title and no text: those stay the CRM's.
+    private = PRIVATE_PROPERTIES | {"SUMMARY"} if policies is not None and policies.private else frozenset()
+    taken = CONTENT_PROPERTIES - private
     merged: list[Component] = []
     for edited in _events(icloud):
         event = copy.deepcopy(crm_events.get(_recurrence_key(edited), crm_master))
-        _remove_properties(event, lambda name, _value: name in CONTENT_PROPERTIES)
-        for name in sorted(CONTENT_PROPERTIES):
+        _remove_properties(event, lambda name, _value: name in taken)
+        for name in sorted(taken):
             for value in _values(edited, name):
+                if name == "DESCRIPTION" and policies is not None:
+                    value = _without_with_line(str(value))
+                    if not value:
+                        continue
                 event.add(name, value)
         merged.append(event)
     timezones = {str(tz["TZID"]): tz for tz in crm.walk("VTIMEZONE")}
@@ -431,6 +546,11 @@ def _canonical_values(name: str, value: Any) -> Iterator[str]:
     yield text
 
 
+def is_default_alarm(component: Component) -> bool:
+    """iCloud's default alarm (CCS ``processAlarms``): added by the server, not by whoever wrote the event."""
+    return component.name == "VALARM" and str(component.get(DEFAULT_ALARM_PROPERTY, "")).upper() == "TRUE"
+
+
 def _canonical_component(component: Component) -> list[Any]:
     if component.name == "VEVENT":
         _ensure_end(component)
@@ -442,7 +562,9 @@ def _canonical_component(component: Component) -> list[Any]:
             params = _canonical_params(name, value)
             for text in _canonical_values(name, value):
                 lines.add(json.dumps([name, params, text]))
-    children = sorted(json.dumps(_canonical_component(child)) for child in component.subcomponents)
+    children = sorted(
+        json.dumps(_canonical_component(child)) for child in component.subcomponents if not is_default_alarm(child)
+    )
     return [component.name, sorted(lines), children]
 
 
@@ -452,7 +574,8 @@ def content_hash(text: str) -> str:
     It ignores serialisation (property and parameter order, folding, line endings, case of names and of
     enumerated values), the VCALENDAR's own properties, VTIMEZONEs (the TZIDs on properties still count) and
     what servers or the push add or rewrite: see :data:`HASH_IGNORED_PROPERTIES`,
-    :data:`HASH_IGNORED_PARAMETERS`, ``X-APPLE-*``, ``X-CALRELAY-*`` and iCloud's recurrence-set RELATED-TO.
+    :data:`HASH_IGNORED_PARAMETERS`, ``X-APPLE-*``, ``X-CALRELAY-*``, iCloud's recurrence-set RELATED-TO and its
+    default alarms (``X-APPLE-DEFAULT-ALARM:TRUE``), so iCloud's own changes never look like an edit.
     """
     calendar = _parse(text)
     _uid(calendar)

@@ -18,18 +18,20 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from plugins.storage import Stamp
 from proxy.config import Settings
 from proxy.engine import CalendarInfo, Engine
 from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP, CalendarKind, EventKind, MirrorRole, Origin
 from proxy.outage import RELAY_MAX_PAUSE, RELAY_MIN_PAUSE, database_unavailable
-from proxy.relay import outbox, transforms
+from proxy.relay import outbox, policies, transforms, window
 from proxy.relay.backoff import Backoff
 from proxy.relay.conflicts import winner
+from proxy.relay.holds import AccountHolds, account_key
 from proxy.relay.plan import (
     ApplyToCrm,
     Create,
@@ -89,6 +91,8 @@ class RelayContext:
     state: AsyncState
     box: SecretBox
     client_factory: ClientFactory
+    #: throttling holds shared by every link of one Apple ID
+    holds: AccountHolds = field(default_factory=AccountHolds)
 
 
 class LinkWorker:
@@ -98,7 +102,12 @@ class LinkWorker:
         self.context = context
         self.user = link.user
         self.two_way = link.mode == "two-way"
+        self.policies = policies.from_json(link.policies)
+        self._calendar_names: dict[str, str] = {}  # booking calendar path -> display name ({calendar})
         upstream = context.settings.upstream
+        self.window = window.SyncWindow(upstream.window_past_days, upstream.window_future_days)
+        self._full_pulls: dict[str, float] = {}  # calendar URL -> wall time of its last full listing
+        self._account = account_key(link.server_url, link.apple_id)
         self.backoff = Backoff(upstream.min_backoff, upstream.max_backoff)
         self._db_backoff = Backoff(RELAY_MIN_PAUSE, RELAY_MAX_PAUSE)  # while the database is unavailable
         # Scheduling state, in monotonic seconds. ``_wake`` only interrupts a wait; these decide what is due.
@@ -170,7 +179,7 @@ class LinkWorker:
         while True:
             now = time.monotonic()
             due = min(self._pull_due, self._push_due if self._push_due is not None else float("inf"))
-            start = max(due, self._hold_until)
+            start = max(due, self._hold_until, self.context.holds.until(self._account))
             if start <= now:
                 return
             self._wake.clear()
@@ -191,6 +200,8 @@ class LinkWorker:
             await self._set_state("connected", f"{cause} (retrying in {delay:.0f} s)")
         logger.warning("relay for %s paused %.1f s: %s", self.user, delay, cause)
         self._hold_until = time.monotonic() + delay
+        if isinstance(cause, Throttled):
+            self.context.holds.hold(self._account, self._hold_until)
         self._push_due = 0.0  # whatever was not pushed is tried again when the pause ends
 
     async def _set_state(self, state: str, error: str | None = None) -> None:
@@ -269,6 +280,8 @@ class LinkWorker:
             if calendar.path == self.primary.mirror_path:
                 mirror = {item.uid: item for item in await self._read(calendar)}
             elif _integrates(calendar, default_kind, chosen):
+                name = calendar.props.get("D:displayname", "") or calendar.path.strip("/")
+                self._calendar_names[calendar.path] = name
                 for item in await self._read(calendar):
                     if item.kind is EventKind.APPOINTMENT:
                         appointments.setdefault(item.uid, item)  # a UID in two calendars: the first one wins
@@ -378,7 +391,7 @@ class LinkWorker:
         await self.context.state.call(db.clear_pending, self.user, uid)
 
     async def _create(self, client: UpstreamClient, action: Create) -> None:
-        text = transforms.to_icloud(action.local.text)
+        text = self._outgoing(action.local)
         try:
             etag = await self._call(client.create(action.href, text))
         except PreconditionFailed:
@@ -410,11 +423,17 @@ class LinkWorker:
             )
         )
 
+    def _outgoing(self, local: LocalItem) -> str:
+        """An appointment as iCloud gets it, under the link's policies (attendees, privacy)."""
+        return transforms.to_icloud(local.text, self.policies, self._calendar_names.get(local.path, ""))
+
     async def _update_appointment(self, client: UpstreamClient, action: Update) -> None:
         status, local = action.status, action.local
         assert status.remote_href is not None
-        text = transforms.to_icloud(local.text)
+        text = self._outgoing(local)
         try:
+            # Read iCloud's copy first: what iCloud added by itself (the default alarm) must survive the PUT.
+            text = transforms.keep_icloud_additions(text, (await self._call(client.get(status.remote_href))).text)
             etag = await self._call(client.update(status.remote_href, text, status.remote_etag or ""))
         except NotFound:  # deleted in iCloud, changed in the CRM since: the CRM's change brings it back
             etag = await self._call(client.create(status.remote_href, text))
@@ -495,13 +514,16 @@ class LinkWorker:
         started = time.time()
         try:
             ctag, token = await self._call(client.calendar_state(calendar.remote_url))
-            if ctag and ctag == calendar.ctag and calendar.token_state != "none":
+            # Once a day the calendar is listed whole, changed or not: time brings events into the window.
+            interval = self.context.settings.upstream.full_pull_interval
+            full = window.full_pull_due(self._full_pulls.get(calendar.remote_url), started, interval)
+            if ctag and ctag == calendar.ctag and calendar.token_state != "none" and not full:
                 await self._pulled(calendar, last_success_at=started, last_attempt_at=started, last_error=None)
                 return
             statuses = await self.context.state.call(db.items, self.user, calendar.remote_url)
             token_state = "valid"
             try:
-                use = calendar.sync_token if calendar.token_state == "valid" else None
+                use = calendar.sync_token if calendar.token_state == "valid" and not full else None
                 changes = await self._call(client.changes(calendar.remote_url, use))
                 token = changes.token
                 if changes.complete:
@@ -529,6 +551,7 @@ class LinkWorker:
                 )
                 token, ctag = calendar.sync_token, calendar.ctag
             remote = [r for r in (_remote_item(o) for o in fetched.values()) if r is not None]
+            remote = self._in_window(remote, statuses)
             actions = plan_pull(
                 remote,
                 deleted,
@@ -547,6 +570,8 @@ class LinkWorker:
             logger.warning("pull of %s for %s failed: %s", calendar.remote_name, self.user, error)
             self._pull_failed = True
             return
+        if full:
+            self._full_pulls[calendar.remote_url] = started
         await self._pulled(
             calendar,
             ctag=ctag,
@@ -556,6 +581,12 @@ class LinkWorker:
             last_attempt_at=started,
             last_error=None,
         )
+
+    def _in_window(self, remote: list[RemoteItem], statuses: list[ItemStatus]) -> list[RemoteItem]:
+        """New events outside the sync window are not imported; known ones are followed wherever they go."""
+        known = {unquote(status.remote_href) for status in statuses if status.remote_href}
+        start, end = self.window.bounds(datetime.now(UTC))
+        return [r for r in remote if unquote(r.href) in known or window.in_window(r.text, start, end)]
 
     async def _pulled(self, calendar: LinkCalendar, **values: object) -> None:
         await self.context.state.call(self.context.state.db.update_pull_state, self.user, calendar.remote_url, **values)
@@ -594,7 +625,7 @@ class LinkWorker:
         self, remote: RemoteItem, status: ItemStatus | None, calendar: LinkCalendar | None = None
     ) -> None:
         calendar = calendar or self.primary
-        text = transforms.to_mirror(remote.text, self.owner_addresses)
+        text = transforms.to_mirror(remote.text, self.owner_addresses, self.policies)
         href = status.local_href if status and status.local_href else transforms.remote_name(remote.uid)
         engine = self.context.engine
         etag = await engine.call(engine.put_item, calendar.mirror_path, href, text)
@@ -632,7 +663,7 @@ class LinkWorker:
     async def _apply_to_crm(self, current: RemoteObject, status: ItemStatus, local: str) -> None:
         """Merge iCloud's version into the CRM appointment ``local``, stored where ``status`` says."""
         assert status.local_path is not None and status.local_href is not None
-        merged = transforms.merge_icloud_edit(local, current.text)
+        merged = transforms.merge_icloud_edit(local, current.text, self.policies)
         engine = self.context.engine
         etag = await engine.call(engine.put_item, status.local_path, status.local_href, merged)
         await self._save(

@@ -249,6 +249,19 @@ def test_cli_link_validates_and_links(calrelay):
     )
     assert done.returncode == 0, done.stderr
     assert "bob: connected" in done.stdout and "/bob/icloud-home/" in done.stdout
+    assert "attendees='description'" in done.stdout  # the default policies are shown
+    private = subprocess.run(
+        [*base, "--primary", "work", "--privacy-title", "Busy", "--all-day", "always-busy", "--json"],
+        input=APP_PASSWORD + "\n", capture_output=True, text=True, timeout=60,
+    )
+    assert private.returncode == 0, private.stderr
+    chosen = json.loads(private.stdout)["policies"]
+    assert chosen["privacy_title"] == "Busy" and chosen["all_day"] == "always-busy"
+    bad = subprocess.run(
+        [*base, "--primary", "work", "--privacy-title", "{who}"],
+        input=APP_PASSWORD + "\n", capture_output=True, text=True, timeout=60,
+    )
+    assert bad.returncode == 1 and "only {title} and {calendar}" in bad.stderr
     unlinked = subprocess.run(
         [sys.executable, "-m", "proxy", "unlink", "bob", "--data", str(calrelay.data_dir)],
         capture_output=True,

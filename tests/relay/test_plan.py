@@ -132,7 +132,7 @@ def test_backoff_grows_with_jitter_and_never_undercuts_retry_after():
     delays = [backoff.next_delay(None, lambda: 0.0) for _ in range(7)]
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]  # half of each step is fixed, capped at max
     assert Backoff(2.0, 60.0).next_delay(None, lambda: 0.999) < 2.0
-    assert Backoff(2.0, 60.0).next_delay(10.0, lambda: 0.5) == 10.0  # Retry-After longer: honoured
+    assert Backoff(2.0, 60.0).next_delay(10.0, lambda: 0.5) == 20.0  # Retry-After longer: outlasted twice
     assert Backoff(2.0, 60.0, failures=5).next_delay(1.0, lambda: 0.5) == 45.0  # shorter: our back-off
     backoff.succeeded()
     assert backoff.failures == 0

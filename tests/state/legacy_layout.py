@@ -38,7 +38,11 @@ def write_legacy_state(path: Path, rows: dict[str, list[dict[str, Any]]]) -> Non
     try:
         connection.executescript(LEGACY_SCHEMA)
         for table, table_rows in rows.items():
+            # Columns added since the file layout (e.g. links.policies) did not exist in it: the import must
+            # fill in their defaults.
+            legacy_columns = {column[1] for column in connection.execute(f"PRAGMA table_info({table})")}
             for row in table_rows:
+                row = {name: value for name, value in row.items() if name in legacy_columns}
                 names = list(row)
                 connection.execute(
                     f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",

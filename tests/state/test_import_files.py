@@ -97,6 +97,8 @@ def _make_file_layout(calrelay_factory, tmp_path: Path) -> tuple[Path, dict, dic
     for name in ("users", "secret.key"):
         shutil.copy2(relay.data_dir / name, legacy / name)
     write_legacy_state(legacy / "state.sqlite3", state)
+    # The file layout predates per-link policies: its links import with the configured defaults.
+    state["links"] = [{**link, "policies": "{}"} for link in state["links"]]
     return legacy, collections, state
 
 
