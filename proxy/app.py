@@ -12,12 +12,14 @@ emulator (when it is the default upstream), and the relay.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from proxy import __version__
+from proxy.audit import AuditLog
 from proxy.auth import PRINCIPAL_REQUEST_KEY, Authenticator, UsersFile, make_auth_middleware
 from proxy.availability.routes import FRESHNESS, USER_ADDRESSES
 from proxy.availability.routes import setup_routes as setup_availability
@@ -29,6 +31,9 @@ from proxy.limits import make_limits_middleware
 from proxy.links.api import LINKS
 from proxy.links.api import setup_routes as setup_link_routes
 from proxy.links.service import LinkService
+from proxy.metrics import METRICS_PATH, Metrics, make_metrics_middleware
+from proxy.operations import AUDIT, METRICS
+from proxy.operations import setup_routes as setup_operations
 from proxy.recorder import recorder_middleware, setup_recorder
 from proxy.relay.supervisor import Relay
 from proxy.relay.worker import RelayContext
@@ -40,12 +45,15 @@ logger = logging.getLogger(__name__)
 
 #: Paths the CalDAV engine answers without credentials (a redirect that reveals nothing).
 ANONYMOUS_CALDAV_PATHS = frozenset({"/.well-known/caldav", "/.well-known/caldav/"})
+#: Paths that check credentials of their own (a bearer token for Prometheus).
+SELF_AUTHENTICATED_PATHS = frozenset({METRICS_PATH})
 
 
 def make_app(settings: Settings) -> web.Application:
     users = UsersFile(settings.users_file)
     engine = Engine(settings, users)
     authenticator = Authenticator(users, settings.auth)
+    metrics = Metrics()
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         # After refusing an oversized body, read what is still in flight for at most a second (not
@@ -53,8 +61,11 @@ def make_app(settings: Settings) -> web.Application:
         handler_args={"lingering_time": 1.0},
         middlewares=[
             recorder_middleware,  # outermost, so that refusals (401, 413) are recorded too
+            make_metrics_middleware(metrics),  # counts refusals too
             make_limits_middleware(settings.server.max_body_bytes),
-            make_auth_middleware(authenticator, engine.call, public_paths=ANONYMOUS_CALDAV_PATHS),
+            make_auth_middleware(
+                authenticator, engine.call, public_paths=ANONYMOUS_CALDAV_PATHS | SELF_AUTHENTICATED_PATHS
+            ),
         ],
     )
     app[SETTINGS] = settings
@@ -63,7 +74,10 @@ def make_app(settings: Settings) -> web.Application:
     app[CHANGES] = ChangeBus()
     app[STATE] = AsyncState(settings.storage.data_dir / "state.sqlite3")
     box = SecretBox.for_data_dir(settings.storage.data_dir)
-    app[RELAY] = Relay(RelayContext(settings, engine, app[STATE], box, UpstreamClient))
+    app[METRICS] = metrics
+    app[AUDIT] = AuditLog.open(settings.database_url, settings.audit.retention_days, on_record=metrics.decision)
+    client_factory = functools.partial(UpstreamClient, observer=metrics.upstream_request)
+    app[RELAY] = Relay(RelayContext(settings, engine, app[STATE], box, client_factory, app[AUDIT], metrics))
     app[FRESHNESS] = app[RELAY].freshness
     app[USER_ADDRESSES] = app[RELAY].addresses
     if settings.uses_emulator:
@@ -81,6 +95,7 @@ def make_app(settings: Settings) -> web.Application:
     setup_recorder(app, settings.recorder.path)
     setup_link_routes(app)
     setup_availability(app)
+    setup_operations(app)
     # The catch-all goes last so that every more specific route above wins.
     app.router.add_route("*", "/{path:.*}", caldav)
     return app
