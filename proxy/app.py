@@ -39,6 +39,8 @@ from proxy.relay.supervisor import Relay
 from proxy.relay.worker import RelayContext
 from proxy.secretbox import SecretBox
 from proxy.state import AsyncState
+from proxy.status import STATUS_PATH, wants_html
+from proxy.status import setup_routes as setup_status
 from proxy.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
@@ -96,6 +98,8 @@ def make_app(settings: Settings) -> web.Application:
     setup_link_routes(app)
     setup_availability(app)
     setup_operations(app)
+    setup_status(app)
+    app.router.add_get("/", root)
     # The catch-all goes last so that every more specific route above wins.
     app.router.add_route("*", "/{path:.*}", caldav)
     return app
@@ -150,6 +154,13 @@ async def _relay_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    """A browser at ``/`` gets the status page; CalDAV clients get what the CalDAV engine answers."""
+    if wants_html(request):
+        raise web.HTTPFound(STATUS_PATH)
+    return await caldav(request)
 
 
 async def caldav(request: web.Request) -> web.StreamResponse:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -50,6 +50,8 @@ class Decision(StrEnum):
     WAITING = "waiting"  # not done yet; the reason says why and what happens next
 
 
+#: What reached iCloud (the last of these is the "last push" of the status page).
+PUSHED = frozenset({Decision.CREATED, Decision.UPDATED, Decision.DELETED})
 #: States rather than events: noted again only when they change, not on every relay pass.
 COLLAPSED = frozenset({Decision.WAITING, Decision.SKIPPED_BLOCKED, Decision.SKIPPED_SIMPLE})
 
@@ -144,10 +146,17 @@ class AuditLog:
             connection.execute(audit_log.insert().values(**row))
 
     def query(
-        self, user: str, uid: str | None = None, before: int | None = None, limit: int = DEFAULT_LIMIT
+        self,
+        user: str,
+        uid: str | None = None,
+        before: int | None = None,
+        limit: int = DEFAULT_LIMIT,
+        decisions: Collection[Decision] | None = None,
     ) -> list[Entry]:
-        """The user's entries, newest first; ``before`` pages on (an entry id), ``uid`` filters."""
+        """The user's entries, newest first; ``before`` pages on (an entry id), ``uid`` and ``decisions`` filter."""
         statement = sa.select(audit_log).where(audit_log.c.user == user)
+        if decisions is not None:
+            statement = statement.where(audit_log.c.decision.in_([d.value for d in decisions]))
         if uid is not None:
             statement = statement.where(audit_log.c.uid == uid)
         if before is not None:

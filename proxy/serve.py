@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy.app import make_app
+from proxy.logs import use_json
 from proxy.settings_cli import settings_from_args
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     """Serve CalDAV on [server] host:port with the embedded engine; stop gracefully on SIGINT/SIGTERM."""
     settings = settings_from_args(args, host=args.host, port=args.port)
+    use_json(settings.logging.json)
     if args.record:
         settings = settings.replace("recorder", path=Path(args.record).resolve())
     app = make_app(settings)
