@@ -24,8 +24,11 @@ from proxy.auth import PRINCIPAL_REQUEST_KEY, Authenticator, UsersFile, make_aut
 from proxy.availability.routes import FRESHNESS, USER_ADDRESSES
 from proxy.availability.routes import setup_routes as setup_availability
 from proxy.config import Settings
+from proxy.database import create_engine
 from proxy.emulator import EmulatorServer, load_accounts
 from proxy.engine import ChangeBus, Engine
+from proxy.feeds import FEEDS_PREFIX, FeedStore
+from proxy.feeds import setup_routes as setup_feeds
 from proxy.keys import AUTHENTICATOR, CHANGES, EMULATOR, ENGINE, RELAY, SETTINGS, STATE
 from proxy.limits import make_limits_middleware
 from proxy.links.api import LINKS
@@ -66,7 +69,8 @@ def make_app(settings: Settings) -> web.Application:
             make_metrics_middleware(metrics),  # counts refusals too
             make_limits_middleware(settings.server.max_body_bytes),
             make_auth_middleware(
-                authenticator, engine.call, public_paths=ANONYMOUS_CALDAV_PATHS | SELF_AUTHENTICATED_PATHS
+                authenticator, engine.call, public_paths=ANONYMOUS_CALDAV_PATHS | SELF_AUTHENTICATED_PATHS,
+                public_prefixes=(FEEDS_PREFIX,),  # the token in a feed's URL is its credential
             ),
         ],
     )
@@ -77,7 +81,8 @@ def make_app(settings: Settings) -> web.Application:
     app[STATE] = AsyncState(settings.storage.data_dir / "state.sqlite3")
     box = SecretBox.for_data_dir(settings.storage.data_dir)
     app[METRICS] = metrics
-    app[AUDIT] = AuditLog.open(settings.database_url, settings.audit.retention_days, on_record=metrics.decision)
+    database = create_engine(settings.database_url)
+    app[AUDIT] = AuditLog(database, settings.audit.retention_days, on_record=metrics.decision)
     client_factory = functools.partial(UpstreamClient, observer=metrics.upstream_request)
     app[RELAY] = Relay(RelayContext(settings, engine, app[STATE], box, client_factory, app[AUDIT], metrics))
     app[FRESHNESS] = app[RELAY].freshness
@@ -99,6 +104,7 @@ def make_app(settings: Settings) -> web.Application:
     setup_availability(app)
     setup_operations(app)
     setup_status(app)
+    setup_feeds(app, FeedStore(database))
     app.router.add_get("/", root)
     # The catch-all goes last so that every more specific route above wins.
     app.router.add_route("*", "/{path:.*}", caldav)

@@ -183,8 +183,8 @@ class AuditLog:
         self._executor.submit(lambda: None).result()
 
     def close(self) -> None:
+        """Write what is queued and stop the audit thread (the engine belongs to the caller)."""
         self._executor.shutdown(wait=True)
-        self.engine.dispose()
 
 
 def _log_failure(future: Future[None]) -> None:

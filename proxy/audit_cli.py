@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         entries = audit.query(args.user, args.uid, args.before, max(1, min(args.limit, MAX_LIMIT)))
     finally:
         audit.close()
+        audit.engine.dispose()
     if args.json:
         print(json.dumps([entry.to_json() for entry in entries], indent=2))
         return 0

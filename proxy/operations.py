@@ -52,6 +52,7 @@ async def _audit_lifecycle(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     audit.close()
+    audit.engine.dispose()
 
 
 async def _may_read_metrics(request: web.Request) -> bool:

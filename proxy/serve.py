@@ -11,6 +11,7 @@ from aiohttp import web
 from proxy.app import make_app
 from proxy.logs import use_json
 from proxy.settings_cli import settings_from_args
+from proxy.tls import server_context
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     use_json(settings.logging.json)
     if args.record:
         settings = settings.replace("recorder", path=Path(args.record).resolve())
+    tls = server_context(settings)  # before anything starts, so a bad certificate stops calrelay at once
     app = make_app(settings)
     logger.info("data directory: %s", settings.storage.data_dir)
     web.run_app(
@@ -38,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         host=settings.server.host,
         port=settings.server.port,
         shutdown_timeout=settings.server.shutdown_timeout,
+        ssl_context=tls,
         print=lambda message: logger.info("%s", message),
     )
     return 0

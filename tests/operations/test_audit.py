@@ -70,6 +70,7 @@ def test_retention_prunes_old_entries(tmp_path):
     assert audit.prune() == 1
     assert [e.uid for e in audit.query("alice")] == ["new"]
     audit.close()
+    audit.engine.dispose()
 
 
 def test_repeated_states_are_noted_once(tmp_path):
@@ -82,6 +83,7 @@ def test_repeated_states_are_noted_once(tmp_path):
     assert [e.decision for e in reversed(audit.query("alice"))] == [Decision.WAITING, Decision.CREATED,
                                                                     Decision.WAITING]
     audit.close()
+    audit.engine.dispose()
 
 
 def test_activity_command(linked):
