@@ -196,8 +196,16 @@ async def create_feed(request: web.Request) -> web.Response:
         feed, token = await engine.call(request.app[FEED_STORE].create, user, path)
     except FeedError as error:
         return json_error(error.status, str(error))
-    url = f"{request.scheme}://{request.host}{FEEDS_PREFIX}{token}.ics"
+    url = f"{_public_scheme(request)}://{request.host}{FEEDS_PREFIX}{token}.ics"
     return web.json_response({**feed.to_json(), "url": url}, status=201)
+
+
+def _public_scheme(request: web.Request) -> str:
+    """The scheme subscribers use: a TLS proxy on this machine says so with X-Forwarded-Proto."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "")
+    if forwarded in ("http", "https") and request.remote in ("127.0.0.1", "::1"):
+        return forwarded
+    return request.scheme
 
 
 async def list_feeds(request: web.Request) -> web.Response:

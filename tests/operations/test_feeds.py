@@ -74,3 +74,11 @@ def test_feeds_command(calrelay):
     assert requests.get(calrelay.url.rstrip("/") + path, timeout=10).status_code == 410
     missing = subprocess.run([*command, "--create", "nothing"], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "no calendar /bob/nothing/" in missing.stderr
+
+
+def test_feed_url_behind_a_local_tls_proxy(calrelay):
+    assert mkcalendar(calrelay.url + "alice/sales/", calrelay.auth("crm"), "Sales").status_code == 201
+    response = requests.post(calrelay.url + "api/v1/users/alice/feeds", json={"calendar": "sales"},
+                             auth=calrelay.auth("alice"), timeout=10,
+                             headers={"X-Forwarded-Proto": "https", "Host": "calendar.example.com"})
+    assert response.json()["url"].startswith("https://calendar.example.com/feeds/")
