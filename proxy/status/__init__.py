@@ -6,15 +6,16 @@
   push, pending work with its reason, the latest relay decisions, and a red banner saying what to do when
   iCloud no longer accepts the app-specific password.
 
-Times are shown in ``[availability] timezone``. The pages use no script and one small stylesheet, so they
-read on a phone as on a desktop.
+Times are shown in ``[availability] timezone``, or the zone of a ``?tz=Area/City`` query (a person's own).
+The pages use no script and one small stylesheet, so they read on a phone as on a desktop.
 """
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 from aiohttp import web
@@ -48,8 +49,16 @@ def wants_html(request: web.Request) -> bool:
     return "text/html" in request.headers.get("Accept", "")
 
 
+def _zone(request: web.Request) -> ZoneInfo:
+    """``?tz=Area/City`` (a person's own zone, e.g. from a bookmark), else ``[availability] timezone``."""
+    with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+        if wanted := request.query.get("tz"):
+            return ZoneInfo(wanted)
+    return ZoneInfo(request.app[SETTINGS].availability.timezone)
+
+
 def _render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
-    zone = ZoneInfo(request.app[SETTINGS].availability.timezone)
+    zone = _zone(request)
     page = _templates.get_template(template).render(
         viewer=principal_of(request), zone=zone.key, local=lambda iso: _local(iso, zone), **context
     )

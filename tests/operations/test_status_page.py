@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.relay.conftest import link, wait_until
+from tests.helpers import event, put
+from tests.operations.conftest import START
+from tests.relay.conftest import link, make_linked, wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -65,7 +67,13 @@ def test_user_page_banner_after_revocation_and_gone_after_relinking(browser, lin
     emulator_faults(linked, "--revoke-app-passwords")
     linked.sync_now()
     wait_until(lambda: linked.status()["state"] == "needs-reconnect", message="needs-reconnect")
+    crm = linked.relay.auth("crm")
+    assert put(linked.url + "alice/sales/late.ics", crm, event("late", START)).status_code == 201
+    linked.sync_now()
+    wait_until(lambda: linked.status()["pending"], message="the appointment waits")
     page.reload()
+    pending = page.locator("#pending").inner_text()
+    assert "late" in pending and "refused the credentials" in pending
     banner = page.locator("#reconnect-banner")
     assert banner.is_visible()
     text = banner.inner_text()
@@ -79,9 +87,14 @@ def test_user_page_banner_after_revocation_and_gone_after_relinking(browser, lin
     emulator_faults(linked, "--no-revoke-app-passwords")
     link(linked.relay)  # the person made a new app-specific password and linked again
     wait_until(lambda: linked.status()["state"] == "connected", message="connected again")
+    wait_until(lambda: linked.status()["pending"] == [], message="the waiting appointment sent")
     page.reload()
     assert page.locator("#reconnect-banner").count() == 0
     assert page.locator("#link-state").inner_text() == "connected"
+    assert "Nothing waiting" in page.locator("#pending").inner_text()
+    activity = page.locator("#activity").inner_text()
+    assert "created" in activity and "late" in activity
+    assert page.locator("#calendars").inner_text().count("never") == 0  # both calendars pulled
     shot(page, "user-relinked-phone")
 
 
@@ -117,3 +130,14 @@ def test_caldav_clients_at_root_are_unaffected(linked):
                                headers={"Accept": "text/html,application/xhtml+xml"})
     assert browser_get.status_code == 302 and browser_get.headers["Location"] == "/status"
     assert requests.get(linked.url + "status/alice", timeout=10).status_code == 401
+
+
+def test_times_in_the_configured_or_the_persons_zone(calrelay_factory):
+    linked = make_linked(calrelay_factory(overrides={"availability": {"timezone": "America/New_York"}}))
+    auth = linked.relay.auth("alice")
+    page = requests.get(linked.url + "status/alice", auth=auth, timeout=10).text
+    assert "times in America/New_York" in page and '<meta name="viewport"' in page
+    own = requests.get(linked.url + "status/alice", params={"tz": "Asia/Tokyo"}, auth=auth, timeout=10).text
+    assert "times in Asia/Tokyo" in own
+    bad = requests.get(linked.url + "status/alice", params={"tz": "Mars/Olympus"}, auth=auth, timeout=10)
+    assert bad.status_code == 200 and "times in America/New_York" in bad.text
