@@ -650,7 +650,10 @@ class LinkWorker:
         await self._apply_to_crm(
             RemoteObject(action.remote.href, action.remote.etag, action.remote.text), status, local
         )
-        self.context.audit.record(Decision.APPLIED, self.user, status.uid, "edited in iCloud: the CRM appointment updated (two-way)", calendar=status.local_path)  # noqa: E501
+        if transforms.content_hash(local) != status.local_hash:  # the CRM changed it too, before iCloud did
+            self.context.audit.record(Decision.CONFLICT, self.user, status.uid, "changed in the CRM and, later, in iCloud: iCloud's edit kept", calendar=status.local_path, winner="icloud")  # noqa: E501
+        else:
+            self.context.audit.record(Decision.APPLIED, self.user, status.uid, "edited in iCloud: the CRM appointment updated (two-way)", calendar=status.local_path)  # noqa: E501
 
     async def _apply_to_crm(self, current: RemoteObject, status: ItemStatus, local: str) -> None:
         """Merge iCloud's version into the CRM appointment ``local``, stored where ``status`` says."""

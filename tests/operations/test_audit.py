@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from proxy.audit import AuditLog, Decision
@@ -13,6 +14,7 @@ from proxy.database import default_url
 from proxy.operations import AUDIT
 from tests.operations.conftest import activity, crm_conversation, decisions
 from tests.relay.conftest import wait_until
+from tests.relay.test_faults import edit_on_both_sides
 
 
 def test_trail_holds_exactly_the_decisions_in_order(linked):
@@ -96,3 +98,18 @@ def test_activity_command(linked):
     assert "new appointment in the CRM" in out
     as_json = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=60, check=True).stdout
     assert [(e["decision"], e["uid"]) for e in reversed(json.loads(as_json))] == conversation.expected
+
+
+@pytest.mark.parametrize(("icloud_edited", "crm_edited", "expected"), [
+    ("20270101T120000Z", "20270101T110000Z", "icloud"),
+    ("20270101T110000Z", "20270101T120000Z", "crm"),
+])
+def test_conflicts_say_who_won(calrelay_factory, icloud_edited, crm_edited, expected):
+    linked, _ = edit_on_both_sides(calrelay_factory, icloud_edited=icloud_edited, crm_edited=crm_edited)
+    wait_until(lambda: any(e["decision"] == "conflict" for e in activity(linked, uid="both")),
+               message="the conflict is noted")
+    conflicts = [e for e in activity(linked, uid="both") if e["decision"] == "conflict"]
+    assert [e["winner"] for e in conflicts] == [expected]
+    kept = "iCloud's edit kept" if expected == "icloud" else "the CRM's edit"
+    assert kept in conflicts[0]["reason"]
+    assert decisions(linked, uid="both")[0] == ("created", "both")
