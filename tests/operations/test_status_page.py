@@ -83,6 +83,12 @@ def test_user_page_banner_after_revocation_and_gone_after_relinking(browser, lin
     assert red > 150 and green < 80 and blue < 80, color
     assert page.locator("#link-state").inner_text() == "needs-reconnect"
     shot(page, "user-needs-reconnect-phone")
+    operator = page_for(browser, linked, "crm")
+    operator.goto(linked.url + "status?attention=1")
+    rows = operator.locator("#users .user-row")
+    assert [rows.nth(i).get_attribute("data-user") for i in range(rows.count())] == ["alice"]
+    assert "needs-reconnect" in rows.first.inner_text()
+    shot(operator, "overview-attention")
 
     emulator_faults(linked, "--no-revoke-app-passwords")
     link(linked.relay)  # the person made a new app-specific password and linked again

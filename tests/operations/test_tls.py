@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import socket
 import subprocess
 import sys
@@ -50,9 +51,9 @@ def test_python_caldav_over_https(tmp_path):
     config = tmp_path / "calrelay.toml"
     config.write_text(
         f'[server]\nport = {port}\ntls_certificate = "{cert}"\ntls_key = "{key}"\n'
-        f'[storage]\ndata_dir = "{data}"\n[emulator]\nport = 0\npartition_port = 0\n'
+        f'[storage]\ndata_dir = "{data}"\n[emulator]\nport = 0\npartition_port = 0\n[logging]\njson = true\n'
     )
-    process = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--config", str(config)],
+    process = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--config", str(config), "-v"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
@@ -82,6 +83,11 @@ def test_python_caldav_over_https(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=20)
+    # [logging] json: every line calrelay wrote is one JSON object.
+    lines = [line for line in process.stderr.read().decode().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert any("data directory" in r["message"] for r in records)
+    assert {"time", "level", "logger", "message"} <= set(records[0])
 
 
 def test_mismatched_tls_settings_are_refused(tmp_path):
