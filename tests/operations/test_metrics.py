@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.metrics import Metrics
 from tests.operations.conftest import crm_conversation
 
 
@@ -92,3 +97,13 @@ def test_two_apps_keep_their_own_counts(calrelay_factory):
     a, b = scrape(first.url, auth=first.auth("crm")), scrape(second.url, auth=second.auth("crm"))
     assert value(a, "calrelay_http_requests_total", kind="caldav", method="PROPFIND", status="207") == 3
     assert value(b, "calrelay_http_requests_total", kind="caldav", method="PROPFIND", status="207") == 0
+
+
+def test_grafana_dashboard_uses_only_metrics_calrelay_exports():
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "config" / "grafana-dashboard.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"calrelay_[a-z_]+", target["expr"])}
+    exported = set()
+    for family in Metrics().registry.collect():
+        exported |= {family.name + suffix for suffix in ("", "_total", "_bucket", "_count", "_sum")}
+    assert used and used <= exported, used - exported

@@ -82,6 +82,7 @@ def test_user_page_banner_after_revocation_and_gone_after_relinking(browser, lin
     red, green, blue = (int(x) for x in color[color.index("(") + 1:color.index(")")].split(",")[:3])
     assert red > 150 and green < 80 and blue < 80, color
     assert page.locator("#link-state").inner_text() == "needs-reconnect"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), "scrolls sideways"
     shot(page, "user-needs-reconnect-phone")
     operator = page_for(browser, linked, "crm")
     operator.goto(linked.url + "status?attention=1")
