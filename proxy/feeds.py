@@ -27,6 +27,7 @@ from proxy.api import json_error, require_access
 from proxy.database import metadata, reading, writing
 from proxy.engine import Engine
 from proxy.keys import ENGINE
+from proxy.recorder import RECORDING
 
 FEEDS_PREFIX = "/feeds/"
 DISPLAY_NAME_PROP = "D:displayname"
@@ -157,8 +158,15 @@ def setup_routes(app: web.Application, store: FeedStore) -> None:
     app.router.add_delete("/api/v1/users/{user}/feeds/{id}", revoke_feed)
 
 
+def _keep_out_of_recordings(request: web.Request, token: str) -> None:
+    """A feed token is a credential: the traffic recorder must scrub it like a password."""
+    if (recording := request.app.get(RECORDING)) is not None:
+        recording.add_secret(token)
+
+
 async def serve_feed(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
+    _keep_out_of_recordings(request, request.match_info["token"])
     feed = await engine.call(request.app[FEED_STORE].resolve, request.match_info["token"])
     if feed is None:
         return web.Response(status=404, text="no such feed")
@@ -196,6 +204,7 @@ async def create_feed(request: web.Request) -> web.Response:
         feed, token = await engine.call(request.app[FEED_STORE].create, user, path)
     except FeedError as error:
         return json_error(error.status, str(error))
+    _keep_out_of_recordings(request, token)
     url = f"{_public_scheme(request)}://{request.host}{FEEDS_PREFIX}{token}.ics"
     return web.json_response({**feed.to_json(), "url": url}, status=201)
 

@@ -8,6 +8,7 @@ import sys
 import icalendar
 import requests
 
+from tests.conftest import running_calrelay
 from tests.helpers import event, mkcalendar, put
 from tests.operations.conftest import START
 
@@ -82,3 +83,14 @@ def test_feed_url_behind_a_local_tls_proxy(calrelay):
                              auth=calrelay.auth("alice"), timeout=10,
                              headers={"X-Forwarded-Proto": "https", "Host": "calendar.example.com"})
     assert response.json()["url"].startswith("https://calendar.example.com/feeds/")
+
+
+def test_feed_tokens_never_reach_a_recording(tmp_path):
+    har = tmp_path / "session.har"
+    with running_calrelay(tmp_path / "data", overrides={"recorder": {"path": str(har)}}) as server:
+        assert mkcalendar(server.url + "alice/sales/", server.auth("crm"), "Sales").status_code == 201
+        url = make_feed(server, "alice", "sales").json()["url"]
+        assert requests.get(url, timeout=10).status_code == 200
+    token = url.rsplit("/", 1)[1].removesuffix(".ics")
+    recorded = har.read_text()
+    assert "/feeds/" in recorded and token not in recorded
