@@ -84,7 +84,8 @@ def test_python_caldav_over_https(tmp_path):
         process.terminate()
         process.wait(timeout=20)
     # [logging] json: every line calrelay wrote is one JSON object.
-    lines = [line for line in process.stderr.read().decode().splitlines() if line.strip()]
+    with process.stderr:
+        lines = [line for line in process.stderr.read().decode().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]
     assert any("data directory" in r["message"] for r in records)
     assert {"time", "level", "logger", "message"} <= set(records[0])
