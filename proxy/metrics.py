@@ -103,6 +103,13 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+#: Methods counted by name; anything else a client invents is "other" (labels must stay few).
+KNOWN_METHODS = frozenset({
+    "GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PROPFIND", "PROPPATCH", "REPORT", "MKCALENDAR", "MKCOL",
+    "MOVE", "COPY", "LOCK", "UNLOCK", "ACL",
+})
+
+
 def request_kind(path: str) -> str:
     if path.startswith("/api/"):
         return "api"
@@ -128,8 +135,9 @@ def make_metrics_middleware(metrics: Metrics) -> Callable[..., Awaitable[web.Str
         finally:
             elapsed = time.monotonic() - started
             kind = request_kind(request.path)
-            metrics.requests.labels(kind, request.method, str(status)).inc()
-            metrics.request_seconds.labels(kind, request.method).observe(elapsed)
+            method = request.method if request.method in KNOWN_METHODS else "other"
+            metrics.requests.labels(kind, method, str(status)).inc()
+            metrics.request_seconds.labels(kind, method).observe(elapsed)
             if kind == "api" and request.path.endswith(("/availability", "/busy-reasons")):
                 metrics.availability_seconds.observe(elapsed)
 
