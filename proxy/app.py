@@ -13,24 +13,31 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from proxy import __version__, presence
+from proxy.audit import AuditLog
 from proxy.auth import PRINCIPAL_REQUEST_KEY, Authenticator, UsersFile, make_auth_middleware
 from proxy.availability.routes import FRESHNESS, USER_ADDRESSES
 from proxy.availability.routes import setup_routes as setup_availability
 from proxy.config import ConfigError, Settings
 from proxy.emulator import EmulatorServer, load_accounts
 from proxy.engine import ChangeBus, Engine
+from proxy.feeds import FEEDS_PREFIX, FeedStore
+from proxy.feeds import setup_routes as setup_feeds
 from proxy.interop.middleware import setup_interop
 from proxy.keys import AUTHENTICATOR, CHANGES, EMULATOR, ENGINE, RELAY, SETTINGS, STATE
 from proxy.limits import make_limits_middleware
 from proxy.links.api import LINKS
 from proxy.links.api import setup_routes as setup_link_routes
 from proxy.links.service import LinkService
+from proxy.metrics import METRICS_PATH, Metrics, make_metrics_middleware
+from proxy.operations import AUDIT, METRICS
+from proxy.operations import setup_routes as setup_operations
 from proxy.outage import database_unavailable, outage_middleware
 from proxy.recorder import recorder_middleware, setup_recorder
 from proxy.relay.outbox import OutboxWriter
@@ -38,18 +45,23 @@ from proxy.relay.supervisor import Relay
 from proxy.relay.worker import RelayContext
 from proxy.secretbox import SecretBox
 from proxy.state import AsyncState
+from proxy.status import STATUS_PATH, wants_html
+from proxy.status import setup_routes as setup_status
 from proxy.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
 
 #: Paths the CalDAV engine answers without credentials (a redirect that reveals nothing).
 ANONYMOUS_CALDAV_PATHS = frozenset({"/.well-known/caldav", "/.well-known/caldav/"})
+#: Paths that check credentials of their own (a bearer token for Prometheus).
+SELF_AUTHENTICATED_PATHS = frozenset({METRICS_PATH})
 
 
 def make_app(settings: Settings) -> web.Application:
     users = UsersFile(settings.users_file)
     engine = Engine(settings, users)
     authenticator = Authenticator(users, settings.auth)
+    metrics = Metrics()
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         # After refusing an oversized body, read what is still in flight for at most a second (not
@@ -58,8 +70,12 @@ def make_app(settings: Settings) -> web.Application:
         middlewares=[
             recorder_middleware,  # outermost, so that refusals (401, 413) are recorded too
             outage_middleware,  # a database outage is a 503 with Retry-After, wherever it surfaces
+            make_metrics_middleware(metrics),  # counts refusals too
             make_limits_middleware(settings.server.max_body_bytes),
-            make_auth_middleware(authenticator, engine.call, public_paths=ANONYMOUS_CALDAV_PATHS),
+            make_auth_middleware(
+                authenticator, engine.call, public_paths=ANONYMOUS_CALDAV_PATHS | SELF_AUTHENTICATED_PATHS,
+                public_prefixes=(FEEDS_PREFIX,),  # the token in a feed's URL is its credential
+            ),
         ],
     )
     app[SETTINGS] = settings
@@ -69,7 +85,11 @@ def make_app(settings: Settings) -> web.Application:
     app[STATE] = AsyncState(settings.database_url)
     engine.outbox = OutboxWriter(app[STATE].db.engine)
     box = SecretBox.for_data_dir(settings.storage.data_dir)
-    app[RELAY] = Relay(RelayContext(settings, engine, app[STATE], box, UpstreamClient))
+    app[METRICS] = metrics
+    database = app[STATE].db.engine  # one engine, one connection pool for the whole process
+    app[AUDIT] = AuditLog(database, settings.audit.retention_days, on_record=metrics.decision)
+    client_factory = functools.partial(UpstreamClient, observer=metrics.upstream_request)
+    app[RELAY] = Relay(RelayContext(settings, engine, app[STATE], box, client_factory, app[AUDIT], metrics))
     app[FRESHNESS] = app[RELAY].freshness
     app[USER_ADDRESSES] = app[RELAY].addresses
     if settings.uses_emulator:
@@ -81,13 +101,17 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_engine_lifecycle)
     if settings.uses_emulator:
         app.cleanup_ctx.append(_emulator_lifecycle)
-    app.cleanup_ctx.append(_relay_lifecycle)
 
     app.router.add_get("/health", health)
     setup_recorder(app, settings.recorder.path, folder=settings.recordings_folder)
     setup_link_routes(app)
     setup_availability(app)
     setup_interop(app)  # after the free-busy middleware: REPORTs calrelay answers itself
+    setup_operations(app)  # its audit trail outlives the relay, which records into it until it stops
+    app.cleanup_ctx.append(_relay_lifecycle)
+    setup_status(app)
+    setup_feeds(app, FeedStore(database))
+    app.router.add_get("/", root)
     # The catch-all goes last so that every more specific route above wins.
     app.router.add_route("*", "/{path:.*}", caldav)
     return app
@@ -169,6 +193,13 @@ async def _relay_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    """A browser at ``/`` gets the status page; CalDAV clients get what the CalDAV engine answers."""
+    if wants_html(request):
+        raise web.HTTPFound(STATUS_PATH)
+    return await caldav(request)
 
 
 async def caldav(request: web.Request) -> web.StreamResponse:

@@ -220,8 +220,10 @@ def make_auth_middleware(
     authenticator: Authenticator,
     run_blocking: Callable[..., Awaitable[Principal | None]],
     public_paths: frozenset[str] = frozenset(),
+    public_prefixes: tuple[str, ...] = (),
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Require valid credentials everywhere except ``PUBLIC_PATHS`` and ``public_paths``."""
+    """Require valid credentials everywhere except ``PUBLIC_PATHS``, ``public_paths`` and below
+    ``public_prefixes`` (whose handlers check a secret of their own)."""
     realm = authenticator.settings.realm
     anonymous = PUBLIC_PATHS | public_paths
 
@@ -229,7 +231,7 @@ def make_auth_middleware(
     async def auth_middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.path in anonymous:
+        if request.path in anonymous or (public_prefixes and request.path.startswith(public_prefixes)):
             return await handler(request)
         credentials = parse_basic(request.headers.get("Authorization", ""))
         if credentials is None:

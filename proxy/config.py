@@ -47,6 +47,10 @@ class ServerSettings:
         10_000_000, "Largest request body accepted; larger ones get 413 before anything is stored."
     )
     shutdown_timeout: float = option(10.0, "Seconds to let in-flight requests finish on SIGINT/SIGTERM.")
+    tls_certificate: Path | None = option(
+        None, "PEM certificate (chain) to serve HTTPS directly, e.g. for an iPhone on the LAN; needs tls_key."
+    )
+    tls_key: Path | None = option(None, "PEM private key of tls_certificate.")
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,24 @@ class RecorderSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    access: str = option(
+        "service", 'Who may read /metrics: "off" (not served), "service" (service accounts) or "token".'
+    )
+    token: str = option("", 'Bearer token a scraper sends when access = "token" (Authorization: Bearer ...).')
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    retention_days: float = option(90.0, "Days the audit trail of relay decisions is kept (0 keeps it forever).")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    json: bool = option(False, "Write log lines as JSON objects (one per line) instead of plain text.")
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
@@ -156,6 +178,9 @@ class Settings:
     policies: PolicySettings = field(default_factory=PolicySettings)
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     @property
     def uses_emulator(self) -> bool:
@@ -297,6 +322,16 @@ def _validate(settings: Settings) -> None:
         (
             settings.uses_emulator or settings.upstream.default_server.startswith(("http://", "https://")),
             'upstream.default_server must be "emulator" or an http(s) URL',
+        ),
+        (settings.metrics.access in ("off", "service", "token"), 'metrics.access must be "off", "service" or "token"'),
+        (
+            settings.metrics.access != "token" or len(settings.metrics.token) >= 16,
+            'metrics.token must be at least 16 characters when metrics.access = "token"',
+        ),
+        (settings.audit.retention_days >= 0, "audit.retention_days must not be negative"),
+        (
+            (settings.server.tls_certificate is None) == (settings.server.tls_key is None),
+            "server.tls_certificate and server.tls_key go together: set both or neither",
         ),
     ]
     problems = [message for ok, message in checks if not ok]

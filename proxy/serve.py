@@ -11,7 +11,9 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy.app import make_app
+from proxy.logs import use_json
 from proxy.settings_cli import settings_from_args
+from proxy.tls import server_context
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +35,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     """Serve CalDAV on [server] host:port with the embedded engine; stop gracefully on SIGINT/SIGTERM."""
     settings = settings_from_args(args, host=args.host, port=args.port)
+    use_json(settings.logging.json)
     if args.record:
         settings = settings.replace("recorder", path=Path(args.record).resolve())
     emulator_ports = {"port": args.emulator_port, "partition_port": args.emulator_partition_port}
     if any(value is not None for value in emulator_ports.values()):
         settings = settings.replace("emulator", **{k: v for k, v in emulator_ports.items() if v is not None})
+    tls = server_context(settings)  # before anything starts, so a bad certificate stops calrelay at once
     app = make_app(settings)
     logger.info("data directory: %s", settings.storage.data_dir)
     try:
@@ -46,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
             host=settings.server.host,
             port=settings.server.port,
             shutdown_timeout=settings.server.shutdown_timeout,
+            ssl_context=tls,
             print=lambda message: logger.info("%s", message),
         )
     except OSError as error:

@@ -24,8 +24,11 @@ from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 from plugins.storage import Stamp
+from proxy.audit import AuditLog, Decision
 from proxy.config import Settings
 from proxy.engine import CalendarInfo, Engine
+from proxy.logs import pass_summary
+from proxy.metrics import Metrics
 from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP, CalendarKind, EventKind, MirrorRole, Origin
 from proxy.outage import RELAY_MAX_PAUSE, RELAY_MIN_PAUSE, database_unavailable
 from proxy.relay import outbox, policies, transforms, window
@@ -91,6 +94,8 @@ class RelayContext:
     state: AsyncState
     box: SecretBox
     client_factory: ClientFactory
+    audit: AuditLog
+    metrics: Metrics = field(default_factory=Metrics)
     #: throttling holds shared by every link of one Apple ID
     holds: AccountHolds = field(default_factory=AccountHolds)
 
@@ -125,12 +130,18 @@ class LinkWorker:
         self._snapshots: dict[str, tuple[dict[str, Stamp], dict[str, LocalItem | None]]] = {}
         self.passes = 0
         #: Running totals for the status report and the benchmarks: what crossed the wire and was written.
-        self.stats = {"pushed": 0, "deleted": 0, "fetched": 0, "imported": 0, "refreshed": 0, "applied": 0}
+        self.stats = {"pushed": 0, "deleted": 0, "fetched": 0, "imported": 0, "refreshed": 0, "applied": 0,
+                      "kept": 0}
 
     @property
     def owner_addresses(self) -> tuple[str, ...]:
         """The iCloud account's own calendar-user addresses (its Apple ID)."""
         return (self.link.apple_id,)
+
+    @property
+    def backing_off(self) -> bool:
+        """Whether a pause after upstream failures holds the link's work right now."""
+        return self._hold_until > time.monotonic()
 
     @property
     def primary(self) -> LinkCalendar:
@@ -218,6 +229,7 @@ class LinkWorker:
         self._transient_streak = 0
         self._push_due = None
         pull = self._pull_due <= time.monotonic()
+        before = dict(self.stats)
         await self.push(client)
         if pull:
             self._pull_due = time.monotonic() + self.context.settings.upstream.poll_interval
@@ -238,6 +250,8 @@ class LinkWorker:
             await self.context.state.call(self.context.state.db.clear_link_error, self.user)
             self.link = replace(self.link, last_error=None, last_error_at=None)
         self.passes += 1
+        if summary := pass_summary(before, self.stats):
+            logger.info("relay pass for %s: %s", self.user, summary)
 
     async def _call(self, work: Awaitable[T]) -> T:
         """One upstream request, within the link's concurrency limit.
@@ -285,6 +299,12 @@ class LinkWorker:
                 for item in await self._read(calendar):
                     if item.kind is EventKind.APPOINTMENT:
                         appointments.setdefault(item.uid, item)  # a UID in two calendars: the first one wins
+                    else:
+                        self.context.audit.record(Decision.SKIPPED_BLOCKED, self.user, item.uid, "a blocked slot never leaves calrelay", calendar=calendar.path)  # noqa: E501
+            elif not calendar.props.get(MIRROR_ROLE_PROP):
+                reason = _not_synced_reason(calendar, default_kind)
+                for item in await self._read(calendar):
+                    self.context.audit.record(Decision.SKIPPED_SIMPLE, self.user, item.uid, reason, calendar=calendar.path)  # noqa: E501
         return appointments, mirror
 
     async def _read(self, calendar: CalendarInfo) -> list[LocalItem]:
@@ -322,7 +342,7 @@ class LinkWorker:
         await self.context.state.call(db.replace_pending, self.user, waiting)
         actions = [a for a in actions if not self._still_refused(a)]
         if actions:
-            logger.info("push for %s: %s", self.user, _summary(actions))
+            logger.debug("push for %s: %s", self.user, _summary(actions))
         await self._execute(actions, lambda action: self._push_one(client, action))
         if taken:  # the pass completed: drop the rows whose item is now reconciled with iCloud
             places = {(s.local_path, s.local_href): s.uid for s in statuses if s.local_path and s.local_href}
@@ -363,17 +383,20 @@ class LinkWorker:
                 await self.context.state.call(db.delete_item, self.user, action.status.calendar_url, uid)
         except StopPass as stop:
             await self.context.state.call(db.set_pending, self.user, uid, action_name(action), _waiting(stop.cause))
+            self.context.audit.record(Decision.WAITING, self.user, uid, _waiting(stop.cause))
             raise
         except TransientError as error:
             self._failed_items += 1
             await self.context.state.call(db.set_pending, self.user, uid, action_name(action),
                                           f"will retry: iCloud failed ({error})")
+            self.context.audit.record(Decision.WAITING, self.user, uid, "will retry: iCloud failed")
             return
         except UpstreamError as error:  # refused for good (4xx): retried only once the CRM changes the item
             local = getattr(action, "local", None)
             self._refused[uid] = local.etag if local is not None else "deleted"
             reason = f"refused by iCloud, will retry when the item changes: {error}"
             await self.context.state.call(db.set_pending, self.user, uid, action_name(action), reason)
+            self.context.audit.record(Decision.WAITING, self.user, uid, reason)
             logger.warning("%s of %s for %s: %s", action_name(action), uid, self.user, reason)
             return
         except ValueError as error:  # the CRM's data cannot be turned into an iCloud event
@@ -382,6 +405,7 @@ class LinkWorker:
             await self.context.state.call(
                 db.set_pending, self.user, uid, action_name(action), f"not relayed, fix the event: {error}"
             )
+            self.context.audit.record(Decision.WAITING, self.user, uid, f"not relayed, fix the event: {error}")
             return
         self._refused.pop(uid, None)
         if isinstance(action, Create | Update):
@@ -422,6 +446,7 @@ class LinkWorker:
                 transforms.content_hash(text),
             )
         )
+        self.context.audit.record(Decision.CREATED, self.user, action.local.uid, "new appointment in the CRM", calendar=action.local.path, icloud_calendar=self.primary.remote_name)  # noqa: E501
 
     def _outgoing(self, local: LocalItem) -> str:
         """An appointment as iCloud gets it, under the link's policies (attendees, privacy)."""
@@ -443,6 +468,7 @@ class LinkWorker:
                 # Our own update, made just before a crash kept us from recording it: adopt it.
                 await self._save(replace(_local_status(status, local), remote_etag=current.etag,
                                          remote_hash=transforms.content_hash(text)))
+                self.context.audit.record(Decision.UPDATED, self.user, local.uid, "changed in the CRM", calendar=local.path, icloud_calendar=self.primary.remote_name)  # noqa: E501
                 return
             changed_in_icloud = transforms.content_hash(current.text) != status.remote_hash
             if changed_in_icloud and winner(local.text, current.text, self.two_way) is Origin.ICLOUD:
@@ -451,6 +477,7 @@ class LinkWorker:
                     local.uid,
                     self.user,
                 )
+                self.context.audit.record(Decision.CONFLICT, self.user, local.uid, "changed in the CRM and, later, in iCloud: iCloud's edit kept", calendar=local.path, icloud_calendar=self.primary.remote_name, winner="icloud")  # noqa: E501
                 await self._apply_to_crm(current, _local_status(status, local), local.text)
                 return
             if changed_in_icloud:
@@ -460,10 +487,12 @@ class LinkWorker:
                     self.user,
                     "one-way" if not self.two_way else "it is newer",
                 )
+                self.context.audit.record(Decision.CONFLICT, self.user, local.uid, f"changed in the CRM and in iCloud: the CRM's edit kept ({'one-way link' if not self.two_way else 'it is newer'})", calendar=local.path, icloud_calendar=self.primary.remote_name, winner="crm")  # noqa: E501
             etag = await self._call(client.update(status.remote_href, text, current.etag))
         await self._save(
             replace(_local_status(status, local), remote_etag=etag, remote_hash=transforms.content_hash(text))
         )
+        self.context.audit.record(Decision.UPDATED, self.user, local.uid, "changed in the CRM", calendar=local.path, icloud_calendar=self.primary.remote_name)  # noqa: E501
 
     async def _update_icloud_born(self, client: UpstreamClient, action: Update) -> None:
         """Two-way, rule 11: the CRM edited an iCloud-born event in the primary mirror."""
@@ -476,6 +505,7 @@ class LinkWorker:
                 local.uid,
                 self.user,
             )
+            self.context.audit.record(Decision.CONFLICT, self.user, local.uid, "an iCloud event changed in iCloud and in the CRM: iCloud's edit kept", calendar=local.path, icloud_calendar=self.primary.remote_name, winner="icloud")  # noqa: E501
             await self._write_mirror(
                 RemoteItem(local.uid, current.href, current.etag, current.text, transforms.content_hash(current.text)),
                 status,
@@ -487,6 +517,7 @@ class LinkWorker:
         await self._save(
             replace(_local_status(status, local), remote_etag=etag, remote_hash=transforms.content_hash(text))
         )
+        self.context.audit.record(Decision.UPDATED, self.user, local.uid, "the CRM edited an iCloud event (two-way)", calendar=local.path, icloud_calendar=self.primary.remote_name)  # noqa: E501
 
     async def _delete(self, client: UpstreamClient, action: Delete) -> None:
         status = action.status
@@ -503,9 +534,12 @@ class LinkWorker:
                 logger.warning(
                     "conflict on %s for %s: deleted in the CRM, edited in iCloud; kept", status.uid, self.user
                 )
-            else:
-                await self._call(client.delete(status.remote_href, current.etag))
+                self.context.audit.record(Decision.CONFLICT, self.user, status.uid, "deleted in the CRM, edited in iCloud: iCloud's event kept", calendar=status.local_path, winner="icloud")  # noqa: E501
+                await self.context.state.call(self.context.state.db.delete_item, self.user, status.calendar_url, status.uid)  # noqa: E501
+                return
+            await self._call(client.delete(status.remote_href, current.etag))
         await self.context.state.call(self.context.state.db.delete_item, self.user, status.calendar_url, status.uid)
+        self.context.audit.record(Decision.DELETED, self.user, status.uid, "no longer an appointment in the CRM (deleted, blocked, or moved to a calendar that does not sync)", calendar=status.local_path)  # noqa: E501
 
     # -- pull --------------------------------------------------------------------------------------------------
 
@@ -519,6 +553,7 @@ class LinkWorker:
             full = window.full_pull_due(self._full_pulls.get(calendar.remote_url), started, interval)
             if ctag and ctag == calendar.ctag and calendar.token_state != "none" and not full:
                 await self._pulled(calendar, last_success_at=started, last_attempt_at=started, last_error=None)
+                self.context.metrics.pulled("unchanged")
                 return
             statuses = await self.context.state.call(db.items, self.user, calendar.remote_url)
             token_state = "valid"
@@ -560,13 +595,15 @@ class LinkWorker:
                 self.link.deletions == "propagate",
             )
             if actions:
-                logger.info("pull of %s for %s: %s", calendar.remote_name, self.user, _summary(actions))
+                logger.debug("pull of %s for %s: %s", calendar.remote_name, self.user, _summary(actions))
             await self._execute(actions, lambda action: self._pull_one(action, calendar))
         except StopPass as stop:
             await self._pulled(calendar, last_attempt_at=started, last_error=_waiting(stop.cause))
+            self.context.metrics.pulled("stopped")
             raise
         except UpstreamError as error:
             await self._pulled(calendar, last_attempt_at=started, last_error=str(error))
+            self.context.metrics.pulled("failed")
             logger.warning("pull of %s for %s failed: %s", calendar.remote_name, self.user, error)
             self._pull_failed = True
             return
@@ -581,6 +618,7 @@ class LinkWorker:
             last_attempt_at=started,
             last_error=None,
         )
+        self.context.metrics.pulled("changed")
 
     def _in_window(self, remote: list[RemoteItem], statuses: list[ItemStatus]) -> list[RemoteItem]:
         """New events outside the sync window are not imported; known ones are followed wherever they go."""
@@ -597,9 +635,11 @@ class LinkWorker:
         if isinstance(action, Import):
             await self._write_mirror(action.remote, None, calendar)
             self.stats["imported"] += 1
+            self.context.audit.record(Decision.IMPORTED, self.user, action.remote.uid, "new event in iCloud, blocks the time", calendar=calendar.mirror_path, icloud_calendar=calendar.remote_name)  # noqa: E501
         elif isinstance(action, RefreshMirror):
             await self._write_mirror(action.remote, action.status, calendar)
             self.stats["refreshed"] += 1
+            self.context.audit.record(Decision.REFRESHED, self.user, action.remote.uid, "changed in iCloud", calendar=calendar.mirror_path, icloud_calendar=calendar.remote_name)  # noqa: E501
         elif isinstance(action, ApplyToCrm):
             await self._apply_to_crm_checked(action)
         elif isinstance(action, NoteRemote):
@@ -616,8 +656,11 @@ class LinkWorker:
             if action.remove_mirror and status.local_path and status.local_href:
                 await self.context.engine.call(self.context.engine.delete_item, status.local_path, status.local_href)
                 await self.context.state.call(db.delete_item, self.user, status.calendar_url, status.uid)
+                self.context.audit.record(Decision.MIRROR_REMOVED, self.user, status.uid, "deleted in iCloud; this link propagates iCloud deletions", calendar=status.local_path, icloud_calendar=calendar.remote_name)  # noqa: E501
             else:  # kept on the calrelay side (rule 8): remember that iCloud no longer has it
                 await self._save(replace(status, remote_href=None, remote_etag=None, remote_hash=None))
+                self.stats["kept"] += 1
+                self.context.audit.record(Decision.KEPT_DELETION, self.user, status.uid, _kept_reason(status), calendar=status.local_path, icloud_calendar=calendar.remote_name)  # noqa: E501
         elif isinstance(action, Forget):
             await self.context.state.call(db.delete_item, self.user, action.status.calendar_url, action.status.uid)
 
@@ -655,10 +698,16 @@ class LinkWorker:
             transforms.content_hash(local) != status.local_hash
             and winner(local, action.remote.text, True) is Origin.CRM
         ):
-            return  # both changed and the CRM's edit is newer: the next push overwrites iCloud's
+            # Both changed and the CRM's edit is newer: the next push overwrites iCloud's.
+            self.context.audit.record(Decision.CONFLICT, self.user, status.uid, "changed in iCloud and in the CRM: the CRM's edit is newer and kept", calendar=status.local_path, winner="crm")  # noqa: E501
+            return
         await self._apply_to_crm(
             RemoteObject(action.remote.href, action.remote.etag, action.remote.text), status, local
         )
+        if transforms.content_hash(local) != status.local_hash:  # the CRM changed it too, before iCloud did
+            self.context.audit.record(Decision.CONFLICT, self.user, status.uid, "changed in the CRM and, later, in iCloud: iCloud's edit kept", calendar=status.local_path, winner="icloud")  # noqa: E501
+        else:
+            self.context.audit.record(Decision.APPLIED, self.user, status.uid, "edited in iCloud: the CRM appointment updated (two-way)", calendar=status.local_path)  # noqa: E501
 
     async def _apply_to_crm(self, current: RemoteObject, status: ItemStatus, local: str) -> None:
         """Merge iCloud's version into the CRM appointment ``local``, stored where ``status`` says."""
@@ -698,6 +747,19 @@ def _integrates(calendar: CalendarInfo, default_kind: CalendarKind, chosen: froz
     except ValueError:
         return False
     return kind.integrates and (not chosen or calendar.path in chosen)
+
+
+def _not_synced_reason(calendar: CalendarInfo, default_kind: CalendarKind) -> str:
+    kind = calendar.props.get(CALENDAR_KIND_PROP) or default_kind.value
+    if kind == CalendarKind.SIMPLE.value:
+        return "in a Simple calendar, which never syncs to iCloud"
+    return f"calendar {calendar.path} ({kind}) is not one of the calendars chosen for this link"
+
+
+def _kept_reason(status: ItemStatus) -> str:
+    if status.origin == Origin.CRM:
+        return "deleted in iCloud; a CRM appointment is never deleted by iCloud"
+    return "deleted in iCloud; kept as a blocked slot (the link keeps iCloud deletions)"
 
 
 def _path_of(url: str) -> str:

@@ -9,7 +9,8 @@ No request is retried here (the relay owns retries and back-off); only 3xx redir
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -74,9 +75,33 @@ class _Transport(AsyncDAVClient):
     and :meth:`UpstreamClient._send` follows instead. ``_create_session`` is python-caldav's own hook for this.
     """
 
+    #: Called with (method, status or failure, seconds) after every request (the metrics hook).
+    observer: Callable[[str, str, float], None] | None = None
+
     def _create_session(self) -> None:
         self.session = AsyncSession(multiplexed=False, pool_maxsize=POOL_SIZE)
         self.session.max_redirects = 0
+
+    async def request(self, *args: Any, **kwargs: Any) -> Any:
+        if self.observer is None:
+            return await super().request(*args, **kwargs)
+        method = str(args[1] if len(args) > 1 else kwargs.get("method", "GET"))
+        started, outcome = time.monotonic(), "error"
+        try:
+            response = await super().request(*args, **kwargs)
+            outcome = str(response.status)
+            return response
+        except TooManyRedirects as redirect:
+            outcome = str(getattr(redirect.response, "status_code", "redirect"))
+            raise
+        except caldav_error.DAVError as failure:
+            outcome = str(failure.status or "error")
+            raise
+        except (TimeoutError, RequestException, OSError) as failure:
+            outcome = type(failure).__name__
+            raise
+        finally:
+            self.observer(method, outcome, time.monotonic() - started)
 
 
 @dataclass
@@ -127,7 +152,15 @@ class UpstreamClient:
     calendar home found by :meth:`discover` (iCloud's partition host), or of ``server_url`` before that.
     """
 
-    def __init__(self, server_url: str, username: str, password: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        server_url: str,
+        username: str,
+        password: str,
+        *,
+        timeout: float = 30.0,
+        observer: Callable[[str, str, float], None] | None = None,
+    ) -> None:
         parts = urlsplit(server_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("server_url must be an absolute http(s) URL, e.g. https://caldav.icloud.com/")
@@ -149,6 +182,7 @@ class UpstreamClient:
             # Known answer, so python-caldav never tears the shared session down to retry a 401 without HTTP/2.
             features={"http.multiplexing": "unsupported"},
         )
+        self._dav.observer = observer
 
     async def __aenter__(self) -> UpstreamClient:
         return self

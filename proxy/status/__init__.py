@@ -1,0 +1,108 @@
+"""The status page: server-rendered HTML (Jinja2 templates in this package), behind calrelay's authentication.
+
+- ``GET /status``: a person is sent to their own page; a service account sees every user, with
+  ``?attention=1`` keeping only the links that need someone to act.
+- ``GET /status/{user}``: the user's iCloud link, each linked calendar's role and state, the last pull and
+  push, pending work with its reason, the latest relay decisions, and a red banner saying what to do when
+  iCloud no longer accepts the app-specific password.
+
+Times are shown in ``[availability] timezone``, or the zone of a ``?tz=Area/City`` query (a person's own).
+The pages use no script and one small stylesheet, so they read on a phone as on a desktop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jinja2
+from aiohttp import web
+
+from proxy.audit import PUSHED
+from proxy.auth import principal_of
+from proxy.keys import AUTHENTICATOR, ENGINE, SETTINGS
+from proxy.links.api import LINKS
+from proxy.links.service import link_status
+from proxy.operations import AUDIT
+
+STATUS_PATH = "/status"
+#: Link states that need a person to act (anything but a working link).
+ATTENTION_STATES = frozenset({"needs-reconnect", "error"})
+RECENT_ACTIVITY = 15
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("proxy.status", "templates"),
+    autoescape=jinja2.select_autoescape(default=True),
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get(STATUS_PATH, overview)
+    app.router.add_get(STATUS_PATH + "/{user}", user_page)
+
+
+def wants_html(request: web.Request) -> bool:
+    """A browser asking for a page (CalDAV clients never send Accept: text/html for GET /)."""
+    return "text/html" in request.headers.get("Accept", "")
+
+
+def _zone(request: web.Request) -> ZoneInfo:
+    """``?tz=Area/City`` (a person's own zone, e.g. from a bookmark), else ``[availability] timezone``."""
+    with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+        if wanted := request.query.get("tz"):
+            return ZoneInfo(wanted)
+    return ZoneInfo(request.app[SETTINGS].availability.timezone)
+
+
+def _render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    zone = _zone(request)
+    page = _templates.get_template(template).render(
+        viewer=principal_of(request), zone=zone.key, local=lambda iso: _local(iso, zone), **context
+    )
+    return web.Response(text=page, content_type="text/html", charset="utf-8", status=status,
+                        headers={"Cache-Control": "no-store"})
+
+
+def _local(iso: str | None, zone: ZoneInfo) -> str:
+    """An ISO timestamp (UTC) as the user's local time, or a dash."""
+    if not iso:
+        return "never"
+    return datetime.fromisoformat(iso).astimezone(zone).strftime("%a %d %b %Y, %H:%M")
+
+
+def needs_attention(report: dict[str, Any]) -> bool:
+    return bool(report.get("linked")) and (report["state"] in ATTENTION_STATES or bool(report["pending"]))
+
+
+async def overview(request: web.Request) -> web.StreamResponse:
+    viewer = principal_of(request)
+    if not viewer.is_service:
+        raise web.HTTPFound(f"{STATUS_PATH}/{viewer.name}")
+    users = await request.app[ENGINE].call(request.app[AUTHENTICATOR].users.records)
+    service = request.app[LINKS]
+    reports = []
+    for name, record in sorted(users.items()):
+        report = await service.state.call(link_status, service.state.db, name)
+        reports.append({**report, "is_service": record.is_service, "attention": needs_attention(report)})
+    attention_only = request.query.get("attention") == "1"
+    shown = [r for r in reports if r["attention"]] if attention_only else reports
+    return _render(request, "overview.html", reports=shown, total=len(reports), attention_only=attention_only,
+                   attention_count=sum(1 for r in reports if r["attention"]))
+
+
+async def user_page(request: web.Request) -> web.StreamResponse:
+    user = request.match_info["user"]
+    viewer = principal_of(request)
+    if not viewer.may_access(user):
+        return _render(request, "denied.html", status=403, user=user)
+    service = request.app[LINKS]
+    report = await service.state.call(link_status, service.state.db, user)
+    audit = request.app[AUDIT]
+    activity = await audit.call(audit.query, user, None, None, RECENT_ACTIVITY)
+    pushes = await audit.call(audit.query, user, None, None, 1, PUSHED)
+    return _render(request, "user.html", user=user, report=report, activity=[e.to_json() for e in activity],
+                   last_push=pushes[0].to_json()["at"] if pushes else None,
+                   reconnect=report.get("linked") and report["state"] == "needs-reconnect")
