@@ -161,7 +161,8 @@ def test_racing_steals_and_fenced_writes(engine: Engine) -> None:
 def _wait_for_lock_waiter(engine: Engine, seconds: float = 10.0) -> bool:
     """True once another session waits for a lock (seen in pg_stat_activity), False after ``seconds``."""
     deadline = time.monotonic() + seconds
-    with engine.connect() as connection:
+    # Autocommit: inside one transaction PostgreSQL would keep answering from its first snapshot of the view.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         while time.monotonic() < deadline:
             waiting = connection.exec_driver_sql(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
