@@ -29,6 +29,8 @@ from radicale.storage import multifilesystem
 
 from plugins import scope
 from plugins.scope import Change, ChangeAction
+from proxy import validation
+from proxy.config import LimitsSettings
 from proxy.model import (
     CALENDAR_KIND_PROP,
     EVENT_KIND_PROPERTY,
@@ -77,10 +79,14 @@ def validate_props(props: Mapping[str, str], previous: Mapping[str, str] | None 
                 raise _reject(f"{prop} is managed by calrelay's iCloud link and cannot be set by a client")
 
 
-def validate_item(item: radicale_item.Item) -> None:
-    """Refuse a VEVENT whose X-CALRELAY-KIND is neither APPOINTMENT nor BLOCKED."""
+def validate_item(item: radicale_item.Item, limits: LimitsSettings | None = None, max_count: int = 20_000) -> None:
+    """Refuse a VEVENT whose X-CALRELAY-KIND is neither APPOINTMENT nor BLOCKED, and objects that
+    :func:`proxy.validation.calendar_problem` refuses (runaway recurrences, malformed or oversized objects)."""
     if item.vobject_item.name != "VCALENDAR":
         return
+    problem = validation.calendar_problem(item.vobject_item, limits or LimitsSettings(), max_count)
+    if problem:
+        raise _reject(problem)
     for component in item.vobject_item.getChildren():
         if component.name != "VEVENT":
             continue
@@ -115,7 +121,7 @@ class Collection(multifilesystem.Collection):
         return uid in self._storage.uids_of(self)
 
     def upload(self, href: str, item: radicale_item.Item):
-        validate_item(item)
+        validate_item(item, self._storage.limits, self._storage.max_count)
         result = super().upload(href, item)
         self._storage.emit(Change(ChangeAction.ITEM_PUT, self.path_with_slash, href))
         return result
@@ -144,6 +150,9 @@ class Storage(multifilesystem.Storage):
 
     #: Receives changes made outside a client request (set by the engine; must be thread-safe).
     change_listener: Callable[[Change], None] = staticmethod(lambda change: None)
+    #: Write-time ceilings (set by the engine from ``[limits]``) and the largest RRULE COUNT accepted.
+    limits: LimitsSettings = LimitsSettings()
+    max_count: int = 20_000
 
     def __init__(self, configuration) -> None:
         super().__init__(configuration)
@@ -175,7 +184,7 @@ class Storage(multifilesystem.Storage):
         if items is not None:
             items = list(items)
             for item in items:
-                validate_item(item)
+                validate_item(item, self.limits, self.max_count)
         with _creating():
             if props:
                 validate_props(props)

@@ -53,7 +53,7 @@ def make_app(settings: Settings) -> web.Application:
         handler_args={"lingering_time": 1.0},
         middlewares=[
             recorder_middleware,  # outermost, so that refusals (401, 413) are recorded too
-            make_limits_middleware(settings.server.max_body_bytes),
+            make_limits_middleware(settings.server.max_body_bytes, settings.limits),
             make_auth_middleware(authenticator, engine.call, public_paths=ANONYMOUS_CALDAV_PATHS),
         ],
     )

@@ -113,6 +113,27 @@ class RecorderSettings:
 
 
 @dataclass(frozen=True)
+class LimitsSettings:
+    max_instances: int = option(
+        3000,
+        "Most instances one event may generate in one query or one 28-day index bucket; an event denser than "
+        "that is refused on write, and one already stored counts busy for the whole window (\"too many "
+        "instances\").",
+    )
+    min_frequency: str = option(
+        "HOURLY", "Finest RRULE FREQ accepted on write (SECONDLY, MINUTELY, HOURLY, DAILY...); finer ones get 400."
+    )
+    max_components: int = option(1000, "Most components (events, overrides, alarms, zones) in one calendar object.")
+    max_timezones: int = option(20, "Most VTIMEZONE components in one calendar object.")
+    max_date_values: int = option(1000, "Most EXDATE plus RDATE values on one component.")
+    max_attendees: int = option(1000, "Most ATTENDEE properties on one component.")
+    max_xml_depth: int = option(64, "Deepest element nesting accepted in an XML request body.")
+    max_xml_elements: int = option(100_000, "Most elements in one XML request body.")
+    max_headers: int = option(100, "Most header lines in one request.")
+    max_header_bytes: int = option(32_768, "Largest total size of one request's header names and values, bytes.")
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
@@ -121,6 +142,7 @@ class Settings:
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     emulator: EmulatorSettings = field(default_factory=EmulatorSettings)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
 
     @property
     def uses_emulator(self) -> bool:

@@ -106,6 +106,11 @@ def radicale_configuration(settings: Settings) -> radicale_config.Configuration:
             "rights": {"type": "plugins.rights", "permit_delete_collection": "True"},
             "storage": {"type": "plugins.storage", "filesystem_folder": str(collections)},
             "web": {"type": "none"},
+            # Radicale's own expansion (calendar-query with expand, its free-busy) stops at the same cap.
+            "reporting": {
+                "max_expand_occurrence": str(settings.limits.max_instances),
+                "max_freebusy_occurrence": str(settings.limits.max_instances),
+            },
             "logging": {"mask_passwords": "True"},
         },
         "calrelay",
@@ -128,6 +133,7 @@ class Engine:
         rights = self.application._rights
         assert isinstance(storage, Storage) and isinstance(rights, Rights)
         self.storage: Storage = storage
+        storage.limits, storage.max_count = settings.limits, settings.storage.max_occurrences
         rights.mirror_role = storage.mirror_role
         rights.is_service = lambda name: (record := users.records().get(name)) is not None and record.is_service
         radicale_logger = logging.getLogger("radicale")
@@ -220,7 +226,7 @@ class Engine:
         )
         sane_path = pathutils.strip_path(path)
         item = radicale_item.Item(collection_path=sane_path, vobject_item=components[0])
-        item.prepare()
+        item.prepare()  # the storage plugin's upload validates it as it does a client's PUT
         with self.storage.acquire_lock("w", sane_path.split("/", 1)[0]):
             collection = next(iter(self.storage.discover(path)), None)
             if not isinstance(collection, radicale.storage.BaseCollection):

@@ -1,0 +1,204 @@
+"""Write-time validation of calendar objects: what calrelay refuses to store because it cannot serve it.
+
+Pure functions, no I/O. Two stages:
+
+- :func:`body_problem` judges the raw bytes of a PUT before anything parses them (Content-Type, UTF-8, NUL);
+- :func:`calendar_problem` judges the parsed object (vobject, as Radicale parsed it) once, in the storage
+  plugin: recurrence rules finer than the frequency floor, absurd COUNTs, rules that expand past the instance
+  cap inside one index bucket, DTEND before DTSTART, year 0000, nested VCALENDARs, and ceilings on
+  components, VTIMEZONEs, EXDATE/RDATE values and attendees.
+
+Each problem is a sentence that says what to change; ``None`` means the object is acceptable.
+:func:`dense_rule` is shared with the availability index, which must never expand such a rule fully.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from enum import IntEnum
+from itertools import islice
+from typing import Any
+
+from dateutil import rrule as dateutil_rrule
+
+from proxy.config import LimitsSettings
+
+#: The window over which a rule's density is judged: one bucket of the availability index.
+DENSITY_WINDOW = timedelta(days=28)
+
+_MEDIA_TYPES = ("text/calendar",)
+_YEAR_ZERO = re.compile(
+    r"^(DTSTART|DTEND|DUE|RECURRENCE-ID|EXDATE|RDATE|DTSTAMP|CREATED|LAST-MODIFIED)[^:\r\n]*:(?:[^\r\n]*,)?0000\d{4}",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+class Frequency(IntEnum):
+    """RRULE FREQ values, finest first (so that ``<`` means "more frequent")."""
+
+    SECONDLY = 0
+    MINUTELY = 1
+    HOURLY = 2
+    DAILY = 3
+    WEEKLY = 4
+    MONTHLY = 5
+    YEARLY = 6
+
+    @classmethod
+    def parse(cls, raw: str) -> Frequency:
+        try:
+            return cls[raw.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown FREQ {raw!r}; use one of {', '.join(f.name for f in cls)}") from None
+
+
+def body_problem(content_type: str, body: bytes) -> str | None:
+    """Why the raw body of a calendar-object PUT is refused, or None."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type and media_type not in _MEDIA_TYPES:
+        return (
+            f"Content-Type {media_type!r} is not accepted for a calendar object: send the iCalendar text as "
+            "text/calendar (RFC 4791 section 5.3.2.1)"
+        )
+    if b"\x00" in body:
+        return "the body contains a NUL byte; iCalendar is text: remove it"
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"the body is not valid UTF-8 (byte {error.start}); send the iCalendar text encoded as UTF-8"
+    # Checked on the text because the parser silently turns the year 0000 into 2000.
+    year_zero = _YEAR_ZERO.search(text)
+    if year_zero:
+        return f"{year_zero.group(1).upper()} is in the year 0000, which does not exist: give a real date"
+    return None
+
+
+def dense_rule(rule: str, dtstart: date | datetime, cap: int, window: timedelta = DENSITY_WINDOW) -> bool:
+    """Whether ``rule`` (an RRULE value) starting at ``dtstart`` has more than ``cap`` instances in one
+    ``window`` from its start. Costs at most ``cap`` + 1 steps of the rule, whatever the rule."""
+    start = _naive(dtstart)
+    try:
+        parsed = dateutil_rrule.rrulestr(rule, dtstart=start, ignoretz=True)
+    except (ValueError, TypeError, OverflowError):
+        return False  # not ours to judge here: the parser that stores the object reports a malformed rule
+    try:
+        beyond = next(islice(iter(parsed), cap, cap + 1), None)
+    except (ValueError, OverflowError):
+        return False
+    return beyond is not None and beyond < start + window
+
+
+def _naive(value: date | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)
+    return datetime(value.year, value.month, value.day)
+
+
+_RULE_PART = re.compile(r"(?:^|;)\s*(FREQ|COUNT)\s*=\s*([^;]*)", re.IGNORECASE)
+
+
+def rule_problem(rule: str, dtstart: Any, limits: LimitsSettings, max_count: int) -> str | None:
+    """Why one RRULE value is refused, or None."""
+    parts = {name.upper(): value.strip() for name, value in _RULE_PART.findall(rule)}
+    freq = parts.get("FREQ")
+    if freq is None:
+        return f"RRULE {rule!r} has no FREQ"
+    try:
+        frequency = Frequency.parse(freq)
+    except ValueError as error:
+        return f"RRULE {rule!r}: {error}"
+    floor = Frequency.parse(limits.min_frequency)
+    if frequency < floor:
+        return (
+            f"RRULE FREQ={frequency.name} is finer than this server accepts ({floor.name} or coarser, "
+            "limits.min_frequency): use a coarser FREQ, or store the few instances as separate events"
+        )
+    count = parts.get("COUNT")
+    if count is not None:
+        if not count.isdigit():
+            return f"RRULE COUNT={count!r} is not a whole number"
+        if int(count) > max_count:
+            return f"RRULE COUNT={count} is more than {max_count} instances: use a smaller COUNT or an UNTIL"
+    if isinstance(dtstart, date) and dense_rule(rule, dtstart, limits.max_instances):
+        return (
+            f"RRULE {rule!r} makes more than {limits.max_instances} instances in {DENSITY_WINDOW.days} days "
+            "(limits.max_instances): thin the BY* parts or use a coarser FREQ"
+        )
+    return None
+
+
+def _values(lines: Iterable[Any]) -> int:
+    total = 0
+    for line in lines:
+        value = line.value
+        total += len(value) if isinstance(value, list) else 1
+    return total
+
+
+def _component_problem(component: Any, limits: LimitsSettings, max_count: int) -> str | None:
+    contents = component.contents
+    uid_lines = contents.get("uid")
+    where = f" in {component.name}" + (f" (UID {uid_lines[0].value})" if uid_lines else "")
+    dates = _values(contents.get("exdate", [])) + _values(contents.get("rdate", []))
+    if dates > limits.max_date_values:
+        return (
+            f"{dates} EXDATE/RDATE values{where} are more than {limits.max_date_values} (limits.max_date_values): "
+            "end the series and start a new one instead"
+        )
+    attendees = len(contents.get("attendee", []))
+    if attendees > limits.max_attendees:
+        return f"{attendees} attendees{where} are more than {limits.max_attendees} (limits.max_attendees)"
+    start_line = contents.get("dtstart", [None])[0]
+    start = getattr(start_line, "value", None)
+    end_line = contents.get("dtend", [None])[0]
+    end = getattr(end_line, "value", None)
+    if isinstance(start, date) and isinstance(end, date) and _comparable(start, end) and end < start:
+        return f"DTEND {end} is before DTSTART {start}{where}: swap them or fix the end"
+    for line in contents.get("rrule", []):
+        problem = rule_problem(str(line.value), start, limits, max_count)
+        if problem:
+            return problem + where
+    return None
+
+
+def _comparable(start: date, end: date) -> bool:
+    if isinstance(start, datetime) != isinstance(end, datetime):
+        return False
+    if isinstance(start, datetime) and isinstance(end, datetime):
+        return (start.tzinfo is None) == (end.tzinfo is None)
+    return True
+
+
+def calendar_problem(vcalendar: Any, limits: LimitsSettings, max_count: int) -> str | None:
+    """Why a parsed calendar object (a vobject VCALENDAR) is refused, or None.
+
+    ``max_count`` is the largest RRULE COUNT accepted (``storage.max_occurrences``)."""
+    children = list(vcalendar.getChildren())
+    if len(children) > limits.max_components:
+        return (
+            f"the object has {len(children)} components, more than {limits.max_components} "
+            "(limits.max_components): split it into several objects"
+        )
+    timezones = 0
+    for child in children:
+        if child.name == "VCALENDAR":
+            return "the object contains a VCALENDAR inside its VCALENDAR: send one flat VCALENDAR"
+        if child.name == "VTIMEZONE":
+            timezones += 1
+            continue
+        if not hasattr(child, "contents"):
+            continue
+        nested = [c for c in child.getChildren() if getattr(c, "name", "") == "VCALENDAR"]
+        if nested:
+            return f"{child.name} contains a VCALENDAR: send one flat VCALENDAR"
+        problem = _component_problem(child, limits, max_count)
+        if problem:
+            return problem
+    if timezones > limits.max_timezones:
+        return (
+            f"the object has {timezones} VTIMEZONEs, more than {limits.max_timezones} (limits.max_timezones): "
+            "include only the zones its events use"
+        )
+    return None
