@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from proxy.availability.instances import Instance, ParsedItem
+from proxy.availability.instances import DEFAULT_MAX_INSTANCES, Instance, ParsedItem
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,8 @@ class AvailabilityIndex:
     others; the shared lock only guards the dictionaries.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_instances: int = DEFAULT_MAX_INSTANCES) -> None:
+        self.max_instances = max_instances
         self._collections: dict[tuple[str, str], CollectionIndex] = {}
         self._path_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -190,7 +191,9 @@ class AvailabilityIndex:
                 items[item.href] = known
                 continue
             try:
-                items[item.href] = ItemIndex(ParsedItem(item.text, path, item.href, zone), item.etag)
+                items[item.href] = ItemIndex(
+                    ParsedItem(item.text, path, item.href, zone, self.max_instances), item.etag
+                )
             except Exception as exc:  # a corrupt item must be visible, not abort the whole answer
                 log.warning("cannot index %s%s for availability: %s", path, item.href, exc)
                 problems[item.href] = str(exc) or type(exc).__name__

@@ -44,7 +44,7 @@ MAX_SLOT_MINUTES = 7 * 24 * 60
 
 def setup_routes(app: web.Application) -> None:
     """Add the two GET routes and the CalDAV free-busy-query override. Call before any catch-all route."""
-    app[INDEX] = AvailabilityIndex()
+    app[INDEX] = AvailabilityIndex(app[SETTINGS].limits.max_instances)
     app.cleanup_ctx.append(_warm_index)
     app.router.add_get("/api/v1/users/{user}/availability", availability)
     app.router.add_get("/api/v1/users/{user}/busy-reasons", busy_reasons)
@@ -232,6 +232,7 @@ def _instance_json(instance: Instance, stale: frozenset[str]) -> dict[str, Any]:
         "end": _iso(instance.end),
         "all_day": instance.all_day,
         "stale": instance.calendar in stale,
+        "too_many_instances": instance.too_many_instances,
     }
 
 
