@@ -48,7 +48,8 @@ def malformed_cases() -> dict[str, tuple[bytes, str]]:
             vevent("DTSTART;VALUE=DATE:20261202\r\nDTEND;VALUE=DATE:20261201\r\n"), "before DTSTART"
         ),
         "nested VCALENDAR": (
-            vevent("DTSTART:20261201T090000Z\r\n", "BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n"), "VCALENDAR inside|Multiple component types"
+            vevent("DTSTART:20261201T090000Z\r\n", "BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n"),
+            "VCALENDAR inside|Multiple component types",
         ),
     }
     for prop in ("DTSTART", "DTEND", "EXDATE", "DTSTAMP"):
@@ -69,8 +70,8 @@ def malformed_cases() -> dict[str, tuple[bytes, str]]:
     )
     cases["21 VTIMEZONEs"] = (vevent("DTSTART:20261201T090000Z\r\n", zones), "VTIMEZONE")
     overrides = "".join(
-        f"BEGIN:VEVENT\r\nUID:h\r\nDTSTAMP:20261121T000000Z\r\nRECURRENCE-ID:{(START + timedelta(days=n)):%Y%m%dT%H%M%SZ}"
-        f"\r\nDTSTART:{(START + timedelta(days=n)):%Y%m%dT%H%M%SZ}\r\nEND:VEVENT\r\n" for n in range(1, 1001)
+        f"BEGIN:VEVENT\r\nUID:h\r\nDTSTAMP:20261121T000000Z\r\nRECURRENCE-ID:{START + timedelta(days=n):%Y%m%dT%H%M%SZ}"
+        f"\r\nDTSTART:{START + timedelta(days=n):%Y%m%dT%H%M%SZ}\r\nEND:VEVENT\r\n" for n in range(1, 1001)
     )
     cases["1001 components"] = (
         vevent("DTSTART:20261201T090000Z\r\nRRULE:FREQ=DAILY;COUNT=2000\r\n", overrides), "components"
