@@ -126,6 +126,14 @@ class Collection(multifilesystem.Collection):
         self._storage.emit(Change(ChangeAction.ITEM_PUT, self.path_with_slash, href))
         return result
 
+    def get_filtered(self, filters):
+        # Radicale expands what a calendar-query returns; a stored runaway rule would keep it busy for minutes.
+        for item, matched in super().get_filtered(filters):
+            problem = self._storage.runaway_problem(self.path, item)
+            if problem:
+                raise _reject(problem)
+            yield item, matched
+
     def delete(self, href: str | None = None) -> None:
         super().delete(href)
         if href is None:
@@ -158,6 +166,7 @@ class Storage(multifilesystem.Storage):
         super().__init__(configuration)
         self._uid_index: dict[str, dict[str, tuple[Stamp, str]]] = {}  # folder -> href -> (stamp, uid)
         self._uid_index_lock = threading.Lock()
+        self._runaway: dict[tuple[str, str, str], str | None] = {}
 
     def uids_of(self, collection: Collection) -> set[str]:
         """The UIDs in ``collection``, reading only the items whose file changed since the last call."""
@@ -172,6 +181,19 @@ class Storage(multifilesystem.Storage):
         with self._uid_index_lock:
             self._uid_index[collection._filesystem_path] = index
         return {uid for _, uid in index.values()}
+
+    def runaway_problem(self, path: str, item: radicale_item.Item) -> str | None:
+        """:func:`proxy.validation.runaway_problem` of a stored item, remembered per (href, ETag)."""
+        key = (path, item.href or "", item.etag)
+        with self._uid_index_lock:
+            if key in self._runaway:
+                return self._runaway[key]
+        problem = validation.runaway_problem(item.vobject_item, self.limits)
+        with self._uid_index_lock:
+            if len(self._runaway) > 100_000:
+                self._runaway.clear()
+            self._runaway[key] = problem
+        return problem
 
     def emit(self, change: Change) -> None:
         current = scope.current()

@@ -207,3 +207,22 @@ def calendar_problem(vcalendar: Any, limits: LimitsSettings, max_count: int) -> 
             "include only the zones its events use"
         )
     return None
+
+
+def runaway_problem(vcalendar: Any, limits: LimitsSettings) -> str | None:
+    """Why a stored object cannot be expanded (a rule denser than the instance cap), or None. For objects
+    stored before the write-time checks: a REPORT that would expand them is refused instead of hanging."""
+    for component in vcalendar.getChildren():
+        contents = getattr(component, "contents", {})
+        start = getattr(contents.get("dtstart", [None])[0], "value", None)
+        if not isinstance(start, date):
+            continue
+        for line in contents.get("rrule", []):
+            if dense_rule(str(line.value), start, limits.max_instances):
+                uid = contents.get("uid", [None])[0]
+                return (
+                    f"the stored event {getattr(uid, 'value', '?')} repeats more than {limits.max_instances} "
+                    f"times in {DENSITY_WINDOW.days} days (RRULE {line.value}), too many to expand "
+                    "(limits.max_instances): fix or delete it, then ask again"
+                )
+    return None

@@ -30,6 +30,9 @@ DEFAULT_MAX_INSTANCES = 3000
 #: Summary suffix of the stand-in instance of an event that would generate more than the cap.
 TOO_MANY_INSTANCES = "too many instances"
 
+#: Longest stand-in the index asks for (one 28-day bucket), plus a day.
+STAND_IN_LOOKBACK = timedelta(days=29)
+
 #: Slack added to a component's nominal length when looking back for instances that started before a window:
 #: wall-clock lengths and all-day dates shift by a DST change (at most a few hours) once placed in a zone.
 DURATION_SLACK = timedelta(days=1)
@@ -195,6 +198,9 @@ class ParsedItem:
         self.max_length = max((_nominal_length(event) for event in events), default=timedelta(0)) + (
             DURATION_SLACK
         )
+        if self.runaway is not None:
+            # Its stand-in spans a whole index bucket: look back that far so a window inside it finds it.
+            self.max_length = max(self.max_length, STAND_IN_LOOKBACK)
         self._query = recurring_ical_events.of(parsed)
         #: Instances of a non-recurring item, computed once; empty for a recurring item. Each VEVENT of such an
         #: item is one instance (a lone event, or overrides of a series stored elsewhere), so they are read
