@@ -60,6 +60,10 @@ def _creating() -> Iterator[None]:
         _inside_create.reset(token)
 
 
+#: Set by the engine around a REPORT that asks for ``expand``: items read then are about to be expanded.
+expanding: ContextVar[bool] = ContextVar("calrelay_expanding", default=False)
+
+
 def _reject(message: str) -> ValueError:
     scope.refuse(message)
     return ValueError(message)
@@ -133,6 +137,15 @@ class Collection(multifilesystem.Collection):
             if problem:
                 raise _reject(problem)
             yield item, matched
+
+    def get_multi(self, hrefs):
+        # A calendar-multiget with expand reads its items here; the same refusal as for a calendar-query.
+        for href, item in super().get_multi(hrefs):
+            if item is not None and expanding.get():
+                problem = self._storage.runaway_problem(self.path, item)
+                if problem:
+                    raise _reject(problem)
+            yield href, item
 
     def delete(self, href: str | None = None) -> None:
         super().delete(href)

@@ -27,7 +27,7 @@ from radicale import pathutils
 from plugins import scope as request_scope
 from plugins.rights import Rights
 from plugins.scope import Change
-from plugins.storage import Collection, Stamp, Storage
+from plugins.storage import Collection, Stamp, Storage, expanding
 from proxy.auth import UsersFile
 from proxy.config import Settings
 
@@ -160,7 +160,12 @@ class Engine:
     async def handle(self, request: web.Request, body: bytes, user: str) -> web.Response:
         """Answer a CalDAV request as ``user`` (the authenticated name, or "" for anonymous paths)."""
         environ = _environ(request, body, user)
-        status, headers, payload, scope = await self.call(self._run_wsgi, environ)
+        # Tells the storage plugin that the items this REPORT reads will be expanded (see plugins.storage).
+        token = expanding.set(request.method == "REPORT" and b"expand" in body)
+        try:
+            status, headers, payload, scope = await self.call(self._run_wsgi, environ)
+        finally:
+            expanding.reset(token)
         if self._bus is not None:
             for change in scope.changes:
                 self._bus.publish(change)

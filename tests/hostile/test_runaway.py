@@ -165,6 +165,16 @@ def test_stored_runaway_is_capped_everywhere(served):
         query, _ = timed("REPORT", served.url + "alice/sales/", ALICE, data=calendar_query(expand),
                          headers={"Content-Type": "application/xml", "Depth": "1"})
         assert query.status_code == 400 and "too many to expand" in query.text, query.text
+    multiget = (
+        '<?xml version="1.0"?><C:calendar-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+        '<D:prop><C:calendar-data><C:expand start="20261201T000000Z" end="20271130T000000Z"/></C:calendar-data>'
+        "</D:prop><D:href>/alice/sales/legacy-secondly.ics</D:href></C:calendar-multiget>"
+    )
+    response, elapsed = timed("REPORT", served.url + "alice/sales/", ALICE, data=multiget,
+                              headers={"Content-Type": "application/xml", "Depth": "1"})
+    assert response.status_code == 400 and "too many to expand" in response.text and elapsed < 1.0
+    # The object itself can still be read, so that its owner can fix or delete it.
+    assert requests.get(served.url + "alice/sales/legacy-secondly.ics", auth=ALICE, timeout=10).status_code == 200
     freebusy, _ = timed("REPORT", served.url + "alice/sales/", ALICE, data=FREEBUSY,
                         headers={"Content-Type": "application/xml", "Depth": "1"})
     assert "FREEBUSY" in freebusy.text and "20261201T000000Z/20271130T000000Z" in freebusy.text.replace("\r\n ", "")
