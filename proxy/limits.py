@@ -189,7 +189,7 @@ def make_limits_middleware(
             if problem:
                 logger.info("refused %s %s: %s", request.method, request.path, problem)
                 return bad_request(f"Bad {request.method} request: {problem}.")
-        if request.method == "PUT" and not request.path.endswith("/"):
+        if request.method == "PUT" and not request.path.endswith("/") and not request.path.startswith("/api/"):
             problem = body_problem(request.headers.get("Content-Type", ""), body)
             if problem:
                 logger.info("refused PUT %s: %s", request.path, problem)
