@@ -120,6 +120,12 @@ class LimitsSettings:
         "that is refused on write, and one already stored counts busy for the whole window (\"too many "
         "instances\").",
     )
+    request_instances: int = option(
+        200_000, "Most instances one availability or free-busy request may newly expand; past it, 422."
+    )
+    request_seconds: float = option(
+        2.0, "Wall-clock budget of the expansion in one availability or free-busy request; past it, 422."
+    )
     min_frequency: str = option(
         "HOURLY", "Finest RRULE FREQ accepted on write (SECONDLY, MINUTELY, HOURLY, DAILY...); finer ones get 400."
     )
@@ -247,6 +253,9 @@ def _convert(section: str, key: str, value: Any, cls: type, base: Path) -> Any:
     raise ConfigError(f"{name}: unsupported type {expected}")  # a schema bug, caught by the schema test
 
 
+_FREQUENCIES = ("SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY")
+
+
 def _validate(settings: Settings) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -259,6 +268,9 @@ def _validate(settings: Settings) -> None:
         (settings.storage.max_resource_size >= 1024, "storage.max_resource_size must be at least 1024"),
         (settings.storage.max_occurrences >= 1, "storage.max_occurrences must be at least 1"),
         (settings.auth.failed_login_delay >= 0, "auth.failed_login_delay must not be negative"),
+        (settings.limits.max_instances >= 1, "limits.max_instances must be at least 1"),
+        (settings.limits.request_seconds > 0, "limits.request_seconds must be positive"),
+        (settings.limits.min_frequency.upper() in _FREQUENCIES, f"limits.min_frequency must be one of {_FREQUENCIES}"),
         (settings.availability.max_window_days >= 1, "availability.max_window_days must be at least 1"),
         (settings.upstream.timeout > 0, "upstream.timeout must be positive"),
         (settings.upstream.max_concurrency >= 1, "upstream.max_concurrency must be at least 1"),

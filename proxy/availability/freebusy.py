@@ -18,7 +18,7 @@ import icalendar
 from aiohttp import web
 
 from proxy.auth import PRINCIPAL_REQUEST_KEY
-from proxy.availability.index import AvailabilityIndex
+from proxy.availability.index import AvailabilityIndex, BudgetExceeded
 from proxy.availability.intervals import BusyInterval
 from proxy.availability.service import AvailabilityService, Freshness, UserView
 from proxy.keys import ENGINE, SETTINGS
@@ -87,15 +87,18 @@ def make_freebusy_middleware(
             return await handler(request)
         user, path = segments[0], f"/{segments[0]}/{segments[1]}/"
         service = AvailabilityService(request.app[ENGINE], request.app[index_key])
-        answer = await request.app[ENGINE].call(
-            service.availability,
-            view_of(request.app, user),
-            window[0],
-            window[1],
-            freshness_of(request.app, user),
-            None,
-            frozenset({path}),
-        )
+        try:
+            answer = await request.app[ENGINE].call(
+                service.availability,
+                view_of(request.app, user),
+                window[0],
+                window[1],
+                freshness_of(request.app, user),
+                None,
+                frozenset({path}),
+            )
+        except BudgetExceeded as exc:
+            return web.Response(status=422, text=f"{exc}\n")
         if not answer.snapshot.sources:  # not a calendar of this user: let the engine answer (404, 403…)
             return await handler(request)
         log.debug("free-busy-query on %s answered from the availability index", path)
