@@ -190,7 +190,7 @@ def make_limits_middleware(
                 logger.info("refused %s %s: %s", request.method, request.path, problem)
                 return bad_request(f"Bad {request.method} request: {problem}.")
         if request.method == "PUT" and not request.path.endswith("/") and not request.path.startswith("/api/"):
-            problem = body_problem(request.headers.get("Content-Type", ""), body)
+            problem = body_problem(request.headers.get("Content-Type", ""), body, ceilings)
             if problem:
                 logger.info("refused PUT %s: %s", request.path, problem)
                 return bad_request(f"Bad calendar object: {problem}.")

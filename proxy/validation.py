@@ -54,8 +54,9 @@ class Frequency(IntEnum):
             raise ValueError(f"unknown FREQ {raw!r}; use one of {', '.join(f.name for f in cls)}") from None
 
 
-def body_problem(content_type: str, body: bytes) -> str | None:
-    """Why the raw body of a calendar-object PUT is refused, or None."""
+def body_problem(content_type: str, body: bytes, limits: LimitsSettings | None = None) -> str | None:
+    """Why the raw body of a calendar-object PUT is refused, or None. Also counts components and VTIMEZONEs
+    on the text, so that an object of 5,000 zones is refused before anything spends seconds parsing it."""
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type and media_type not in _MEDIA_TYPES:
         return (
@@ -68,6 +69,20 @@ def body_problem(content_type: str, body: bytes) -> str | None:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         return f"the body is not valid UTF-8 (byte {error.start}); send the iCalendar text encoded as UTF-8"
+    ceilings = limits or LimitsSettings()
+    upper = text.upper()
+    timezones = upper.count("BEGIN:VTIMEZONE")
+    if timezones > ceilings.max_timezones:
+        return (
+            f"the object has {timezones} VTIMEZONEs, more than {ceilings.max_timezones} (limits.max_timezones): "
+            "include only the zones its events use"
+        )
+    # Components of components (alarms, zone rules) count too: a generous multiple of the per-object ceiling.
+    if upper.count("BEGIN:") > 4 * ceilings.max_components:
+        return (
+            f"the object has more than {4 * ceilings.max_components} BEGIN: lines (limits.max_components "
+            "counts top-level components): split it into several objects"
+        )
     # Checked on the text because the parser silently turns the year 0000 into 2000.
     year_zero = _YEAR_ZERO.search(text)
     if year_zero:

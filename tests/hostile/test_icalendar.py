@@ -69,6 +69,10 @@ def malformed_cases() -> dict[str, tuple[bytes, str]]:
         "TZOFFSETTO:+0000\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n" for n in range(21)
     )
     cases["21 VTIMEZONEs"] = (vevent("DTSTART:20261201T090000Z\r\n", zones), "VTIMEZONE")
+    many_zones = zones.replace("TZID:Z", "TZID:Y") * 250  # 5,250 zones: refused before parsing
+    cases["5,250 VTIMEZONEs"] = (vevent("DTSTART:20261201T090000Z\r\n", many_zones), "VTIMEZONE")
+    alarms = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT5M\r\nEND:VALARM\r\n" * 4001
+    cases["4,001 alarms"] = (vevent(f"DTSTART:20261201T090000Z\r\n{alarms}"), "BEGIN: lines")
     overrides = "".join(
         f"BEGIN:VEVENT\r\nUID:h\r\nDTSTAMP:20261121T000000Z\r\nRECURRENCE-ID:{START + timedelta(days=n):%Y%m%dT%H%M%SZ}"
         f"\r\nDTSTART:{START + timedelta(days=n):%Y%m%dT%H%M%SZ}\r\nEND:VEVENT\r\n" for n in range(1, 1001)
