@@ -15,10 +15,10 @@ Each problem is a sentence that says what to change; ``None`` means the object i
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from enum import IntEnum
-from itertools import islice, takewhile
 from typing import Any
 
 from dateutil import rrule as dateutil_rrule
@@ -90,24 +90,46 @@ def body_problem(content_type: str, body: bytes, limits: LimitsSettings | None =
     return None
 
 
-def dense_rule(rule: str, dtstart: date | datetime, cap: int, window: timedelta = DENSITY_WINDOW) -> bool:
-    """Whether ``rule`` (an RRULE value) starting at ``dtstart`` has more than ``cap`` instances in one
-    ``window`` from its start. Costs at most ``cap`` + 1 steps of the rule, whatever the rule.
+#: One period of each FREQ: a rule's pattern repeats after INTERVAL periods, so that span shows its densest window.
+_PERIOD = {
+    dateutil_rrule.YEARLY: timedelta(days=366), dateutil_rrule.MONTHLY: timedelta(days=31),
+    dateutil_rrule.WEEKLY: timedelta(days=7), dateutil_rrule.DAILY: timedelta(days=1),
+    dateutil_rrule.HOURLY: timedelta(hours=1), dateutil_rrule.MINUTELY: timedelta(minutes=1),
+    dateutil_rrule.SECONDLY: timedelta(seconds=1),
+}
 
-    Rules repeat with their period, so the first window from DTSTART is as dense as any later one (BYSETPOS
-    and month lengths shift it by a few percent, well inside the cap's margin)."""
+
+def dense_rule(rule: str, dtstart: date | datetime, cap: int, window: timedelta = DENSITY_WINDOW) -> bool:
+    """Whether ``rule`` (an RRULE value) starting at ``dtstart`` has more than ``cap`` instances in some
+    ``window`` (any 28 days, e.g. every minute of December in a YEARLY rule that starts in January).
+
+    The rule's pattern repeats after INTERVAL periods of its FREQ, or after a year where BY* parts are
+    coarser than FREQ, so the longer of the two plus a window holds its densest window. Slides over that span
+    and stops at the first window of ``cap`` + 1 instances: a dense rule costs about ``cap`` steps past its
+    first dense stretch, one that is not costs its instances in one cycle (about 9,000 for an HOURLY rule)."""
     start = _naive(dtstart)
     try:
         parsed = dateutil_rrule.rrulestr(rule, dtstart=start, ignoretz=True)
     except (ValueError, TypeError, OverflowError):
         return False  # not ours to judge here: the parser that stores the object reports a malformed rule
-    limit = start + window
+    period = _PERIOD.get(getattr(parsed, "_freq", dateutil_rrule.YEARLY), timedelta(days=366))
     try:
-        # Stops at the window's end or one past the cap, whichever comes first: a weekly rule costs 5 steps.
-        within = sum(1 for _ in islice(takewhile(lambda at: at < limit, parsed), cap + 1))
+        # BY* parts coarser than FREQ (BYMONTH on an HOURLY rule) make the cycle up to a year long.
+        cycle = max(period * max(int(getattr(parsed, "_interval", 1) or 1), 1), _PERIOD[dateutil_rrule.YEARLY])
+        horizon = start + cycle + window
+    except OverflowError:
+        horizon = datetime.max
+    recent: deque[datetime] = deque(maxlen=cap + 1)
+    try:
+        for at in parsed:
+            if at >= horizon:
+                return False
+            recent.append(at)
+            if len(recent) > cap and recent[-1] - recent[0] < window:
+                return True
     except (ValueError, OverflowError):
         return False
-    return within > cap
+    return False
 
 
 def _naive(value: date | datetime) -> datetime:

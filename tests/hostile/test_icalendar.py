@@ -37,6 +37,10 @@ def runaway_cases() -> dict[str, tuple[bytes, str]]:
         vevent(f"DTSTART:20261201T090000Z\r\nRRULE:FREQ=DAILY;BYHOUR={hours};BYMINUTE={minutes}\r\n"),
         "instances in 28 days",
     )
+    cases["dense only in December"] = (
+        vevent(f"DTSTART:20260101T090000Z\r\nRRULE:FREQ=YEARLY;BYMONTH=12;BYDAY=MO,TU,WE,TH,FR,SA,SU;BYHOUR={hours};BYMINUTE={minutes}\r\n"),
+        "instances in 28 days",
+    )
     return cases
 
 
