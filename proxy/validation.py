@@ -112,6 +112,8 @@ def dense_rule(rule: str, dtstart: date | datetime, cap: int, window: timedelta 
         parsed = dateutil_rrule.rrulestr(rule, dtstart=start, ignoretz=True)
     except (ValueError, TypeError, OverflowError):
         return False  # not ours to judge here: the parser that stores the object reports a malformed rule
+    if _most_per_window(parsed, window) <= cap:
+        return False  # most rules: the bound from their BYHOUR/BYMINUTE/BYSECOND settles it without a step
     period = _PERIOD.get(getattr(parsed, "_freq", dateutil_rrule.YEARLY), timedelta(days=366))
     try:
         # BY* parts coarser than FREQ (BYMONTH on an HOURLY rule) make the cycle up to a year long.
@@ -130,6 +132,18 @@ def dense_rule(rule: str, dtstart: date | datetime, cap: int, window: timedelta 
     except (ValueError, OverflowError):
         return False
     return False
+
+
+def _most_per_window(parsed: Any, window: timedelta) -> float:
+    """An upper bound of a rule's instances in ``window``: each day holds each (hour, minute, second) it
+    allows at most once. dateutil fills BYHOUR/BYMINUTE/BYSECOND from DTSTART where FREQ is coarser."""
+    def allowed(values: Any, every: int) -> int:
+        return len(values) if values else every
+
+    hours = allowed(getattr(parsed, "_byhour", None), 24)
+    minutes = allowed(getattr(parsed, "_byminute", None), 60)
+    seconds = allowed(getattr(parsed, "_bysecond", None), 60)
+    return (window.days + 1) * hours * minutes * seconds
 
 
 def _naive(value: date | datetime) -> datetime:
