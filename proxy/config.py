@@ -121,10 +121,10 @@ class LimitsSettings:
         "instances\").",
     )
     request_instances: int = option(
-        200_000, "Most instances one availability or free-busy request may newly expand; past it, 422."
+        2_000_000, "Most instances one availability or free-busy request may newly expand; past it, 422."
     )
     request_seconds: float = option(
-        2.0, "Wall-clock budget of the expansion in one availability or free-busy request; past it, 422."
+        10.0, "Wall-clock budget of the expansion in one availability or free-busy request; past it, 422."
     )
     min_frequency: str = option(
         "HOURLY", "Finest RRULE FREQ accepted on write (SECONDLY, MINUTELY, HOURLY, DAILY...); finer ones get 400."

@@ -146,6 +146,16 @@ def _most_per_window(parsed: Any, window: timedelta) -> float:
     return (window.days + 1) * hours * minutes * seconds
 
 
+def most_per_window(freq: str, byhour: int, byminute: int, bysecond: int, window: timedelta = DENSITY_WINDOW) -> int:
+    """The same bound from a rule's parts as written (counts of BYHOUR/BYMINUTE/BYSECOND values, 0 for none),
+    so that ordinary rules are judged without parsing them at all."""
+    fine = Frequency.parse(freq) if freq else Frequency.YEARLY
+    hours = byhour or (24 if fine <= Frequency.HOURLY else 1)
+    minutes = byminute or (60 if fine <= Frequency.MINUTELY else 1)
+    seconds = bysecond or (60 if fine <= Frequency.SECONDLY else 1)
+    return (window.days + 1) * hours * minutes * seconds
+
+
 def _naive(value: date | datetime) -> datetime:
     if isinstance(value, datetime):
         return value.replace(tzinfo=None)

@@ -194,8 +194,8 @@ class AvailabilityIndex:
     def __init__(
         self,
         max_instances: int = DEFAULT_MAX_INSTANCES,
-        request_instances: int = 200_000,
-        request_seconds: float = 2.0,
+        request_instances: int = 2_000_000,
+        request_seconds: float = 10.0,
     ) -> None:
         self.max_instances = max_instances
         self.request_instances = request_instances

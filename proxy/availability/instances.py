@@ -21,7 +21,7 @@ import icalendar
 import recurring_ical_events
 
 from proxy.model import EVENT_KIND_PROPERTY, EVENT_ORIGIN_PROPERTY, EventKind, Origin
-from proxy.validation import dense_rule
+from proxy.validation import dense_rule, most_per_window
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,18 @@ class ParsedItem:
             return False
         rules = event.get("RRULE")
         rules = rules if isinstance(rules, list) else [rules] if rules is not None else []
-        return any(dense_rule(rule.to_ical().decode(), start.dt, self.max_instances) for rule in rules)
+        return any(self._dense_rule(rule, start.dt) for rule in rules)
+
+    def _dense_rule(self, rule: icalendar.vRecur, start: date | datetime) -> bool:
+        try:
+            bound = most_per_window(
+                str(rule.get("FREQ", [""])[0]), len(rule.get("BYHOUR", [])), len(rule.get("BYMINUTE", [])),
+                len(rule.get("BYSECOND", [])),
+            )
+        except ValueError:  # an unknown FREQ: recurring-ical-events reports it
+            return False
+        # Parsing the rule costs more than the rest of the item: only rules that might be dense are parsed.
+        return bound > self.max_instances and dense_rule(rule.to_ical().decode(), start, self.max_instances)
 
     def expand(self, start: datetime, end: datetime) -> tuple[Instance, ...]:
         """The instances overlapping [start, end) (aware datetimes); at most ``max_instances`` of them, or
