@@ -29,6 +29,8 @@ from radicale.storage import multifilesystem
 
 from plugins import scope
 from plugins.scope import Change, ChangeAction
+from proxy import validation
+from proxy.config import LimitsSettings
 from proxy.model import (
     CALENDAR_KIND_PROP,
     EVENT_KIND_PROPERTY,
@@ -58,6 +60,10 @@ def _creating() -> Iterator[None]:
         _inside_create.reset(token)
 
 
+#: Set by the engine around a REPORT that asks for ``expand``: items read then are about to be expanded.
+expanding: ContextVar[bool] = ContextVar("calrelay_expanding", default=False)
+
+
 def _reject(message: str) -> ValueError:
     scope.refuse(message)
     return ValueError(message)
@@ -77,10 +83,14 @@ def validate_props(props: Mapping[str, str], previous: Mapping[str, str] | None 
                 raise _reject(f"{prop} is managed by calrelay's iCloud link and cannot be set by a client")
 
 
-def validate_item(item: radicale_item.Item) -> None:
-    """Refuse a VEVENT whose X-CALRELAY-KIND is neither APPOINTMENT nor BLOCKED."""
+def validate_item(item: radicale_item.Item, limits: LimitsSettings | None = None, max_count: int = 20_000) -> None:
+    """Refuse a VEVENT whose X-CALRELAY-KIND is neither APPOINTMENT nor BLOCKED, and objects that
+    :func:`proxy.validation.calendar_problem` refuses (runaway recurrences, malformed or oversized objects)."""
     if item.vobject_item.name != "VCALENDAR":
         return
+    problem = validation.calendar_problem(item.vobject_item, limits or LimitsSettings(), max_count)
+    if problem:
+        raise _reject(problem)
     for component in item.vobject_item.getChildren():
         if component.name != "VEVENT":
             continue
@@ -115,10 +125,27 @@ class Collection(multifilesystem.Collection):
         return uid in self._storage.uids_of(self)
 
     def upload(self, href: str, item: radicale_item.Item):
-        validate_item(item)
+        validate_item(item, self._storage.limits, self._storage.max_count)
         result = super().upload(href, item)
         self._storage.emit(Change(ChangeAction.ITEM_PUT, self.path_with_slash, href))
         return result
+
+    def get_filtered(self, filters):
+        # Radicale expands what a calendar-query returns; a stored runaway rule would keep it busy for minutes.
+        for item, matched in super().get_filtered(filters):
+            problem = self._storage.runaway_problem(self.path, item)
+            if problem:
+                raise _reject(problem)
+            yield item, matched
+
+    def get_multi(self, hrefs):
+        # A calendar-multiget with expand reads its items here; the same refusal as for a calendar-query.
+        for href, item in super().get_multi(hrefs):
+            if item is not None and expanding.get():
+                problem = self._storage.runaway_problem(self.path, item)
+                if problem:
+                    raise _reject(problem)
+            yield href, item
 
     def delete(self, href: str | None = None) -> None:
         super().delete(href)
@@ -144,11 +171,15 @@ class Storage(multifilesystem.Storage):
 
     #: Receives changes made outside a client request (set by the engine; must be thread-safe).
     change_listener: Callable[[Change], None] = staticmethod(lambda change: None)
+    #: Write-time ceilings (set by the engine from ``[limits]``) and the largest RRULE COUNT accepted.
+    limits: LimitsSettings = LimitsSettings()
+    max_count: int = 20_000
 
     def __init__(self, configuration) -> None:
         super().__init__(configuration)
         self._uid_index: dict[str, dict[str, tuple[Stamp, str]]] = {}  # folder -> href -> (stamp, uid)
         self._uid_index_lock = threading.Lock()
+        self._runaway: dict[tuple[str, str, str], str | None] = {}
 
     def uids_of(self, collection: Collection) -> set[str]:
         """The UIDs in ``collection``, reading only the items whose file changed since the last call."""
@@ -164,6 +195,19 @@ class Storage(multifilesystem.Storage):
             self._uid_index[collection._filesystem_path] = index
         return {uid for _, uid in index.values()}
 
+    def runaway_problem(self, path: str, item: radicale_item.Item) -> str | None:
+        """:func:`proxy.validation.runaway_problem` of a stored item, remembered per (href, ETag)."""
+        key = (path, item.href or "", item.etag)
+        with self._uid_index_lock:
+            if key in self._runaway:
+                return self._runaway[key]
+        problem = validation.runaway_problem(item.vobject_item, self.limits)
+        with self._uid_index_lock:
+            if len(self._runaway) > 100_000:
+                self._runaway.clear()
+            self._runaway[key] = problem
+        return problem
+
     def emit(self, change: Change) -> None:
         current = scope.current()
         if current is not None:
@@ -175,7 +219,7 @@ class Storage(multifilesystem.Storage):
         if items is not None:
             items = list(items)
             for item in items:
-                validate_item(item)
+                validate_item(item, self.limits, self.max_count)
         with _creating():
             if props:
                 validate_props(props)

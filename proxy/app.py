@@ -71,7 +71,7 @@ def make_app(settings: Settings) -> web.Application:
             recorder_middleware,  # outermost, so that refusals (401, 413) are recorded too
             outage_middleware,  # a database outage is a 503 with Retry-After, wherever it surfaces
             make_metrics_middleware(metrics),  # counts refusals too
-            make_limits_middleware(settings.server.max_body_bytes),
+            make_limits_middleware(settings.server.max_body_bytes, settings.limits),
             make_auth_middleware(
                 authenticator, engine.call, public_paths=ANONYMOUS_CALDAV_PATHS | SELF_AUTHENTICATED_PATHS,
                 public_prefixes=(FEEDS_PREFIX,),  # the token in a feed's URL is its credential

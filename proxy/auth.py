@@ -6,8 +6,10 @@ never contain ``:``, so the format stays unambiguous; ``calrelay users`` maintai
 
 bcrypt is slow on purpose; CalDAV clients send credentials with every request, so a successful check is
 remembered (keyed by an HMAC of the password under a per-process key, never the password itself) until the
-users file changes. Wrong passwords are slowed down per client address with an exponential delay; a request
-without credentials is challenged at once, because clients probe that way first.
+users file changes. Wrong passwords are slowed down per (client address, user name) with an exponential delay,
+so one user's typos do not slow the other users behind the same address (a CRM backend); an address that fails
+for many different names (a password spray) is slowed down for every name that has not logged in from it
+recently. A request without credentials is challenged at once, because clients probe that way first.
 """
 
 from __future__ import annotations
@@ -155,7 +157,10 @@ class Authenticator:
         self.settings = settings
         self._cache_key = secrets.token_bytes(32)
         self._verified: dict[tuple[str, bytes], bytes] = {}  # (name, HMAC of password) -> hash it matched
-        self._failures: dict[str, tuple[int, float]] = {}  # client -> (consecutive failures, last time)
+        # (client, name) -> (consecutive failures, last time); the same per client alone, across names.
+        self._failures: dict[tuple[str, str], tuple[int, float]] = {}
+        self._client_failures: dict[str, tuple[int, float]] = {}
+        self._good: dict[tuple[str, str], float] = {}  # (client, name) -> last successful login
 
     @functools.cached_property
     def _decoy_hash(self) -> bytes:
@@ -179,22 +184,50 @@ class Authenticator:
         self._verified[key] = record.password_hash
         return Principal(name, record.is_service)
 
-    def penalty(self, client: str) -> float:
-        """Seconds to hold back the answer to a client whose recent attempts failed."""
-        failures, last = self._failures.get(client, (0, 0.0))
-        if failures == 0 or time.monotonic() - last > self.settings.max_failed_login_delay * 6:
+    def _delay(self, entry: tuple[int, float], free_failures: int) -> float:
+        failures, last = entry
+        failures -= free_failures
+        if failures <= 0 or time.monotonic() - last > self.settings.max_failed_login_delay * 6:
             return 0.0
         return min(self.settings.failed_login_delay * 2 ** (failures - 1), self.settings.max_failed_login_delay)
 
-    def record(self, client: str, success: bool) -> None:
+    def penalty(self, client: str, name: str) -> float:
+        """Seconds to hold back the answer to ``name`` from ``client`` after recent failed attempts."""
+        own = self._delay(self._failures.get((client, name), (0, 0.0)), 0)
+        recent_success = time.monotonic() - self._good.get((client, name), -1e9) < _KNOWN_GOOD_SECONDS
+        spray = 0.0 if recent_success else self._delay(
+            self._client_failures.get(client, (0, 0.0)), self.spray_threshold
+        )
+        return max(own, spray)
+
+    #: Failures from one address, over all names, before the address-wide (anti-spray) slowdown starts.
+    spray_threshold = 20
+
+    def record(self, client: str, name: str, success: bool) -> None:
+        key = (client, name)
+        now = time.monotonic()
         if success:
-            self._failures.pop(client, None)
-        else:
-            failures, _ = self._failures.get(client, (0, 0.0))
-            self._failures[client] = (failures + 1, time.monotonic())
-            if len(self._failures) > 10_000:  # bound memory under a spray of addresses
-                oldest = min(self._failures, key=lambda c: self._failures[c][1])
-                del self._failures[oldest]
+            self._failures.pop(key, None)
+            self._good[key] = now
+            _bound(self._good, lambda k: self._good[k])
+            return
+        failures, _ = self._failures.get(key, (0, 0.0))
+        self._failures[key] = (failures + 1, now)
+        client_failures, _ = self._client_failures.get(client, (0, 0.0))
+        self._client_failures[client] = (client_failures + 1, now)
+        # Bound memory under a spray of addresses or names.
+        _bound(self._failures, lambda k: self._failures[k][1])
+        _bound(self._client_failures, lambda k: self._client_failures[k][1])
+
+
+#: How long a successful login exempts a (client, name) from the address-wide slowdown.
+_KNOWN_GOOD_SECONDS = 3600.0
+_MAX_TRACKED = 10_000
+
+
+def _bound(table: dict, age: Callable[[object], float]) -> None:
+    if len(table) > _MAX_TRACKED:
+        del table[min(table, key=age)]
 
 
 def parse_basic(header: str) -> tuple[str, str] | None:
@@ -237,11 +270,11 @@ def make_auth_middleware(
         if credentials is None:
             return challenge(realm, "Authentication required: send HTTP Basic credentials of a calrelay user.")
         client = request.remote or "unknown"
-        delay = authenticator.penalty(client)
+        delay = authenticator.penalty(client, credentials[0])
         if delay:
             await asyncio.sleep(delay)
         principal = await run_blocking(authenticator.check, *credentials)
-        authenticator.record(client, principal is not None)
+        authenticator.record(client, credentials[0], principal is not None)
         if principal is None:
             logger.warning("failed login for %r from %s", credentials[0], client)
             return challenge(realm, "Wrong user name or password.")

@@ -169,6 +169,33 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class LimitsSettings:
+    max_instances: int = option(
+        3000,
+        "Most instances one event may generate in one query or one 28-day index bucket; an event denser than "
+        "that is refused on write, and one already stored counts busy for the whole window (\"too many "
+        "instances\").",
+    )
+    request_instances: int = option(
+        2_000_000, "Most instances one availability or free-busy request may newly expand; past it, 422."
+    )
+    request_seconds: float = option(
+        10.0, "Wall-clock budget of the expansion in one availability or free-busy request; past it, 422."
+    )
+    min_frequency: str = option(
+        "HOURLY", "Finest RRULE FREQ accepted on write (SECONDLY, MINUTELY, HOURLY, DAILY...); finer ones get 400."
+    )
+    max_components: int = option(1000, "Most components (events, overrides, alarms, zones) in one calendar object.")
+    max_timezones: int = option(20, "Most VTIMEZONE components in one calendar object.")
+    max_date_values: int = option(1000, "Most EXDATE plus RDATE values on one component.")
+    max_attendees: int = option(1000, "Most ATTENDEE properties on one component.")
+    max_xml_depth: int = option(64, "Deepest element nesting accepted in an XML request body.")
+    max_xml_elements: int = option(100_000, "Most elements in one XML request body.")
+    max_headers: int = option(100, "Most header lines in one request.")
+    max_header_bytes: int = option(32_768, "Largest total size of one request's header names and values, bytes.")
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
@@ -181,6 +208,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
 
     @property
     def uses_emulator(self) -> bool:
@@ -299,6 +327,9 @@ def _convert(section: str, key: str, value: Any, cls: type, base: Path) -> Any:
     raise ConfigError(f"{name}: unsupported type {expected}")  # a schema bug, caught by the schema test
 
 
+_FREQUENCIES = ("SECONDLY", "MINUTELY", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY")
+
+
 def _validate(settings: Settings) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -311,6 +342,9 @@ def _validate(settings: Settings) -> None:
         (settings.storage.max_resource_size >= 1024, "storage.max_resource_size must be at least 1024"),
         (settings.storage.max_occurrences >= 1, "storage.max_occurrences must be at least 1"),
         (settings.auth.failed_login_delay >= 0, "auth.failed_login_delay must not be negative"),
+        (settings.limits.max_instances >= 1, "limits.max_instances must be at least 1"),
+        (settings.limits.request_seconds > 0, "limits.request_seconds must be positive"),
+        (settings.limits.min_frequency.upper() in _FREQUENCIES, f"limits.min_frequency must be one of {_FREQUENCIES}"),
         (settings.availability.max_window_days >= 1, "availability.max_window_days must be at least 1"),
         (settings.upstream.timeout > 0, "upstream.timeout must be positive"),
         (settings.upstream.max_concurrency >= 1, "upstream.max_concurrency must be at least 1"),

@@ -27,7 +27,7 @@ from radicale import pathutils
 from plugins import scope as request_scope
 from plugins.rights import Rights
 from plugins.scope import Change
-from plugins.storage import Collection, Stamp, Storage
+from plugins.storage import Collection, Stamp, Storage, expanding
 from proxy.auth import UsersFile
 from proxy.config import Settings
 from proxy.outage import database_unavailable
@@ -108,6 +108,11 @@ def radicale_configuration(settings: Settings) -> radicale_config.Configuration:
             "rights": {"type": "plugins.rights", "permit_delete_collection": "True"},
             "storage": {"type": "plugins.storage", "filesystem_folder": str(collections), "folder_umask": "0077"},
             "web": {"type": "none"},
+            # Radicale's own expansion (calendar-query with expand, its free-busy) stops at the same cap.
+            "reporting": {
+                "max_expand_occurrence": str(settings.limits.max_instances),
+                "max_freebusy_occurrence": str(settings.limits.max_instances),
+            },
             "logging": {"mask_passwords": "True"},
         },
         "calrelay",
@@ -131,6 +136,7 @@ class Engine:
         rights = self.application._rights
         assert isinstance(storage, Storage) and isinstance(rights, Rights)
         self.storage: Storage = storage
+        storage.limits, storage.max_count = settings.limits, settings.storage.max_occurrences
         rights.mirror_role = storage.mirror_role
         rights.is_service = lambda name: (record := users.records().get(name)) is not None and record.is_service
         radicale_logger = logging.getLogger("radicale")
@@ -159,7 +165,12 @@ class Engine:
     async def handle(self, request: web.Request, body: bytes, user: str) -> web.Response:
         """Answer a CalDAV request as ``user`` (the authenticated name, or "" for anonymous paths)."""
         environ = _environ(request, body, user)
-        status, headers, payload, scope = await self.call(self._run_wsgi, environ)
+        # Tells the storage plugin that the items this REPORT reads will be expanded (see plugins.storage).
+        token = expanding.set(request.method == "REPORT" and b"expand" in body)
+        try:
+            status, headers, payload, scope = await self.call(self._run_wsgi, environ)
+        finally:
+            expanding.reset(token)
         if status == 500 and database_unavailable(scope.failure):
             raise scope.failure  # an outage, not a bug: the front door answers 503 (proxy.outage)
         if self._bus is not None:
@@ -229,7 +240,7 @@ class Engine:
         )
         sane_path = pathutils.strip_path(path)
         item = radicale_item.Item(collection_path=sane_path, vobject_item=components[0])
-        item.prepare()
+        item.prepare()  # the storage plugin's upload validates it as it does a client's PUT
         with self.storage.acquire_lock("w", sane_path.split("/", 1)[0]):
             collection = next(iter(self.storage.discover(path)), None)
             if not isinstance(collection, radicale.storage.BaseCollection):

@@ -25,7 +25,7 @@ import icalendar
 from aiohttp import web
 
 from proxy.auth import PRINCIPAL_REQUEST_KEY
-from proxy.availability.index import AvailabilityIndex
+from proxy.availability.index import AvailabilityIndex, BudgetExceeded
 from proxy.availability.intervals import BusyInterval
 from proxy.availability.service import AvailabilityService, Freshness, UserView
 from proxy.availability.zones import CALENDAR_TIMEZONE_PROP, requested_zone, zone_of_vtimezone
@@ -127,15 +127,18 @@ def make_freebusy_middleware(
         if zone is not None:
             view = dataclasses.replace(view, zone=zone)
         service = AvailabilityService(request.app[ENGINE], request.app[index_key])
-        answer = await request.app[ENGINE].call(
-            service.availability,
-            view,
-            window[0],
-            window[1],
-            freshness_of(request.app, user),
-            None,
-            frozenset({path}),
-        )
+        try:
+            answer = await request.app[ENGINE].call(
+                service.availability,
+                view,
+                window[0],
+                window[1],
+                freshness_of(request.app, user),
+                None,
+                frozenset({path}),
+            )
+        except BudgetExceeded as exc:
+            return web.Response(status=422, text=f"{exc}\n")
         if not answer.snapshot.sources:  # not a calendar of this user: let the engine answer (404, 403…)
             return await handler(request)
         log.debug("free-busy-query on %s answered from the availability index", path)

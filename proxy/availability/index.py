@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from proxy.availability.instances import Instance, ParsedItem
+from proxy.availability.instances import DEFAULT_MAX_INSTANCES, Instance, ParsedItem
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,44 @@ BUCKET = timedelta(days=28)
 _EPOCH = datetime(1970, 1, 5, tzinfo=UTC)  # a Monday, so buckets start on week boundaries
 #: Expanded buckets kept per item and per collection; a year's queries need 14.
 MAX_BUCKETS = 40
+
+
+class BudgetExceeded(Exception):
+    """One request asked for more expansion work than its budget (``limits.request_*``)."""
+
+
+@dataclass
+class Budget:
+    """What one request may still spend on expanding: instances and wall-clock time. Checked between buckets,
+    so that a request stops computing once it is over budget, whoever is waiting for it. The clock starts at
+    the first expansion: parsing a cold calendar is done once per ETag and kept, however long it takes."""
+
+    seconds: float
+    instances_left: int
+    deadline: float | None = None
+
+    def charge(self, instances: int) -> None:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.seconds
+        self.instances_left -= instances
+        if self.instances_left < 0:
+            raise BudgetExceeded(
+                "the query needs more expansion work than one request may do (limits.request_instances): "
+                "ask for a shorter window"
+            )
+        if time.monotonic() > self.deadline:
+            raise BudgetExceeded(
+                "the query took longer than one request may (limits.request_seconds): ask for a shorter window"
+            )
+
+
+_budget: ContextVar[Budget | None] = ContextVar("calrelay_expansion_budget", default=None)
+
+
+def _charge(instances: int) -> None:
+    budget = _budget.get()
+    if budget is not None:
+        budget.charge(instances)
 
 
 class StoredItemLike(Protocol):
@@ -87,11 +128,18 @@ class ItemIndex:
         self._buckets: _LRU[int, tuple[Instance, ...]] = _LRU(MAX_BUCKETS)
 
     def starting_in_bucket(self, number: int) -> tuple[Instance, ...]:
+        fresh: list[int] = []
+
         def expand() -> tuple[Instance, ...]:
             start, end = bucket_start(number), bucket_start(number + 1)
-            return tuple(i for i in self.parsed.expand(start, end) if start <= i.start < end)
+            found = tuple(i for i in self.parsed.expand(start, end) if start <= i.start < end)
+            fresh.append(len(found))
+            return found
 
-        return self._buckets.get_or_make(number, expand)
+        found = self._buckets.get_or_make(number, expand)
+        if fresh:  # charged once kept, so that a request over budget still leaves progress for the next
+            _charge(fresh[0])
+        return found
 
 
 @dataclass
@@ -143,7 +191,15 @@ class AvailabilityIndex:
     others; the shared lock only guards the dictionaries.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        max_instances: int = DEFAULT_MAX_INSTANCES,
+        request_instances: int = 2_000_000,
+        request_seconds: float = 10.0,
+    ) -> None:
+        self.max_instances = max_instances
+        self.request_instances = request_instances
+        self.request_seconds = request_seconds
         self._collections: dict[tuple[str, str], CollectionIndex] = {}
         self._path_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -190,13 +246,25 @@ class AvailabilityIndex:
                 items[item.href] = known
                 continue
             try:
-                items[item.href] = ItemIndex(ParsedItem(item.text, path, item.href, zone), item.etag)
+                items[item.href] = ItemIndex(
+                    ParsedItem(item.text, path, item.href, zone, self.max_instances), item.etag
+                )
             except Exception as exc:  # a corrupt item must be visible, not abort the whole answer
                 log.warning("cannot index %s%s for availability: %s", path, item.href, exc)
                 problems[item.href] = str(exc) or type(exc).__name__
                 continue
             self.parsed_items += 1
         return CollectionIndex(path, etag, items, problems)
+
+    @contextmanager
+    def budget(self) -> Iterator[Budget]:
+        """Bound the expansion done inside (one request's): raises :class:`BudgetExceeded` past it."""
+        budget = Budget(self.request_seconds, self.request_instances)
+        token = _budget.set(budget)
+        try:
+            yield budget
+        finally:
+            _budget.reset(token)
 
     def query(self, index: CollectionIndex, start: datetime, end: datetime) -> list[Instance]:
         # Expanding a bucket mutates the collection's and its items' caches.

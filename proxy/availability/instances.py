@@ -21,12 +21,21 @@ import icalendar
 import recurring_ical_events
 
 from proxy.model import EVENT_KIND_PROPERTY, EVENT_ORIGIN_PROPERTY, EventKind, Origin
+from proxy.validation import dense_rule, most_per_window
 
 log = logging.getLogger(__name__)
 
 #: set by the relay on mirrored iCloud events (proxy.relay.transforms): travel time and applied policies
 TRAVEL_PROPERTY = "X-CALRELAY-TRAVEL"
 POLICY_PROPERTY = "X-CALRELAY-POLICY"
+
+#: Instances one event may generate in one expansion unless the index is told otherwise (``limits.max_instances``).
+DEFAULT_MAX_INSTANCES = 3000
+#: Summary suffix of the stand-in instance of an event that would generate more than the cap.
+TOO_MANY_INSTANCES = "too many instances"
+
+#: Longest stand-in the index asks for (one 28-day bucket), plus a day.
+STAND_IN_LOOKBACK = timedelta(days=29)
 
 #: Slack added to a component's nominal length when looking back for instances that started before a window:
 #: wall-clock lengths and all-day dates shift by a DST change (at most a few hours) once placed in a zone.
@@ -71,6 +80,8 @@ class Instance:
     from_blocking_calendar: bool = True  # False for a mirror whose events do not block (rule 3)
     #: the link policies the relay applied to this iCloud event (X-CALRELAY-POLICY), e.g. "all-day=always-busy"
     policy: str = ""
+    #: A stand-in covering a whole window for an event that would generate more instances than the cap.
+    too_many_instances: bool = False
 
     def disposition(self, addresses: frozenset[str]) -> Disposition:
         """``addresses`` are the user's normalized calendar-user addresses (see :func:`normalize_address`)."""
@@ -193,31 +204,79 @@ def _nominal_length(component: icalendar.Event) -> timedelta:
 class ParsedItem:
     """One stored calendar object, parsed once for one user zone."""
 
-    def __init__(self, text: str, calendar: str, href: str, zone: ZoneInfo) -> None:
+    def __init__(
+        self, text: str, calendar: str, href: str, zone: ZoneInfo, max_instances: int = DEFAULT_MAX_INSTANCES
+    ) -> None:
         self.calendar = calendar
         self.href = href
         self.zone = zone
+        self.max_instances = max_instances
         parsed = icalendar.Calendar.from_ical(text)
         events = list(parsed.walk("VEVENT"))
+        #: The first event whose rule is denser than the cap (stored before the write-time check, or by a path
+        #: that skips it): never expanded, it counts busy for every window from its start instead.
+        self.runaway: icalendar.Event | None = next((event for event in events if self._dense(event)), None)
         # EXDATE on a lone event can remove it, so recurring-ical-events must judge those as well.
         self.recurring = any("RRULE" in event or "RDATE" in event or "EXDATE" in event for event in events)
         #: Upper bound of any instance's length, used to look back for instances that began before a window.
         self.max_length = max((_nominal_length(event) for event in events), default=timedelta(0)) + (
             DURATION_SLACK
         )
+        if self.runaway is not None:
+            # Its stand-in spans a whole index bucket: look back that far so a window inside it finds it.
+            self.max_length = max(self.max_length, STAND_IN_LOOKBACK)
         self._query = recurring_ical_events.of(parsed)
         #: Instances of a non-recurring item, computed once; empty for a recurring item. Each VEVENT of such an
         #: item is one instance (a lone event, or overrides of a series stored elsewhere), so they are read
         #: directly: parsing dominates a cold start and a query object per event would add a third.
         self.fixed: tuple[Instance, ...] = () if self.recurring else self._instances(events)
 
+    def _dense(self, event: icalendar.Event) -> bool:
+        start = event.get("DTSTART")
+        if start is None:
+            return False
+        rules = event.get("RRULE")
+        rules = rules if isinstance(rules, list) else [rules] if rules is not None else []
+        return any(self._dense_rule(rule, start.dt) for rule in rules)
+
+    def _dense_rule(self, rule: icalendar.vRecur, start: date | datetime) -> bool:
+        try:
+            bound = most_per_window(
+                str(rule.get("FREQ", [""])[0]), len(rule.get("BYHOUR", [])), len(rule.get("BYMINUTE", [])),
+                len(rule.get("BYSECOND", [])),
+            )
+        except ValueError:  # an unknown FREQ: recurring-ical-events reports it
+            return False
+        # Parsing the rule costs more than the rest of the item: only rules that might be dense are parsed.
+        return bound > self.max_instances and dense_rule(rule.to_ical().decode(), start, self.max_instances)
+
     def expand(self, start: datetime, end: datetime) -> tuple[Instance, ...]:
-        """The instances overlapping [start, end) (aware datetimes)."""
+        """The instances overlapping [start, end) (aware datetimes); at most ``max_instances`` of them, or
+        else one "too many instances" stand-in that keeps the window busy."""
         if not self.recurring:
             return tuple(instance for instance in self.fixed if instance.overlaps(start, end))
+        if self.runaway is not None:
+            return self._stand_in(self.runaway, start, end)
         # Bounds in the user's zone make recurring-ical-events read floating times in that zone too.
         occurrences = self._query.between(start.astimezone(self.zone), end.astimezone(self.zone))
+        if len(occurrences) > self.max_instances:  # e.g. many RDATEs: a lone window may still be too dense
+            return self._stand_in(next(iter(occurrences)), start, end)
         return tuple(instance for instance in self._instances(occurrences) if instance.overlaps(start, end))
+
+    def _stand_in(self, event: icalendar.Event, start: datetime, end: datetime) -> tuple[Instance, ...]:
+        """One busy instance over the part of [start, end) after the event's first start: never free."""
+        first = instance_of(event, self.calendar, self.href, self.zone)
+        begin = max(start, first.start)
+        if begin >= end:
+            return ()
+        summary = f"{first.summary} ({TOO_MANY_INSTANCES})" if first.summary else TOO_MANY_INSTANCES
+        return (
+            Instance(
+                calendar=self.calendar, href=self.href, uid=first.uid, recurrence_id=None, summary=summary,
+                kind=first.kind, origin=first.origin, start=begin, end=end, all_day=False, transparent=False,
+                cancelled=False, declined_by=frozenset(), too_many_instances=True,
+            ),
+        )
 
     def _instances(self, occurrences: Iterable[icalendar.Event]) -> tuple[Instance, ...]:
         instances = (instance_of(event, self.calendar, self.href, self.zone) for event in occurrences)

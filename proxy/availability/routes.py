@@ -19,7 +19,7 @@ from aiohttp import web
 
 from proxy.api import json_error, require_access
 from proxy.availability.freebusy import make_freebusy_middleware
-from proxy.availability.index import AvailabilityIndex
+from proxy.availability.index import AvailabilityIndex, BudgetExceeded
 from proxy.availability.instances import Instance, normalize_address
 from proxy.availability.intervals import BusyInterval
 from proxy.availability.service import AvailabilityService, Freshness, Snapshot, UserView
@@ -44,7 +44,8 @@ MAX_SLOT_MINUTES = 7 * 24 * 60
 
 def setup_routes(app: web.Application) -> None:
     """Add the two GET routes and the CalDAV free-busy-query override. Call before any catch-all route."""
-    app[INDEX] = AvailabilityIndex()
+    limits = app[SETTINGS].limits
+    app[INDEX] = AvailabilityIndex(limits.max_instances, limits.request_instances, limits.request_seconds)
     app.cleanup_ctx.append(_warm_index)
     app.router.add_get("/api/v1/users/{user}/availability", availability)
     app.router.add_get("/api/v1/users/{user}/busy-reasons", busy_reasons)
@@ -65,7 +66,10 @@ async def _warm_index(app: web.Application) -> AsyncIterator[None]:
         now = datetime.now(UTC)
         for user in users:
             view = user_context(app, user)
-            await engine.call(service(app).snapshot, view, now, now + WARM_WINDOW, freshness_of(app, user))
+            try:
+                await engine.call(service(app).snapshot, view, now, now + WARM_WINDOW, freshness_of(app, user))
+            except BudgetExceeded as exc:  # what was expanded is kept; the user's first query goes on from there
+                log.warning("availability warm-up for %s stopped: %s", user, exc)
         elapsed = asyncio.get_running_loop().time() - started
         log.info("availability index warm for %d users in %.1f s", len(users), elapsed)
 
@@ -169,7 +173,10 @@ async def availability(request: web.Request) -> web.Response:
         return json_error(400, str(exc))
     freshness = freshness_of(request.app, user)
     compute = service(request.app).availability
-    answer = await request.app[ENGINE].call(compute, view, start, end, freshness, slot)
+    try:
+        answer = await request.app[ENGINE].call(compute, view, start, end, freshness, slot)
+    except BudgetExceeded as exc:
+        return json_error(422, str(exc))
     stale = answer.snapshot.stale_paths
     body: dict[str, Any] = {
         "user": user,
@@ -196,7 +203,10 @@ async def busy_reasons(request: web.Request) -> web.Response:
     except BadParameter as exc:
         return json_error(400, str(exc))
     freshness = freshness_of(request.app, user)
-    answer = await request.app[ENGINE].call(service(request.app).reasons, view, at, freshness)
+    try:
+        answer = await request.app[ENGINE].call(service(request.app).reasons, view, at, freshness)
+    except BudgetExceeded as exc:
+        return json_error(422, str(exc))
     stale = answer.snapshot.stale_paths
     return web.json_response(
         {
@@ -233,6 +243,7 @@ def _instance_json(instance: Instance, stale: frozenset[str]) -> dict[str, Any]:
         "all_day": instance.all_day,
         "policy": instance.policy or None,
         "stale": instance.calendar in stale,
+        "too_many_instances": instance.too_many_instances,
     }
 
 

@@ -100,7 +100,20 @@ class AvailabilityService:
         freshness: Freshness,
         paths: frozenset[str] | None = None,
     ) -> Snapshot:
-        """Read the user's calendars (only ``paths`` if given) and collect the instances over [start, end)."""
+        """Read the user's calendars (only ``paths`` if given) and collect the instances over [start, end).
+
+        Raises :class:`~proxy.availability.index.BudgetExceeded` when that needs more than one request's work."""
+        with self.index.budget():
+            return self._snapshot(view, start, end, freshness, paths)
+
+    def _snapshot(
+        self,
+        view: UserView,
+        start: datetime,
+        end: datetime,
+        freshness: Freshness,
+        paths: frozenset[str] | None,
+    ) -> Snapshot:
         calendars = self.store.list_calendars(view.user)
         self.index.retain(f"/{view.user}/", (calendar.path for calendar in calendars))
         sources: list[SourceStatus] = []

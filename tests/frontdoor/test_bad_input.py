@@ -122,7 +122,7 @@ def test_wrong_password_is_refused_and_slowed_down(calrelay_factory):
         assert response.status_code == 401
         assert "Wrong user name or password" in response.text
     assert timings[1] >= 0.2 and timings[2] >= 0.4  # the first failure is answered at once, then 0.2, 0.4
-    assert authenticator.penalty("127.0.0.1") == 0.4  # capped at max_failed_login_delay
+    assert authenticator.penalty("127.0.0.1", "alice") == 0.4  # capped at max_failed_login_delay
     # the right password still works, and clears the penalty
     assert requests.request("PROPFIND", server.url + "alice/", auth=server.auth("alice"), timeout=10).ok
-    assert authenticator.penalty("127.0.0.1") == 0.0
+    assert authenticator.penalty("127.0.0.1", "alice") == 0.0

@@ -52,7 +52,8 @@ def run(url: str, user: str, password: str, owner: str) -> None:
         assert sorted(str(event.icalendar_component["UID"]) for event in found) == ["appt-intro", "blocked-lunch"]
         synced = calendar.objects_by_sync_token(load_objects=True)
         assert len(list(synced)) == 3
-        intro.data = INTRO.replace("Intro call", "Intro call (moved)").replace("T090000Z", "T100000Z")
+        moved = INTRO.replace("T090000Z", "T100000Z").replace("T093000Z", "T103000Z")  # start and end move
+        intro.data = moved.replace("Intro call", "Intro call (moved)")
         intro.save()
         calendar.event_by_uid("blocked-lunch").delete()
         changes = calendar.objects_by_sync_token(sync_token=synced.sync_token, load_objects=True)
