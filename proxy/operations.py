@@ -65,7 +65,7 @@ async def _may_read_metrics(request: web.Request) -> bool:
         return False
     authenticator = request.app[AUTHENTICATOR]
     principal = await request.app[ENGINE].call(authenticator.check, *credentials)
-    authenticator.record(request.remote or "unknown", principal is not None)
+    authenticator.record(request.remote or "unknown", credentials[0], principal is not None)
     return principal is not None and principal.is_service
 
 

@@ -14,14 +14,14 @@ from pathlib import Path
 from proxy.recorder import RECORDING
 from tests.conftest import running_calrelay
 from tests.recorder import crm_session
-from tests.recorder.test_end_to_end import SERVICE, with_recorder
+from tests.recorder.test_end_to_end import SERVICE
 
 EXAMPLE = Path(__file__).parent.parent / "recordings" / "crm-session.har"
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as data, running_calrelay(Path(data), customize=with_recorder) as server:
-        server.run(server.app[RECORDING].start(EXAMPLE))
+    overrides = {"recorder": {"path": str(EXAMPLE)}}  # as `serve --record` does
+    with tempfile.TemporaryDirectory() as data, running_calrelay(Path(data), overrides=overrides) as server:
         crm_session.run(server.url, SERVICE, server.password(SERVICE), "alice")
         server.run(server.app[RECORDING].stop())
     print(f"wrote {EXAMPLE}")

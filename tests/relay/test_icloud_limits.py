@@ -8,10 +8,9 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from proxy.keys import STATE
-from proxy.relay.holds import account_key
 from proxy.relay.window import SyncWindow
-from tests.helpers import event, mkcalendar, put
-from tests.relay.conftest import link, make_linked, wait_until
+from tests.helpers import event, put
+from tests.relay.conftest import make_linked, wait_until
 from tests.relay.test_pull import icloud_put, mirror, pulled
 
 START = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -114,27 +113,3 @@ def test_sync_window_and_the_full_listing_that_catches_events_entering_it(calrel
     # Time passes (the window moves): the daily full listing imports it, though nothing changed in iCloud.
     linked.worker().window = SyncWindow(90, 60)
     pulled(linked, lambda: "far" in mirror(linked, "icloud-home"), "the event that entered the window")
-
-
-def test_two_links_of_one_apple_id_share_its_budget(calrelay_factory):
-    relay = calrelay_factory(overrides=OVERRIDES)
-    linked = make_linked(relay)
-    crm = relay.auth("crm")
-    assert mkcalendar(relay.url + "bob/sales/", crm, "Sales", kind="round-robin").status_code == 201
-    link(relay, user="bob", conflicts=[])
-    wait_until(lambda: linked.worker("bob") is not None and linked.worker("bob").passes > 0, message="bob's pass")
-    emulator = linked.emulator
-    emulator.set_faults(budget_per_minute=6, retry_after=1, budget_backoff_seconds=3)
-    emulator.emulator.throttled_at.clear()
-    for user in ("alice", "bob"):
-        for number in range(6):
-            body = event(f"{user}-{number}", START + timedelta(hours=number))
-            assert put(relay.url + f"{user}/sales/{user}-{number}.ics", crm, body).status_code == 201
-    wait_until(lambda: len(linked.icloud_store()) == 12, timeout=120, message="both users' appointments")
-    # One link's throttle holds the other too: refusals still come in bursts at least 2 s apart.
-    times = emulator.emulator.throttled_at
-    bursts = [t for previous, t in itertools.pairwise([float("-inf"), *times]) if t - previous > 0.5]
-    assert bursts and all(later - earlier >= 2.0 for earlier, later in itertools.pairwise(bursts)), bursts
-    key = account_key(linked.worker("bob").link.server_url, "demo@icloud.test")
-    assert linked.worker("alice").context.holds is linked.worker("bob").context.holds
-    assert linked.worker("alice").context.holds.until(key) > 0
