@@ -93,6 +93,8 @@ class UpstreamSettings:
     poll_interval: float = option(60.0, "Seconds between pulls of each linked iCloud calendar (Apple has no push).")
     min_backoff: float = option(2.0, "First delay after an upstream failure; doubles per failure, with jitter.")
     max_backoff: float = option(300.0, "Longest delay between retries of a failing upstream.")
+    max_imports: int = option(4, "Most pulls (imports) of different users running at the same time.")
+    import_batch: int = option(200, "Objects fetched from iCloud and written to storage per batch of a pull.")
 
 
 @dataclass(frozen=True)
