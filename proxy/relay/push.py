@@ -192,7 +192,7 @@ class PushExecutor:
             if decision is AfterRefusedCreate.ADOPT:
                 etag = existing.etag  # our earlier create: adopt it, do not write a second copy
             else:
-                etag = await gate.call(client.update(action.href, text, existing.etag))
+                etag = await raced(gate.call(client.update(action.href, text, existing.etag)))
         local = action.local
         await self.w.save(
             ItemStatus(
@@ -230,7 +230,7 @@ class PushExecutor:
             if decision is AfterRefusedUpdate.OVERWRITE_CONFLICT:
                 logger.warning("conflict on %s for %s: changed in the CRM and in iCloud; the CRM's edit kept (%s)",
                                local.uid, w.user, "one-way" if not w.two_way else "it is newer")
-            etag = await gate.call(client.update(status.remote_href, text, current.etag))
+            etag = await raced(gate.call(client.update(status.remote_href, text, current.etag)))
         await w.save(replace(local_status(status, local), remote_etag=etag, remote_hash=ours))
 
     async def _update_icloud_born(self, client: Upstream, gate: Gate, action: Update) -> None:
@@ -250,7 +250,7 @@ class PushExecutor:
             return
         # Content from the CRM, people (attendees, organizer) from iCloud: the mirror has none of them.
         text = transforms.to_icloud(transforms.merge_icloud_edit(current.text, local.text))
-        etag = await gate.call(client.update(status.remote_href, text, current.etag))
+        etag = await raced(gate.call(client.update(status.remote_href, text, current.etag)))
         await w.save(replace(local_status(status, local), remote_etag=etag, remote_hash=transforms.content_hash(text)))
 
     async def _delete(self, client: Upstream, gate: Gate, action: Delete) -> None:
@@ -267,7 +267,7 @@ class PushExecutor:
                 # Edited in iCloud after the CRM deleted its blocked slot: the next pull imports it again.
                 logger.warning("conflict on %s for %s: deleted in the CRM, edited in iCloud; kept", status.uid, w.user)
             else:
-                await gate.call(client.delete(status.remote_href, current.etag))
+                await raced(gate.call(client.delete(status.remote_href, current.etag)))
         await w.state.call(w.state.db.delete_item, w.user, status.calendar_url, status.uid)
 
 
@@ -278,6 +278,15 @@ async def execute(actions: Iterable[T], run: Callable[[T], Awaitable[None]], gat
         if isinstance(result, BaseException) and not isinstance(result, StopPass):
             raise result
     gate.check()
+
+
+async def raced(work: Awaitable[T]) -> T:
+    """A conditional write made right after re-reading iCloud's copy. A 412 now means iCloud changed it again
+    in between (a race, not a refusal): the item is retried with the next pass, which reads it afresh."""
+    try:
+        return await work
+    except PreconditionFailed as error:
+        raise TransientError(f"changed in iCloud again while being written ({error})", 412) from error
 
 
 def integrates(calendar: CalendarInfo, default_kind: CalendarKind, chosen: frozenset[str]) -> bool:
