@@ -27,7 +27,7 @@ from radicale import pathutils
 from plugins import scope as request_scope
 from plugins.rights import Rights
 from plugins.scope import Change
-from plugins.storage import Collection, Stamp, Storage
+from plugins.storage import Collection, Stamp, Storage, one_sync
 from proxy.auth import UsersFile
 from proxy.config import Settings
 
@@ -246,7 +246,8 @@ class Engine:
             collection = next(iter(self.storage.discover(path)), None)
             if not isinstance(collection, radicale.storage.BaseCollection):
                 raise LookupError(f"no calendar at {path}")
-            return [collection.upload(href, item)[0].etag for href, item in prepared]
+            with one_sync():
+                return [collection.upload(href, item)[0].etag for href, item in prepared]
 
     def delete_item(self, path: str, href: str) -> bool:
         sane_path = pathutils.strip_path(path)

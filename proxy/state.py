@@ -58,6 +58,16 @@ CREATE TABLE IF NOT EXISTS link_calendars (
     last_error TEXT,
     PRIMARY KEY (user, remote_url)
 );
+CREATE TABLE IF NOT EXISTS pull_progress (
+    user TEXT NOT NULL,
+    remote_url TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    fetched INTEGER NOT NULL,
+    written INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (user, remote_url)
+);
 CREATE TABLE IF NOT EXISTS items (
     user TEXT NOT NULL,
     calendar_url TEXT NOT NULL,
@@ -349,6 +359,26 @@ class StateDB:
     def pending(self, user: str) -> list[Pending]:
         rows = self._db.execute("SELECT * FROM pending WHERE user = ? ORDER BY first_at, uid", (user,))
         return [_row(Pending, r) for r in rows]
+
+    # -- running pulls (progress of an import, for `calrelay status` and the API) -------------------------
+
+    def set_progress(self, user: str, remote_url: str, total: int, fetched: int, written: int,
+                     started_at: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO pull_progress VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (user, remote_url, total, fetched, written, started_at, time.time()),
+            )
+
+    def clear_progress(self, user: str, remote_url: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM pull_progress WHERE user = ? AND remote_url = ?", (user, remote_url))
+
+    def progress(self, user: str) -> dict[str, dict[str, float]]:
+        """remote URL -> the running pull's total, fetched, written, started_at, updated_at."""
+        rows = self._db.execute("SELECT * FROM pull_progress WHERE user = ?", (user,))
+        return {r["remote_url"]: {k: r[k] for k in ("total", "fetched", "written", "started_at", "updated_at")}
+                for r in rows}
 
 
 _PULL_STATE = ("ctag", "sync_token", "token_state", "last_success_at", "last_attempt_at", "last_error")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proxy.model import MirrorRole, Origin
 from proxy.relay import transforms
@@ -36,6 +36,7 @@ from proxy.relay.plan import (
     RemoteItem,
     plan_pull,
 )
+from proxy.relay.progress import import_report
 from proxy.relay.push import execute, summary
 from proxy.relay.sides import Upstream
 from proxy.state import ItemStatus, LinkCalendar
@@ -52,22 +53,17 @@ IMPORT_LOG_THRESHOLD = 50
 
 @dataclass
 class PullProgress:
-    """A running pull of one calendar, for the status report: objects fetched and written of the total."""
+    """A running pull of one calendar: objects fetched and written of the total."""
 
     calendar: str
     total: int
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.time)
     fetched: int = 0
     written: int = 0
 
-    def report(self, now: float | None = None) -> dict[str, float | int | str | None]:
-        elapsed = max((now or time.monotonic()) - self.started, 1e-6)
-        rate = self.written / elapsed
-        left = (self.total - self.written) / rate if rate > 0 else None
-        return {
-            "calendar": self.calendar, "total": self.total, "fetched": self.fetched, "written": self.written,
-            "rate": round(rate, 1), "seconds_left": round(left, 1) if left is not None else None,
-        }
+    def report(self) -> dict[str, Any]:
+        return {"calendar": self.calendar,
+                **import_report(self.total, self.fetched, self.written, self.started, time.time())}
 
 
 class PullExecutor:
@@ -103,6 +99,7 @@ class PullExecutor:
                 refused = True
             progress = PullProgress(calendar.remote_name, len(delta.wanted))
             self.progress[url] = progress
+            await self._report(url, progress)
             batch = max(1, w.context.settings.upstream.import_batch)
             chunks = [delta.wanted[i:i + batch] for i in range(0, len(delta.wanted), batch)] or [[]]
             two_way = w.two_way and calendar.role == MirrorRole.PRIMARY
@@ -119,7 +116,8 @@ class PullExecutor:
                     if actions and len(chunks) == 1:
                         logger.info("pull of %s for %s: %s", calendar.remote_name, w.user, summary(actions))
                     await self._execute(actions, calendar, gate)
-                progress.written += len(chunk)
+                progress.written += len(fetched)
+                await self._report(url, progress)
             cursor = next_cursor(previous, ctag, token, refused, len(delta.wanted), progress.fetched)
             if progress.fetched < len(delta.wanted):
                 # Not visible yet (iCloud's lag): the old token makes the server report them again.
@@ -134,15 +132,22 @@ class PullExecutor:
             gate.failed += 1
             return
         finally:
-            self.progress.pop(url, None)
+            if self.progress.pop(url, None) is not None and progress.total:
+                await w.state.call(db.clear_progress, w.user, url)
         if progress.total >= IMPORT_LOG_THRESHOLD:
-            elapsed = time.monotonic() - progress.started
+            elapsed = time.time() - progress.started
             logger.info("import of %s for %s done: %d events in %.1f s (%.0f/s)", calendar.remote_name, w.user,
                         progress.fetched, elapsed, progress.fetched / max(elapsed, 1e-6))
         await self._pulled(
             calendar, ctag=cursor.ctag, sync_token=cursor.token, token_state=cursor.token_state.value,
             last_success_at=time.time(), last_attempt_at=started, last_error=None,
         )
+
+    async def _report(self, url: str, progress: PullProgress) -> None:
+        if progress.total:  # only pulls that fetch something: an unchanged calendar costs no write
+            w = self.w
+            await w.state.call(w.state.db.set_progress, w.user, url, progress.total, progress.fetched,
+                               progress.written, progress.started)
 
     async def _pulled(self, calendar: LinkCalendar, **values: object) -> None:
         w = self.w
