@@ -94,7 +94,7 @@ class UpstreamSettings:
     min_backoff: float = option(2.0, "First delay after an upstream failure; doubles per failure, with jitter.")
     max_backoff: float = option(300.0, "Longest delay between retries of a failing upstream.")
     max_imports: int = option(4, "Most pulls (imports) of different users running at the same time.")
-    import_batch: int = option(200, "Objects fetched from iCloud and written to storage per batch of a pull.")
+    import_batch: int = option(50, "Objects fetched from iCloud and written to storage per batch of a pull.")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ changed. What a refused sync token or an incomplete fetch means is decided in :m
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -108,7 +109,8 @@ class PullExecutor:
                 fetched = await gate.call(client.fetch(url, chunk)) if chunk else {}
                 progress.fetched += len(fetched)
                 w.stats["fetched"] += len(fetched)
-                remote = [r for r in (remote_item(o) for o in fetched.values()) if r is not None]
+                # Parsing is CPU work: off the event loop, so CalDAV requests are answered meanwhile.
+                remote = await asyncio.to_thread(remote_items, list(fetched.values()))
                 last = index == len(chunks) - 1
                 async with w.status_lock:  # a push waits at most one batch
                     rows = await w.state.call(db.items, w.user, url) if index else statuses
@@ -197,6 +199,10 @@ class PullExecutor:
             return  # both changed and the CRM's edit is newer: the next push overwrites iCloud's
         await self.w.apply_to_crm(RemoteObject(action.remote.href, action.remote.etag, action.remote.text), status,
                                   local)
+
+
+def remote_items(objects: list[RemoteObject]) -> list[RemoteItem]:
+    return [r for r in (remote_item(o) for o in objects) if r is not None]
 
 
 def remote_item(obj: RemoteObject) -> RemoteItem | None:

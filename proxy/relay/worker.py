@@ -255,15 +255,7 @@ class LinkWorker:
     async def write_mirrors(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]],
                             calendar: LinkCalendar) -> None:
         """Import or refresh blocked slots in ``calendar``'s mirror: one storage call, one status call."""
-        prepared: list[tuple[RemoteItem, str, str]] = []
-        for remote, status in writes:
-            try:
-                text = transforms.to_mirror(remote.text, self.owner_addresses)
-            except ValueError as error:
-                logger.warning("iCloud object %s not imported: %s", remote.href, error)
-                continue
-            href = status.local_href if status and status.local_href else transforms.remote_name(remote.uid)
-            prepared.append((remote, href, text))
+        prepared = await asyncio.to_thread(self._mirror_texts, writes)  # CPU work, off the event loop
         if not prepared:
             return
         path = calendar.mirror_path
@@ -278,9 +270,24 @@ class LinkWorker:
                 except ValueError as error:
                     logger.warning("iCloud object %s not imported: %s", remote.href, error)
                     etags.append("")
-        rows = [mirror_status(self.user, calendar, remote, href, etag, text)
-                for (remote, href, text), etag in zip(prepared, etags, strict=True) if etag]
+        rows = await asyncio.to_thread(lambda: [mirror_status(self.user, calendar, remote, href, etag, text)
+                                                for (remote, href, text), etag in zip(prepared, etags, strict=True)
+                                                if etag])
         await self.state.call(_save_all, self.state.db, rows)
+
+    def _mirror_texts(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]]
+                      ) -> list[tuple[RemoteItem, str, str]]:
+        """(remote, mirror href, mirror text) of each write that can be mirrored."""
+        prepared = []
+        for remote, status in writes:
+            try:
+                text = transforms.to_mirror(remote.text, self.owner_addresses)
+            except ValueError as error:
+                logger.warning("iCloud object %s not imported: %s", remote.href, error)
+                continue
+            href = status.local_href if status and status.local_href else transforms.remote_name(remote.uid)
+            prepared.append((remote, href, text))
+        return prepared
 
     async def apply_to_crm(self, current: RemoteObject, status: ItemStatus, local: str) -> None:
         """Merge iCloud's version into the CRM appointment ``local``, stored where ``status`` says."""
