@@ -317,13 +317,15 @@ class StateDB:
                 self._bump(db)
         return bool(deleted)
 
-    def set_link_state(self, user: str, state: str, error: str | None = None) -> None:
+    def set_link_state(self, user: str, state: str, error: str | None = None) -> float:
+        """Record the link's state; returns the new ``updated_at``."""
         now = time.time()
         values: dict[str, Any] = {"state": state, "updated_at": now}
         if error is not None:
             values |= {"last_error": error, "last_error_at": now}
         with self.transaction() as db:
             db.execute(links_table.update().where(links_table.c.user == user).values(**values))
+        return now
 
     def clear_link_error(self, user: str) -> None:
         """The link recovered: forget its last error (``updated_at`` stays, this is not a change of the link)."""

@@ -62,7 +62,7 @@ class Relay:
             links = {link.user: link for link in await state.call(state.db.links)}
             for user in list(self._workers):
                 worker, task, updated_at = self._workers[user]
-                if user not in links or links[user].updated_at != updated_at:
+                if user not in links or links[user].updated_at not in (updated_at, worker.link.updated_at):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task

@@ -284,8 +284,9 @@ class LinkWorker:
             self.context.holds.hold(self._account, self.schedule.hold_until)
 
     async def _set_state(self, state: str, error: str | None = None) -> None:
-        await self.state.call(self.state.db.set_link_state, self.user, state, error)
-        self.link = replace(self.link, state=state, last_error=error or self.link.last_error)
+        updated_at = await self.state.call(self.state.db.set_link_state, self.user, state, error)
+        # The supervisor restarts a worker whose link changed; its own state write is no such change.
+        self.link = replace(self.link, state=state, last_error=error or self.link.last_error, updated_at=updated_at)
 
     # -- writes to the calrelay side, shared by push and pull ---------------------------------------------
 
