@@ -49,6 +49,19 @@ RELAY_ONLY_PROPS = (MIRROR_ROLE_PROP, MIRROR_SOURCE_PROP, MIRROR_BLOCKS_PROP)
 # Radicale writes a new collection's props through set_meta while creating it; that is part of the one
 # "collection created" change, not a PROPPATCH of its own.
 _inside_create: ContextVar[bool] = ContextVar("calrelay_inside_create", default=False)
+_syncing_later: ContextVar[bool] = ContextVar("calrelay_syncing_later", default=False)
+
+
+@contextmanager
+def one_sync() -> Iterator[None]:
+    """Writes inside skip Radicale's per-file and per-directory fsyncs (six per item); one ``os.sync()`` at
+    the end makes them all durable before the block returns. For the relay's batched mirror writes."""
+    token = _syncing_later.set(True)
+    try:
+        yield
+    finally:
+        _syncing_later.reset(token)
+        os.sync()
 
 
 @contextmanager
@@ -207,6 +220,14 @@ class Storage(multifilesystem.Storage):
                 self._runaway.clear()
             self._runaway[key] = problem
         return problem
+
+    def _fsync(self, f) -> None:
+        if not _syncing_later.get():
+            super()._fsync(f)
+
+    def _sync_directory(self, path: str) -> None:
+        if not _syncing_later.get():
+            super()._sync_directory(path)
 
     def emit(self, change: Change) -> None:
         current = scope.current()

@@ -112,6 +112,8 @@ class UpstreamSettings:
     full_pull_interval: float = option(
         86400.0, "Seconds between full listings of each iCloud calendar (catches events entering the window)."
     )
+    max_imports: int = option(4, "Most pulls (imports) of different users running at the same time.")
+    import_batch: int = option(50, "Objects fetched from iCloud and written to storage per batch of a pull.")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from radicale import pathutils
 from plugins import scope as request_scope
 from plugins.rights import Rights
 from plugins.scope import Change
-from plugins.storage import Collection, Stamp, Storage, expanding
+from plugins.storage import Collection, Stamp, Storage, expanding, one_sync
 from proxy.auth import UsersFile
 from proxy.config import Settings
 from proxy.outage import database_unavailable
@@ -247,6 +247,27 @@ class Engine:
                 raise LookupError(f"no calendar at {path}")
             stored, _ = collection.upload(href, item)
             return stored.etag
+
+    def put_items(self, path: str, items: list[tuple[str, str]]) -> list[str]:
+        """Store several ``(href, text)`` in the calendar at ``path`` under one lock acquisition (the relay's
+        batched mirror writes; a transactional storage makes the batch one transaction). Returns the ETags."""
+        sane_path = pathutils.strip_path(path)
+        prepared = []
+        for href, text in items:
+            components = radicale_item.read_components(text)
+            radicale_item.check_and_sanitize_items(
+                components, is_collection=False, tag="VCALENDAR",
+                max_vevent_rrule_occurrence=self.settings.storage.max_occurrences,
+            )
+            item = radicale_item.Item(collection_path=sane_path, vobject_item=components[0])
+            item.prepare()
+            prepared.append((href, item))
+        with self.storage.acquire_lock("w", sane_path.split("/", 1)[0]):
+            collection = next(iter(self.storage.discover(path)), None)
+            if not isinstance(collection, radicale.storage.BaseCollection):
+                raise LookupError(f"no calendar at {path}")
+            with one_sync():
+                return [collection.upload(href, item)[0].etag for href, item in prepared]
 
     def delete_item(self, path: str, href: str) -> bool:
         sane_path = pathutils.strip_path(path)

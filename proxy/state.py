@@ -105,6 +105,17 @@ pending_table = sa.Table(
     sa.Column("first_at", sa.Float, nullable=False),
     sa.Column("last_at", sa.Float, nullable=False),
 )
+#: The running pull of each calendar (an import's progress, for `calrelay status` and the API).
+progress_table = sa.Table(
+    "relay_pull_progress", metadata,
+    sa.Column("user", sa.Text, primary_key=True),
+    sa.Column("remote_url", sa.Text, primary_key=True),
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("fetched", sa.Integer, nullable=False),
+    sa.Column("written", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
 generation_table = sa.Table(
     "relay_generation", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
@@ -113,7 +124,7 @@ generation_table = sa.Table(
 
 RELAY_TABLES = [
     links_table, link_calendars_table, items_table, sync_requests_table, pending_table, generation_table,
-    outbox_table,
+    outbox_table, progress_table,
 ]
 
 
@@ -300,19 +311,21 @@ class StateDB:
     def delete_link(self, user: str) -> bool:
         with self.transaction() as db:
             deleted = db.execute(links_table.delete().where(links_table.c.user == user)).rowcount
-            for table in (link_calendars_table, items_table, pending_table, outbox_table):
+            for table in (link_calendars_table, items_table, pending_table, outbox_table, progress_table):
                 db.execute(table.delete().where(table.c.user == user))
             if deleted:
                 self._bump(db)
         return bool(deleted)
 
-    def set_link_state(self, user: str, state: str, error: str | None = None) -> None:
+    def set_link_state(self, user: str, state: str, error: str | None = None) -> float:
+        """Record the link's state; returns the new ``updated_at``."""
         now = time.time()
         values: dict[str, Any] = {"state": state, "updated_at": now}
         if error is not None:
             values |= {"last_error": error, "last_error_at": now}
         with self.transaction() as db:
             db.execute(links_table.update().where(links_table.c.user == user).values(**values))
+        return now
 
     def clear_link_error(self, user: str) -> None:
         """The link recovered: forget its last error (``updated_at`` stays, this is not a change of the link)."""
@@ -428,6 +441,28 @@ class StateDB:
         query = sa.select(table).where(table.c.user == user).order_by(table.c.first_at, table.c.uid)
         with reading(self.engine) as db:
             return [_row(Pending, r) for r in db.execute(query)]
+
+    # -- running pulls (progress of an import, for `calrelay status` and the API) -------------------------
+
+    def set_progress(self, user: str, remote_url: str, total: int, fetched: int, written: int,
+                     started_at: float) -> None:
+        row = {"user": user, "remote_url": remote_url, "total": total, "fetched": fetched, "written": written,
+               "started_at": started_at, "updated_at": time.time()}
+        with self.transaction() as db:
+            _upsert(db, progress_table, row)
+
+    def clear_progress(self, user: str, remote_url: str) -> None:
+        table = progress_table
+        with self.transaction() as db:
+            db.execute(table.delete().where(table.c.user == user, table.c.remote_url == remote_url))
+
+    def progress(self, user: str) -> dict[str, dict[str, float]]:
+        """remote URL -> the running pull's total, fetched, written, started_at, updated_at."""
+        table = progress_table
+        with reading(self.engine) as db:
+            rows = db.execute(sa.select(table).where(table.c.user == user)).mappings().all()
+        return {r["remote_url"]: {k: r[k] for k in ("total", "fetched", "written", "started_at", "updated_at")}
+                for r in rows}
 
 
 #: The tables of the file layout's ``state.sqlite3`` and where their rows go (the columns are the same).

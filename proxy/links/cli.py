@@ -22,6 +22,7 @@ from proxy.config import Settings
 from proxy.engine import Engine
 from proxy.links.rules import LinkError
 from proxy.links.service import LinkRequest, LinkService, calendar_listing, link_status
+from proxy.relay.progress import describe
 from proxy.secretbox import SecretBox, SecretError
 from proxy.settings_cli import settings_from_args
 from proxy.state import AsyncState
@@ -64,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         help="invitations not answered yet (PARTSTAT=NEEDS-ACTION): busy (default) or free")
     link.add_argument("--list", action="store_true", help="list the account's calendars instead of linking")
     link.add_argument("--json", action="store_true", help="print JSON")
+    link.add_argument("--wait", action="store_true",
+                      help="show a progress bar until the first sync of every linked calendar is done")
     link.set_defaults(func=run_link)
 
     unlink = subparsers.add_parser("unlink", parents=[common], help="remove a user's iCloud link and mirrors")
@@ -136,6 +139,7 @@ def run_link(args: argparse.Namespace) -> int:
             return 0
         if not args.apple_id or not args.primary:
             raise LinkError("missing_field", "linking needs --apple-id and --primary (or use --list)")
+        linked_at = time.time()
         _, _, notes = await service.link(LinkRequest(
             user=args.user, apple_id=args.apple_id, app_password=_read_password(args),
             server_url=args.server or service.default_server_url(), primary=args.primary,
@@ -144,10 +148,41 @@ def run_link(args: argparse.Namespace) -> int:
         ))
         for note in notes:
             print(f"calrelay: note: {note}", file=sys.stderr)
+        if args.wait and not await _wait_for_first_sync(service, args.user, linked_at):
+            return 1
         _print_status(await service.state.call(link_status, service.state.db, args.user), args.json)
         return 0
 
     return _run(args, work)
+
+
+#: Seconds ``link --wait`` waits for the running server to start a pull before it gives up.
+WAIT_FOR_SERVER = 30.0
+
+
+async def _wait_for_first_sync(service: LinkService, user: str, linked_at: float) -> bool:
+    """A progress bar on stderr until every linked calendar has completed a pull since ``linked_at``."""
+    db = service.state.db
+    started = time.monotonic()
+    while True:
+        calendars = await service.state.call(db.link_calendars, user)
+        running = await service.state.call(db.progress, user)
+        done = [c for c in calendars if (c.last_success_at or 0) >= linked_at]
+        total = sum(int(p["total"]) for p in running.values())
+        written = sum(int(p["written"]) for p in running.values())
+        fraction = written / total if total else len(done) / max(len(calendars), 1)
+        bar = "#" * int(fraction * 30)
+        print(f"\rfirst sync: [{bar:<30}] {len(done)}/{len(calendars)} calendars"
+              + (f", {written}/{total} events" if total else ""), end="", file=sys.stderr, flush=True)
+        if calendars and len(done) == len(calendars):
+            print(file=sys.stderr)
+            return True
+        attempted = running or any((c.last_attempt_at or 0) >= linked_at for c in calendars)
+        if not attempted and time.monotonic() - started > WAIT_FOR_SERVER:
+            print(f"\ncalrelay: no pull of {user}'s calendars within {WAIT_FOR_SERVER:.0f} s; is `calrelay serve` "
+                  "running with this data directory?", file=sys.stderr)
+            return False
+        await asyncio.sleep(0.2)
 
 
 def run_unlink(args: argparse.Namespace) -> int:
@@ -233,6 +268,8 @@ def _print_status(report: dict[str, Any], as_json: bool) -> None:
         blocks = "" if c["blocks_availability"] else ", does not block"
         print(f"  {c['role']:<8} {c['name']} → {c['mirror']} (last pull: {c['last_pull'] or 'never'}, "
               f"token: {c['token_state']}{blocks})" + (f" error: {c['last_error']}" if c["last_error"] else ""))
+        if c.get("import"):
+            print(f"           {describe(c['import'])}")
     if report["pending"]:
         print(f"  pending ({len(report['pending'])}):")
         for p in report["pending"]:

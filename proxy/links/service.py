@@ -26,6 +26,7 @@ from proxy.model import (
     CalendarKind,
 )
 from proxy.relay import policies
+from proxy.relay.progress import import_report
 from proxy.secretbox import SecretBox
 from proxy.state import AsyncState, Link, LinkCalendar, StateDB
 from proxy.upstream import Account, AuthenticationFailed, RemoteCalendar, UpstreamClient, UpstreamError
@@ -190,6 +191,7 @@ def link_status(db: StateDB, user: str) -> dict[str, Any]:
     link = db.link(user)
     if link is None:
         return {"user": user, "linked": False}
+    running = db.progress(user)
     return {
         "user": user,
         "linked": True,
@@ -214,6 +216,9 @@ def link_status(db: StateDB, user: str) -> dict[str, Any]:
                 "last_attempt": _when(c.last_attempt_at),
                 "token_state": c.token_state,
                 "last_error": c.last_error,
+                # A pull running now (an import): fetched/written of total, rate and time left.
+                "import": import_report(**{k: v for k, v in running[c.remote_url].items() if k != "updated_at"},
+                                        now=time.time()) if c.remote_url in running else None,
             }
             for c in db.link_calendars(user)
         ],

@@ -33,6 +33,8 @@ class Relay:
         self._watcher: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()
         self._reloads: set[asyncio.Task[None]] = set()  # referenced until done, as asyncio requires
+        # Pulls of different users run concurrently, this many at a time.
+        self._import_slots = asyncio.Semaphore(max(1, context.settings.upstream.max_imports))
 
     async def start(self) -> None:
         await self.reload()
@@ -60,7 +62,7 @@ class Relay:
             links = {link.user: link for link in await state.call(state.db.links)}
             for user in list(self._workers):
                 worker, task, updated_at = self._workers[user]
-                if user not in links or links[user].updated_at != updated_at:
+                if user not in links or links[user].updated_at not in (updated_at, worker.link.updated_at):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
@@ -73,7 +75,7 @@ class Relay:
                 if user in self._workers:
                     continue
                 calendars = await state.call(state.db.link_calendars, user)
-                worker = LinkWorker(link, calendars, self.context)
+                worker = LinkWorker(link, calendars, self.context, self._import_slots)
                 task = asyncio.create_task(worker.run(), name=f"relay-{user}")
                 self._workers[user] = (worker, task, link.updated_at)
                 logger.info("relay for %s started (%s, %d calendars)", user, link.mode, len(calendars))
@@ -87,7 +89,7 @@ class Relay:
     def on_change(self, change: Change) -> None:
         worker = self.worker(change.user)
         if worker is not None:
-            worker.wake()
+            worker.on_change(change)
 
     def sync_now(self, user: str) -> bool:
         worker = self.worker(user)

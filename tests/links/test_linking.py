@@ -241,7 +241,7 @@ def test_cli_link_validates_and_links(calrelay):
     )
     assert refused.returncode == 1 and "read-only in iCloud" in refused.stderr
     done = subprocess.run(
-        [*base, "--primary", "work", "--conflict", "home"],
+        [*base, "--primary", "work", "--conflict", "home", "--wait"],
         input=APP_PASSWORD + "\n",
         capture_output=True,
         text=True,
@@ -249,6 +249,9 @@ def test_cli_link_validates_and_links(calrelay):
     )
     assert done.returncode == 0, done.stderr
     assert "bob: connected" in done.stdout and "/bob/icloud-home/" in done.stdout
+    # --wait returned once the running server had finished the first pull of both calendars.
+    assert "first sync: [" in done.stderr and "2/2 calendars" in done.stderr, done.stderr
+    assert "last pull: never" not in done.stdout
     assert "attendees='description'" in done.stdout  # the default policies are shown
     private = subprocess.run(
         [*base, "--primary", "work", "--privacy-title", "Busy", "--all-day", "always-busy", "--json"],

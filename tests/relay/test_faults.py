@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -79,6 +78,7 @@ def test_concurrent_edits_later_crm_edit_wins(calrelay_factory):
     linked, crm_version = edit_on_both_sides(calrelay_factory, icloud_edited="20270101T110000Z",
                                              crm_edited="20270101T120000Z")
     wait_until(lambda: "SUMMARY:CRM edit" in linked.icloud()["both"], message="the later CRM edit reaches iCloud")
+    passes = linked.worker().passes
     linked.sync_now()
-    time.sleep(0.5)
+    wait_until(lambda: linked.worker().passes > passes, message="a pull after the CRM edit won")
     assert "SUMMARY:CRM edit" in crm_version()

@@ -35,7 +35,7 @@ def _store_puts(linked, calendar: str, events: list[tuple[str, datetime]]) -> No
 
 
 def test_expired_sync_token_falls_back_to_etags_without_reimport(linked, caplog):
-    caplog.set_level(logging.INFO, logger="proxy.relay.worker")
+    caplog.set_level(logging.INFO, logger="proxy.relay.pull")
     for number in range(3):
         icloud_put(linked, "home", f"old-{number}.ics", event(f"old-{number}", START + timedelta(hours=number)))
     pulled(linked, lambda: len(mirror(linked, "icloud-home")) == 3, "three iCloud events mirrored")
@@ -51,7 +51,7 @@ def test_expired_sync_token_falls_back_to_etags_without_reimport(linked, caplog)
     _store_put(linked, "home", "new-2", START + timedelta(days=2))
     linked.emulator.clear_faults()
     linked.worker().backoff.succeeded()
-    linked.worker()._hold_until = 0.0
+    linked.worker().schedule.hold_until = 0.0
     pulled(linked, lambda: len(mirror(linked, "icloud-home")) == 5, "the two new events mirrored")
     after = mirror(linked, "icloud-home")
     assert {uid: after[uid] for uid in before} == before  # the old ones untouched

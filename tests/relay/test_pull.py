@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import caldav
+import pytest
 import requests
 
 from proxy.keys import STATE
@@ -160,6 +161,7 @@ def test_apple_housekeeping_is_not_a_change(linked):
     assert linked.worker().stats["refreshed"] == stats["refreshed"]
 
 
+@pytest.mark.slow
 def test_large_import_then_only_changes_are_transferred(calrelay_factory):
     linked = make_linked(calrelay_factory(overrides={"upstream": {"poll_interval": 3600, "max_concurrency": 16}}))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import requests
@@ -70,10 +69,11 @@ def test_moving_between_booking_calendars_keeps_one_icloud_copy(linked):
     assert mkcalendar(linked.url + "alice/support/", crm, "Support", kind="service").status_code == 201
     assert put(linked.url + "alice/sales/mv.ics", crm, event("mv", START)).status_code == 201
     wait_until(lambda: "mv" in linked.icloud())
+    passes = linked.worker().push_passes
     moved = requests.request("MOVE", linked.url + "alice/sales/mv.ics", auth=crm, timeout=10,
                              headers={"Destination": linked.url + "alice/support/mv.ics"})
     assert moved.status_code == 201
-    time.sleep(1)
+    wait_until(lambda: linked.worker().push_passes > passes, message="a push pass that saw the move")
     assert list(linked.icloud()).count("mv") == 1
     assert linked.status()["pending"] == []
 
