@@ -188,23 +188,18 @@ def renew(engine: Engine, lease: Lease, *, now: float, ttl: float = DEFAULT_LEAS
     An expired lease that nobody took over yet is renewed too: its token is still current, so no other
     instance can have written for the link in between.
     """
-    with writing(engine) as connection:
-        count = connection.execute(
-            cluster_leases.update()
-            .where(
-                cluster_leases.c.link_key == lease.link_key,
-                cluster_leases.c.holder == lease.holder,
-                cluster_leases.c.token == lease.token,
-            )
-            .values(expires_at=now + ttl)
-        ).rowcount
-    if count != 1:
+    if not _update_while_held(engine, lease, expires_at=now + ttl):
         return None
     return Lease(lease.link_key, lease.holder, lease.token, lease.acquired_at, now + ttl)
 
 
 def release(engine: Engine, lease: Lease) -> bool:
     """Give ``lease`` up at once (rebalancing or shutdown); False if it was already lost."""
+    return _update_while_held(engine, lease, holder=None, expires_at=0.0)
+
+
+def _update_while_held(engine: Engine, lease: Lease, **values: object) -> bool:
+    """Change the lease's row only while ``lease`` still holds it (same holder and token); False if lost."""
     with writing(engine) as connection:
         count = connection.execute(
             cluster_leases.update()
@@ -213,7 +208,7 @@ def release(engine: Engine, lease: Lease) -> bool:
                 cluster_leases.c.holder == lease.holder,
                 cluster_leases.c.token == lease.token,
             )
-            .values(holder=None, expires_at=0.0)
+            .values(**values)
         ).rowcount
     return count == 1
 
