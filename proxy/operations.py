@@ -51,8 +51,7 @@ async def _audit_lifecycle(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    audit.close()
-    audit.engine.dispose()
+    audit.close()  # the engine is the relay state's; it is disposed with the state
 
 
 async def _may_read_metrics(request: web.Request) -> bool:
