@@ -28,8 +28,8 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.relay import CRM, START, Server, appointment, percentile
-from proxy.auth import UserRecord, UsersFile
-from proxy.keys import EMULATOR, ENGINE, RELAY, SETTINGS, STATE
+from proxy.auth import UserRecord
+from proxy.keys import AUTHENTICATOR, EMULATOR, ENGINE, RELAY, STATE
 
 LINK = {"apple_id": "demo@icloud.test", "app_password": "abcd-efgh-ijkl-mnop", "primary": "work"}
 PROPFIND = b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><getetag/></prop></propfind>'
@@ -71,7 +71,7 @@ def measure(events: int, idle_users: int, idle_seconds: float) -> dict[str, floa
             session = requests.Session()
             session.auth = CRM
             mkcalendar(session, server.url + "crm/sales/", "round-robin")
-            users = UsersFile(server.app[SETTINGS].users_file)
+            users = server.app[AUTHENTICATOR].users  # in the database
             records = users.records()
             for user in ["other", *(f"idle{n}" for n in range(1, idle_users))]:
                 records[user] = UserRecord(user, records["crm"].password_hash, False)

@@ -21,9 +21,10 @@ from aiohttp import web
 
 from proxy import __version__, presence
 from proxy.audit import AuditLog
-from proxy.auth import PRINCIPAL_REQUEST_KEY, Authenticator, UsersFile, make_auth_middleware
+from proxy.auth import PRINCIPAL_REQUEST_KEY, Authenticator, make_auth_middleware
 from proxy.availability.routes import FRESHNESS, USER_ADDRESSES
 from proxy.availability.routes import setup_routes as setup_availability
+from proxy.cluster.users_db import open_users
 from proxy.config import ConfigError, Settings
 from proxy.emulator import EmulatorServer, load_accounts
 from proxy.engine import ChangeBus, Engine
@@ -58,7 +59,8 @@ SELF_AUTHENTICATED_PATHS = frozenset({METRICS_PATH})
 
 
 def make_app(settings: Settings) -> web.Application:
-    users = UsersFile(settings.users_file)
+    state = AsyncState(settings.database_url)
+    users = open_users(settings, state.db.engine)  # in the database every instance shares
     engine = Engine(settings, users)
     authenticator = Authenticator(users, settings.auth)
     metrics = Metrics()
@@ -82,7 +84,7 @@ def make_app(settings: Settings) -> web.Application:
     app[ENGINE] = engine
     app[AUTHENTICATOR] = authenticator
     app[CHANGES] = ChangeBus()
-    app[STATE] = AsyncState(settings.database_url)
+    app[STATE] = state
     engine.outbox = OutboxWriter(app[STATE].db.engine)
     box = SecretBox.for_data_dir(settings.storage.data_dir)
     app[METRICS] = metrics

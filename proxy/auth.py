@@ -1,15 +1,17 @@
-"""Authentication for every endpoint: the users file, password checks, and slowing down guessers.
+"""Authentication for every endpoint: the users, password checks, and slowing down guessers.
 
-The users file is in htpasswd format with bcrypt hashes, one ``name:hash`` per line, with an optional third
-field ``service`` for service accounts (the CRM backend), which may act on every principal. bcrypt hashes
-never contain ``:``, so the format stays unambiguous; ``calrelay users`` maintains the file.
+The users live in the database (:mod:`proxy.cluster.users_db`), so that every instance sharing it serves the
+same ones. A users file of earlier versions is imported once: htpasswd format with bcrypt hashes, one
+``name:hash`` per line, with an optional third field ``service`` for service accounts (the CRM backend), which
+may act on every principal. bcrypt hashes never contain ``:``, so the format stays unambiguous.
 
 bcrypt is slow on purpose; CalDAV clients send credentials with every request, so a successful check is
-remembered (keyed by an HMAC of the password under a per-process key, never the password itself) until the
-users file changes. Wrong passwords are slowed down per (client address, user name) with an exponential delay,
-so one user's typos do not slow the other users behind the same address (a CRM backend); an address that fails
-for many different names (a password spray) is slowed down for every name that has not logged in from it
-recently. A request without credentials is challenged at once, because clients probe that way first.
+remembered (keyed by an HMAC of the password under a per-process key, never the password itself) for as long
+as the user's stored hash stays the one it matched. Wrong passwords are slowed down per (client address, user
+name) with an exponential delay, so one user's typos do not slow the other users behind the same address (a CRM
+backend); an address that fails for many different names (a password spray) is slowed down for every name that
+has not logged in from it recently. A request without credentials is challenged at once, because clients probe
+that way first.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import bcrypt
 from aiohttp import web
@@ -62,6 +65,12 @@ class UserRecord:
 def valid_user_name(name: str) -> bool:
     """Names become URL path segments and directory names: keep them plain."""
     return bool(name) and len(name) <= 64 and all(c.isalnum() or c in "._-@" for c in name) and name[0] != "."
+
+
+class Users(Protocol):
+    """Where the users come from: :class:`proxy.cluster.users_db.UsersTable` (or a :class:`UsersFile`)."""
+
+    def records(self) -> dict[str, UserRecord]: ...
 
 
 class UserExists(Exception):
@@ -150,9 +159,9 @@ class UsersFile:
 
 
 class Authenticator:
-    """Checks Basic credentials against the users file, with a success cache and a per-client slowdown."""
+    """Checks Basic credentials against the users, with a success cache and a per-client slowdown."""
 
-    def __init__(self, users: UsersFile, settings: AuthSettings) -> None:
+    def __init__(self, users: Users, settings: AuthSettings) -> None:
         self.users = users
         self.settings = settings
         self._cache_key = secrets.token_bytes(32)

@@ -119,8 +119,12 @@ def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
 
 
 def _touch_private(path: Path) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        # Never close a descriptor of a database that is open: closing any descriptor of a file drops every
+        # POSIX lock this process holds on it, SQLite's included (its other connections could then read a
+        # stale snapshot). A new file has no connections yet.
+        os.close(fd)
     _make_private(path)
 
 

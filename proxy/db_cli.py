@@ -19,8 +19,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     imports = commands.add_parser(
         "import-files", parents=[common], help="import collections and relay state of a file-layout data directory",
-        description="Copy DIR/collections (Radicale's file storage) and DIR/state.sqlite3 (links, item status, "
-        "pending work) into the configured storage and database, without loss. Stop the server first. "
+        description="Copy DIR/collections (Radicale's file storage), DIR/state.sqlite3 (links, item status, "
+        "pending work) and DIR/users into the configured storage and database, without loss. Stop the server first. "
         "Re-running it is harmless.",
     )
     imports.add_argument("directory", metavar="DIR", type=Path, help="the data directory to import")
@@ -62,7 +62,8 @@ def run_import_files(args: argparse.Namespace) -> int:
     where = "collections already in place" if report.skipped_collections else (
         f"{report.collections} collections, {report.items} items"
     )
-    print(f"imported {args.directory}: {where}; {state}; into {redacted(settings.database_url)}")
+    users = f"; {report.users} users" if report.users else ""
+    print(f"imported {args.directory}: {where}; {state}{users}; into {redacted(settings.database_url)}")
     if report.reencrypted:
         print(f"re-encrypted {report.reencrypted} iCloud passwords with {settings.storage.data_dir}'s key")
     return 0

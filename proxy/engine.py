@@ -28,7 +28,7 @@ from plugins import scope as request_scope
 from plugins.rights import Rights
 from plugins.scope import Change
 from plugins.storage import Collection, Stamp, Storage, expanding, one_sync
-from proxy.auth import UsersFile
+from proxy.auth import Users
 from proxy.config import Settings
 from proxy.outage import database_unavailable
 from proxy.private import private_dir
@@ -124,7 +124,7 @@ def radicale_configuration(settings: Settings) -> radicale_config.Configuration:
 class Engine:
     """The embedded Radicale and its thread pool."""
 
-    def __init__(self, settings: Settings, users: UsersFile) -> None:
+    def __init__(self, settings: Settings, users: Users) -> None:
         # Made here so that Radicale does not warn about a missing storage folder on every first start.
         private_dir(settings.storage.data_dir)
         private_dir(settings.storage.data_dir / "collections" / "collection-root")

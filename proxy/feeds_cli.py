@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from proxy.auth import UsersFile
+from proxy.cluster.users_db import open_users
 from proxy.database import create_engine
 from proxy.engine import Engine
 from proxy.feeds import FEEDS_PREFIX, FeedError, FeedStore, calendar_path
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     store = FeedStore(database)
     try:
         if args.create:
-            engine = Engine(settings, UsersFile(settings.users_file))
+            engine = Engine(settings, open_users(settings, database))
             try:
                 path = calendar_path(args.user, args.create)
                 if path not in {c.path for c in engine.list_calendars(args.user)}:

@@ -1,7 +1,7 @@
 """``calrelay db import-files DIR``: a data directory of the file layout, taken into the configured storage.
 
 The file layout is what calrelay wrote before its SQL database: Radicale's multifilesystem collections under
-``DIR/collections`` and the relay's state in ``DIR/state.sqlite3``. The import
+``DIR/collections``, the relay's state in ``DIR/state.sqlite3`` and the users in ``DIR/users``. The import
 
 - reads the collections with Radicale's own multifilesystem storage and writes them through Radicale's storage
   API of the *configured* storage plugin (whatever ``calrelay serve`` would use), so every collection keeps its
@@ -9,6 +9,8 @@ The file layout is what calrelay wrote before its SQL database: Radicale's multi
   status refers to);
 - copies every row of the relay's state (links, their calendars with pull state and sync tokens, item status,
   pending work, sync requests) into the database, as they are;
+- copies the users of ``DIR/users`` (names, bcrypt hashes, service flags) into the database's users, replacing
+  same-named ones and keeping the others;
 - keeps the stored iCloud passwords usable: the source's ``secret.key`` is copied when the target has none,
   and the passwords are re-encrypted with the target's key when it has a different one.
 
@@ -34,7 +36,10 @@ from radicale import item as radicale_item
 from radicale import pathutils
 from radicale.storage import multifilesystem
 
+from proxy.auth import UsersFile
+from proxy.cluster.users_db import open_users
 from proxy.config import Settings
+from proxy.database import create_engine
 from proxy.engine import radicale_configuration
 from proxy.secretbox import KEY_ENVIRONMENT_VARIABLE, SecretBox
 from proxy.state import FILE_LAYOUT_TABLES, StateDB
@@ -55,22 +60,31 @@ class ImportReport:
     state_rows: dict[str, int] = field(default_factory=dict)
     skipped_collections: bool = False
     reencrypted: int = 0
+    users: int = 0
 
 
 def import_files(source: Path, settings: Settings, progress: Progress | None = None) -> ImportReport:
     source = source.resolve()
     collections_dir = source / "collections"
     state_file = source / "state.sqlite3"
-    if not (collections_dir / "collection-root").is_dir() and not state_file.is_file():
+    users_file = source / "users"
+    if not (collections_dir / "collection-root").is_dir() and not state_file.is_file() and not users_file.is_file():
         raise FileImportError(
             f"{source} is not a calrelay data directory of the file layout: it has neither "
-            "collections/collection-root/ nor state.sqlite3"
+            "collections/collection-root/ nor state.sqlite3 nor users"
         )
     report = ImportReport()
     if (collections_dir / "collection-root").is_dir():
         _import_collections(collections_dir, settings, report, progress or _quiet)
     if state_file.is_file():
         _import_state(source, state_file, settings, report)
+    if users_file.is_file():
+        database = create_engine(settings.database_url, pool_size=1)
+        try:
+            # open_users imports the *configured* users file (once); DIR/users is only read.
+            report.users = open_users(settings, database).import_file(UsersFile(users_file))
+        finally:
+            database.dispose()
     return report
 
 

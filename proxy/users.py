@@ -1,5 +1,9 @@
 """``calrelay users``: add, list and remove the accounts that may log in, and change passwords.
 
+The accounts are kept in the database (``[storage] database``), so a user added through any instance's
+configuration logs in on every instance sharing it, within about a second. A users file of earlier versions is
+imported once, by the first command or server start that finds it (see :mod:`proxy.cluster.users_db`).
+
 ``users add`` never replaces an existing account by accident: it refuses a name that is taken unless
 ``--force`` is given, and even then it will not turn a service account into a plain user (that would lock the
 CRM out); ``users passwd NAME`` changes only the password and keeps the role.
@@ -10,8 +14,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from proxy.auth import UserExists, UsersFile
+from proxy.auth import UserExists
+from proxy.cluster.users_db import UsersTable, open_users
+from proxy.config import Settings
+from proxy.database import create_engine, redacted
 from proxy.engine import Engine
 from proxy.settings_cli import settings_from_args
 from proxy.state import StateDB
@@ -56,9 +65,22 @@ def read_password(from_stdin: bool, prompt: str) -> str:
         raise NoPassword("no password was typed") from None
 
 
+@contextmanager
+def _users(settings: Settings) -> Iterator[UsersTable]:
+    database = create_engine(settings.database_url, pool_size=1)
+    try:
+        yield open_users(settings, database)
+    finally:
+        database.dispose()
+
+
 def add_user(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    users = UsersFile(settings.users_file)
+    with _users(settings) as users:
+        return _add_user(args, settings, users)
+
+
+def _add_user(args: argparse.Namespace, settings: Settings, users: UsersTable) -> int:
     existing = users.records().get(args.name)
     if existing is not None and not args.force:
         print(f"calrelay: user {args.name!r} already exists "
@@ -86,44 +108,46 @@ def add_user(args: argparse.Namespace) -> int:
     finally:
         engine.close()
     role = "service account" if args.service else "user"
-    print(f"{role} {args.name} saved in {settings.users_file}")
+    print(f"{role} {args.name} saved in the database {redacted(settings.database_url)}")
     return 0
 
 
 def change_password(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    users = UsersFile(settings.users_file)
-    if args.name not in users.records():
-        print(f"calrelay: no user {args.name!r} in {settings.users_file}; add one with `calrelay users add`",
-              file=sys.stderr)
-        return 1
-    try:
-        users.set_password(args.name, read_password(args.password_stdin, f"New password for {args.name}: "))
-    except (ValueError, NoPassword) as error:
-        print(f"calrelay: {error}", file=sys.stderr)
-        return 2
+    with _users(settings) as users:
+        if args.name not in users.records():
+            print(f"calrelay: no user {args.name!r} in {redacted(settings.database_url)}; add one with "
+                  "`calrelay users add`", file=sys.stderr)
+            return 1
+        try:
+            users.set_password(args.name, read_password(args.password_stdin, f"New password for {args.name}: "))
+        except (ValueError, NoPassword) as error:
+            print(f"calrelay: {error}", file=sys.stderr)
+            return 2
+        except KeyError:  # removed by someone else meanwhile
+            print(f"calrelay: no user {args.name!r}", file=sys.stderr)
+            return 1
     print(f"password of {args.name} changed")
     return 0
 
 
 def list_users(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    for record in sorted(UsersFile(settings.users_file).records().values(), key=lambda r: r.name):
-        print(f"{record.name}\t{'service' if record.is_service else 'user'}")
+    with _users(settings) as users:
+        for record in sorted(users.records().values(), key=lambda r: r.name):
+            print(f"{record.name}\t{'service' if record.is_service else 'user'}")
     return 0
 
 
 def remove_user(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    if not UsersFile(settings.users_file).remove(args.name):
-        print(f"calrelay: no user {args.name!r} in {settings.users_file}", file=sys.stderr)
-        return 1
-    # A removed user's iCloud link goes too: no relay for nobody, and no stored app-specific password.
-    state = StateDB(settings.database_url)
-    try:
+    with _users(settings) as users:
+        if not users.remove(args.name):
+            print(f"calrelay: no user {args.name!r} in {redacted(settings.database_url)}", file=sys.stderr)
+            return 1
+        # A removed user's iCloud link goes too: no relay for nobody, and no stored app-specific password.
+        state = StateDB(users.engine)
         unlinked = state.delete_link(args.name)
-    finally:
-        state.close()
     note = "; their iCloud link is removed" if unlinked else ""
     print(f"removed {args.name}{note}; their calendars remain in {settings.storage.data_dir}")
     return 0

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from proxy import presence
-from proxy.auth import UsersFile
+from proxy.cluster.users_db import open_users
 from proxy.config import Settings
 from proxy.engine import Engine
 from proxy.links.rules import LinkError
@@ -91,9 +91,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 @asynccontextmanager
 async def _service(settings: Settings) -> AsyncIterator[LinkService]:
-    users = UsersFile(settings.users_file)
-    engine = Engine(settings, users)
     state = AsyncState(settings.database_url)
+    engine = Engine(settings, open_users(settings, state.db.engine))
     try:
         yield LinkService(settings, engine, state, SecretBox.for_data_dir(settings.storage.data_dir))
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def other_instance(db_url: str, engine: Engine) -> Iterator[UsersTable]:
     other = create_engine(db_url)
-    yield UsersTable(other)
+    yield UsersTable(other, refresh_seconds=0)  # looks at the generation on every call
     other.dispose()
 
 
@@ -97,3 +98,20 @@ def test_import_users_file(engine: Engine, tmp_path: Path) -> None:
     assert table.import_file(users_file) == 1
     assert sorted(table.records()) == ["alice", "bob"]
     assert Authenticator(table, AuthSettings()).check("bob", "bob-secret") is not None
+
+
+def test_records_trust_their_copy_for_the_refresh_interval(engine: Engine, db_url: str) -> None:
+    """A change made elsewhere is seen once the copy is older than ``refresh_seconds``; one's own at once."""
+    table = UsersTable(engine, refresh_seconds=2.0)
+    table.add("alice", "alice-secret", False)
+    assert "alice" in table.records()  # its own change: at once
+    other = create_engine(db_url)
+    try:
+        UsersTable(other).remove("alice")
+        started = time.monotonic()
+        assert "alice" in table.records()  # the copy, not yet looked at again
+        while "alice" in table.records():
+            assert time.monotonic() - started < 4.0, "the removal was not seen"
+            time.sleep(0.02)
+    finally:
+        other.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -29,9 +30,12 @@ def test_users_add_list_remove(tmp_path):
     added = calrelay("users", "add", "alice", "--password-stdin", "--data", data, stdin="s3cret\n")
     assert added.returncode == 0, added.stderr
     assert calrelay("users", "add", "crm", "--service", "--password-stdin", "--data", data, stdin="x\n").returncode == 0
-    users_file = (tmp_path / "data" / "users").read_text()
-    assert "s3cret" not in users_file and users_file.startswith("alice:$2b$")
-    assert (tmp_path / "data" / "users").stat().st_mode & 0o077 == 0
+    # The users are in the database, as bcrypt hashes; the database file is private.
+    database = tmp_path / "data" / "calrelay.db"
+    assert not (tmp_path / "data" / "users").exists() and database.stat().st_mode & 0o077 == 0
+    with sqlite3.connect(database) as connection:
+        (stored,) = connection.execute("SELECT password_hash FROM user_accounts WHERE name = 'alice'").fetchone()
+    assert bytes(stored).startswith(b"$2b$") and b"s3cret" not in database.read_bytes()
     listing = calrelay("users", "list", "--data", data)
     assert listing.stdout.splitlines() == ["alice\tuser", "crm\tservice"]
     assert calrelay("users", "remove", "alice", "--data", data).returncode == 0

@@ -200,7 +200,7 @@ def test_everything_calrelay_creates_is_private(tmp_path):
         requests.request("PROPFIND", url + "alice/", auth=("alice", "alice-pw"), timeout=10)
         # While the server runs, SQLite's -wal and -shm files exist next to the state database.
         found = {path.name for path in data.rglob("*")}
-        assert {"calrelay.db-wal", "calrelay.db-shm", "secret.key", "users", "s.har"} <= found, found
+        assert {"calrelay.db-wal", "calrelay.db-shm", "secret.key", "s.har"} <= found, found
         readable = [
             f"{path.relative_to(data)} {stat.filemode(path.stat().st_mode)}"
             for path in [data, *data.rglob("*")]

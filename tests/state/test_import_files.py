@@ -15,6 +15,10 @@ from radicale import config as radicale_config
 from radicale import pathutils
 
 from proxy import cli, config
+from proxy.auth import Authenticator
+from proxy.cluster.users_db import UsersTable
+from proxy.config import AuthSettings
+from proxy.database import create_engine
 from proxy.engine import radicale_configuration
 from proxy.keys import STATE
 from proxy.secretbox import SecretBox
@@ -94,8 +98,9 @@ def _make_file_layout(calrelay_factory, tmp_path: Path) -> tuple[Path, dict, dic
     legacy = tmp_path / "legacy"
     legacy.mkdir()
     shutil.copytree(relay.data_dir / "collections", legacy / "collections")
-    for name in ("users", "secret.key"):
-        shutil.copy2(relay.data_dir / name, legacy / name)
+    shutil.copy2(relay.data_dir / "secret.key", legacy / "secret.key")
+    # The server imported its users file into the database at start and kept it as users.imported.
+    shutil.copy2(relay.data_dir / "users.imported", legacy / "users")
     write_legacy_state(legacy / "state.sqlite3", state)
     # The file layout predates per-link policies: its links import with the configured defaults.
     state["links"] = [{**link, "policies": "{}"} for link in state["links"]]
@@ -119,6 +124,14 @@ def test_import_files_keeps_everything(calrelay_factory, tmp_path, database_url,
     assert _state_rows(database_url) == state  # every link, calendar, status, pending entry, as it was
     (link,) = state["links"]
     assert SecretBox.for_data_dir(target).decrypt(link["secret"]) == APP_PASSWORD  # the key came along
+    assert "3 users" in output.out and (legacy / "users").is_file()  # the source is only read
+    table = UsersTable(create_engine(database_url))
+    try:
+        users = table.records()
+        assert sorted(users) == ["alice", "bob", "crm"] and users["crm"].is_service
+        assert Authenticator(table, AuthSettings()).check("alice", "alice-secret") is not None
+    finally:
+        table.engine.dispose()
 
     # Again: idempotent, nothing doubled.
     assert cli.main(["db", "import-files", str(legacy), "--config", str(config_file), "--quiet"]) == 0

@@ -9,9 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from plugins.scope import Change, ChangeAction
-from proxy.auth import UsersFile
 from proxy.engine import Engine
-from proxy.keys import STATE
+from proxy.keys import AUTHENTICATOR, STATE
 from proxy.relay import outbox
 from proxy.relay.outbox import OutboxRow, OutboxWriter, reconciled
 from tests.helpers import event, mkcalendar, put
@@ -69,7 +68,7 @@ def test_a_write_by_another_process_wakes_the_relay_through_the_outbox(calrelay_
     # Without a pull due (hourly), only a wake-up makes a push pass: here only the outbox can give one.
     relay = calrelay_factory(overrides={"storage": {"database": database_url}, "upstream": {"poll_interval": 3600}})
     linked = make_linked(relay)
-    other = Engine(relay.settings, UsersFile(relay.settings.users_file))  # as another process would
+    other = Engine(relay.settings, relay.app[AUTHENTICATOR].users)  # as another process would
     try:
         other.put_item("/alice/sales/", "b.ics", event("b", START + timedelta(days=1)))
         OutboxWriter(relay.app[STATE].db.engine)([Change(ChangeAction.ITEM_PUT, "/alice/sales/", "b.ics")])
