@@ -31,6 +31,7 @@ from proxy.engine import ChangeBus, Engine
 from proxy.feeds import FEEDS_PREFIX, FeedStore
 from proxy.feeds import setup_routes as setup_feeds
 from proxy.interop.middleware import setup_interop
+from proxy.key_check import open_secret_box
 from proxy.keys import AUTHENTICATOR, CHANGES, EMULATOR, ENGINE, RELAY, SETTINGS, STATE
 from proxy.limits import make_limits_middleware
 from proxy.links.api import LINKS
@@ -44,7 +45,6 @@ from proxy.recorder import recorder_middleware, setup_recorder
 from proxy.relay.outbox import OutboxWriter
 from proxy.relay.supervisor import Relay
 from proxy.relay.worker import RelayContext
-from proxy.secretbox import SecretBox
 from proxy.state import AsyncState
 from proxy.status import STATUS_PATH, wants_html
 from proxy.status import setup_routes as setup_status
@@ -86,7 +86,8 @@ def make_app(settings: Settings) -> web.Application:
     app[CHANGES] = ChangeBus()
     app[STATE] = state
     engine.outbox = OutboxWriter(app[STATE].db.engine)
-    box = SecretBox.for_data_dir(settings.storage.data_dir)
+    # Before anything starts: an instance whose key cannot read the database's secrets stops here (one line).
+    box = open_secret_box(settings, state.db.engine)
     app[METRICS] = metrics
     database = app[STATE].db.engine  # one engine, one connection pool for the whole process
     app[AUDIT] = AuditLog(database, settings.audit.retention_days, on_record=metrics.decision)

@@ -65,6 +65,12 @@ class StorageSettings:
         "SQLAlchemy URL of the database that holds calendars and relay state. Empty: SQLite at "
         "<data_dir>/calrelay.db. Several instances: postgresql+psycopg://USER:PASSWORD@HOST/DB.",
     )
+    secret_key_file: Path | None = option(
+        None,
+        "File holding the Fernet key that encrypts iCloud app-specific passwords in the database (one line). "
+        "Default: <data_dir>/secret.key, created on first use; a file named here must exist. The environment "
+        "variable CALRELAY_SECRET_KEY overrides it. Several instances: the same key on every one.",
+    )
     max_resource_size: int = option(5_000_000, "Largest single calendar object or calendar import, bytes.")
     max_occurrences: int = option(
         20_000, "Most occurrences one recurring event may expand to in a query (guards unbounded RRULEs)."
@@ -77,7 +83,9 @@ class StorageSettings:
 @dataclass(frozen=True)
 class AuthSettings:
     users_file: Path | None = option(
-        None, "htpasswd-style users file (bcrypt). Default: <data_dir>/users. Manage it with `calrelay users`."
+        None,
+        "Users file of earlier versions (htpasswd, bcrypt). Users live in the database; a file found here is "
+        "imported once and renamed <name>.imported. Default: <data_dir>/users. Manage users with `calrelay users`.",
     )
     failed_login_delay: float = option(
         1.0, "Base delay after a wrong password from one client; doubles per failure, reset on success."
@@ -233,6 +241,10 @@ class Settings:
     @property
     def recordings_folder(self) -> Path:
         return self.recorder.folder or self.storage.data_dir / "recordings"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.storage.secret_key_file or self.storage.data_dir / "secret.key"
 
     @property
     def users_file(self) -> Path:

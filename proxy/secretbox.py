@@ -2,7 +2,10 @@
 
 Fernet (AES-128-CBC + HMAC-SHA256) from ``cryptography``. The key comes from the environment variable
 ``CALRELAY_SECRET_KEY`` when set (so it can live outside the data directory, e.g. in a secret store), else
-from ``<data_dir>/secret.key``, created with mode 0600 on first use. Losing the key means re-linking.
+from ``[storage] secret_key_file``, else from ``<data_dir>/secret.key``, created with mode 0600 on first use
+(a configured file is never created: it is meant to hold the key the other instances have). Every instance
+sharing a database needs the same key; :mod:`proxy.key_check` refuses to start one that has another.
+Losing the key means re-linking.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+
+from proxy.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -23,21 +28,42 @@ class SecretError(Exception):
 
 
 class SecretBox:
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, source: str = "") -> None:
         self._fernet = Fernet(key)
+        #: Where the key came from, for messages (never the key itself).
+        self.source = source
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> SecretBox:
+        """The key of ``CALRELAY_SECRET_KEY``, else of ``[storage] secret_key_file``, else ``<data_dir>/secret.key``."""
+        if os.environ.get(KEY_ENVIRONMENT_VARIABLE) or settings.storage.secret_key_file is None:
+            return cls.for_data_dir(settings.storage.data_dir)
+        path = settings.storage.secret_key_file
+        try:
+            key = path.read_bytes().strip()
+        except OSError as error:
+            raise SecretError(
+                f"storage.secret_key_file {path} cannot be read ({error.strerror}): put the key every instance "
+                f"uses there, or set {KEY_ENVIRONMENT_VARIABLE}"
+            ) from None
+        try:
+            return cls(key, f"the key file {path}")
+        except ValueError:
+            raise SecretError(f"storage.secret_key_file {path} does not hold a Fernet key (32 url-safe "
+                              "base64-encoded bytes on one line)") from None
 
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> SecretBox:
         from_environment = os.environ.get(KEY_ENVIRONMENT_VARIABLE)
         if from_environment:
             try:
-                return cls(from_environment.encode())
+                return cls(from_environment.encode(), KEY_ENVIRONMENT_VARIABLE)
             except ValueError:
                 raise SecretError(
                     f"{KEY_ENVIRONMENT_VARIABLE} is not a Fernet key (32 url-safe base64-encoded bytes); create one "
                     "with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
                 ) from None
-        return cls(_key_file(data_dir / "secret.key"))
+        return cls(_key_file(data_dir / "secret.key"), f"the key file {data_dir / 'secret.key'}")
 
     def encrypt(self, secret: str) -> bytes:
         return self._fernet.encrypt(secret.encode())

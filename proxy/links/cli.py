@@ -20,10 +20,11 @@ from proxy import presence
 from proxy.cluster.users_db import open_users
 from proxy.config import Settings
 from proxy.engine import Engine
+from proxy.key_check import open_secret_box
 from proxy.links.rules import LinkError
 from proxy.links.service import LinkRequest, LinkService, calendar_listing, link_status
 from proxy.relay.progress import describe
-from proxy.secretbox import SecretBox, SecretError
+from proxy.secretbox import SecretError
 from proxy.settings_cli import settings_from_args
 from proxy.state import AsyncState
 
@@ -94,7 +95,8 @@ async def _service(settings: Settings) -> AsyncIterator[LinkService]:
     state = AsyncState(settings.database_url)
     engine = Engine(settings, open_users(settings, state.db.engine))
     try:
-        yield LinkService(settings, engine, state, SecretBox.for_data_dir(settings.storage.data_dir))
+        # A link stored with another key than the other instances' would be unreadable to them: check first.
+        yield LinkService(settings, engine, state, open_secret_box(settings, state.db.engine))
     finally:
         state.close()
         engine.close()
