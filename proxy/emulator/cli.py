@@ -1,8 +1,13 @@
 """``calrelay emulator``: run the iCloud emulator, or change the faults of a running one.
 
-calrelay emulator [--host H] [--port P] [--partition-port P2] [--data DIR] [--accounts FILE] [fault flags]
+calrelay emulator [--config FILE] [--host H] [--port P] [--partition-port P2] [--data DIR] [--accounts FILE] [...]
 calrelay emulator faults --url http://127.0.0.1:8443 [fault flags] [--clear]
 calrelay emulator mail --url http://127.0.0.1:8443 [--clear]
+
+Run on its own, the emulator is the one upstream of several calrelay instances (each points ``[upstream]
+default_server`` at its discovery URL), which the emulator embedded in one ``calrelay serve`` cannot be. With
+``--config``, the ``[emulator]`` table (host, port, partition_port, accounts_file) of the instances'
+configuration supplies what the flags do not.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import signal
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from proxy.emulator.accounts import AccountsError, default_accounts, load_accounts
@@ -73,12 +79,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="run the local iCloud CalDAV emulator",
         description="Serve a local CalDAV server that behaves like iCloud (docs/emulator.md). Discovery "
-        "listens on --port, the calendar home on the partition port; --data keeps its state across restarts.",
+        "listens on --port, the calendar home on the partition port; --data keeps its state across restarts. "
+        "Several calrelay instances can share it: point their [upstream] default_server at its discovery URL. "
+        "With --config, [emulator] host, port, partition_port and accounts_file are the defaults of the flags.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"discovery port (default {DEFAULT_PORT})"
-    )
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help=f"discovery port (default {DEFAULT_PORT}; 0 picks a free one)")
     parser.add_argument("--partition-port", type=int, help="calendar-home port (default: --port + 1)")
     parser.add_argument(
         "--accounts", metavar="FILE", help="accounts TOML (default: the built-in demo account)"
@@ -138,7 +144,23 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     mail.set_defaults(func=run_mail)
 
 
+def _with_configuration(args: argparse.Namespace) -> None:
+    """Fill the flags not given from ``[emulator]`` of ``--config`` (else the built-in defaults)."""
+    from proxy import config
+
+    configured = config.load(Path(args.config)).emulator if getattr(args, "config", None) else None
+    if args.host is None:
+        args.host = configured.host if configured else "127.0.0.1"
+    if args.port is None:
+        args.port = configured.port if configured else DEFAULT_PORT
+        if args.partition_port is None and configured:
+            args.partition_port = configured.partition_port
+    if args.accounts is None and configured and configured.accounts_file:
+        args.accounts = str(configured.accounts_file)
+
+
 def run(args: argparse.Namespace) -> int:
+    _with_configuration(args)
     try:
         accounts = load_accounts(args.accounts) if args.accounts else default_accounts()
     except (AccountsError, OSError) as error:

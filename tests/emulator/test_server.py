@@ -81,7 +81,9 @@ def parser() -> argparse.ArgumentParser:
 
 def test_cli_registers_the_emulator_command_and_fault_flags() -> None:
     args = parser().parse_args(["emulator", "--port", "9000", "--throttle", "5", "--etag-churn"])
-    assert args.func is emulator_cli.run and args.port == 9000 and args.host == "127.0.0.1"
+    assert args.func is emulator_cli.run and args.port == 9000 and args.host is None
+    emulator_cli._with_configuration(args)  # no --config: the built-in defaults fill the rest
+    assert args.host == "127.0.0.1" and args.port == 9000 and args.partition_port is None
     assert emulator_cli._fault_changes(args) == {"throttle_seconds": 5.0, "etag_churn": True}
     faults = parser().parse_args(["emulator", "faults", "--url", "http://x", "--no-etag-churn", "--error-rate", "0.5"])
     assert faults.func is emulator_cli.run_faults
