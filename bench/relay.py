@@ -50,11 +50,12 @@ def appointment(uid: str, start: datetime) -> bytes:
 class Server:
     """calrelay (with the embedded emulator) on an ephemeral port, in a background event loop."""
 
-    def __init__(self, data_dir: Path, concurrency: int) -> None:
+    def __init__(self, data_dir: Path, concurrency: int, poll_interval: float = 3600,
+                 accounts_file: Path | None = None) -> None:
         settings = config.load(None, {
             "storage": {"data_dir": str(data_dir)},
-            "emulator": {"port": 0, "partition_port": 0},
-            "upstream": {"max_concurrency": concurrency, "poll_interval": 3600},
+            "emulator": {"port": 0, "partition_port": 0, "accounts_file": accounts_file and str(accounts_file)},
+            "upstream": {"max_concurrency": concurrency, "poll_interval": poll_interval},
         })
         UsersFile(settings.users_file).write({"crm": UserRecord("crm", bcrypt.hashpw(CRM[1].encode(),
                                                                                      bcrypt.gensalt(4)), True)})
