@@ -27,7 +27,7 @@ from radicale import pathutils
 from plugins import scope as request_scope
 from plugins.rights import Rights
 from plugins.scope import Change
-from plugins.storage import Collection, Stamp, Storage
+from plugins.sqlstore import Collection, Stamp, Storage
 from proxy.auth import UsersFile
 from proxy.config import Settings
 
@@ -90,7 +90,6 @@ class ChangeBus:
 def radicale_configuration(settings: Settings) -> radicale_config.Configuration:
     """Radicale's configuration for calrelay's engine, derived from calrelay's settings."""
     configuration = radicale_config.load()
-    collections = settings.storage.data_dir / "collections"
     configuration.update(
         {
             "server": {
@@ -104,7 +103,8 @@ def radicale_configuration(settings: Settings) -> radicale_config.Configuration:
             # The front door authenticates; Radicale takes the user from REMOTE_USER.
             "auth": {"type": "remote_user", "delay": "0", "cache_logins": "False"},
             "rights": {"type": "plugins.rights", "permit_delete_collection": "True"},
-            "storage": {"type": "plugins.storage", "filesystem_folder": str(collections)},
+            # The SQL storage (plugins/sqlstore); extra options of an external plugin are passed through.
+            "storage": {"type": "plugins.sqlstore", "calrelay_database": settings.database_url},
             "web": {"type": "none"},
             "logging": {"mask_passwords": "True"},
         },
@@ -118,8 +118,6 @@ class Engine:
     """The embedded Radicale and its thread pool."""
 
     def __init__(self, settings: Settings, users: UsersFile) -> None:
-        # Made here so that Radicale does not warn about a missing storage folder on every first start.
-        (settings.storage.data_dir / "collections" / "collection-root").mkdir(parents=True, exist_ok=True)
         self.settings = settings
         self.users = users
         self.application = radicale.Application(radicale_configuration(settings))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from plugins.storage import Stamp
+from plugins.sqlstore import Stamp
 from proxy.config import Settings
 from proxy.engine import CalendarInfo, Engine
 from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP, CalendarKind, EventKind, MirrorRole, Origin
