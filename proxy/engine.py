@@ -141,6 +141,7 @@ class Engine:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
+        self.storage.close()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking function in the engine's pool, keeping the caller's context variables."""

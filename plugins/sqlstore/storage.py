@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager as ContextManager
@@ -34,18 +33,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_HORIZON = 2 * 365 * 86400
 DEFAULT_CAP = 1000
 
-_engines: dict[str, sa.Engine] = {}
-_engines_lock = threading.Lock()
-
-
-def shared_engine(url: str) -> sa.Engine:
-    """One engine (and pool) per database URL in this process."""
-    with _engines_lock:
-        if url not in _engines:
-            _engines[url] = database.create_engine(url)
-        return _engines[url]
-
-
 def _parent(path: str) -> str:
     return posixpath.dirname(path) if path else ""
 
@@ -58,11 +45,15 @@ class Storage(ConnectionMixin, radicale_storage.BaseStorage):
     def __init__(self, configuration) -> None:
         super().__init__(configuration)
         url = configuration.get("storage", "calrelay_database")
-        self.engine = shared_engine(url)
+        self.engine = database.create_engine(url)
         self.max_sync_token_age: int = configuration.get("storage", "max_sync_token_age")
         self.instance_horizon = int(_option(configuration, "calrelay_instance_horizon", DEFAULT_HORIZON))
         self.instance_cap = int(_option(configuration, "calrelay_instance_cap", DEFAULT_CAP))
         schema.prepare(self.engine)
+
+    def close(self) -> None:
+        """Close the database connections (the storage is not used afterwards)."""
+        self.engine.dispose()
 
     # -- locking -------------------------------------------------------------------------------------
 
