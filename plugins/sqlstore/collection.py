@@ -141,9 +141,9 @@ class Collection(radicale_storage.BaseCollection):
     def stamps(self) -> dict[str, str]:
         """href -> ETag of every item, without reading the items' text."""
         with self._storage.transaction("r") as connection:
-            return dict(connection.execute(
-                sa.select(tables.items.c.href, tables.items.c.etag)
-                .where(tables.items.c.collection_id == self.id)).tuples())
+            rows = connection.execute(sa.select(tables.items.c.href, tables.items.c.etag)
+                                      .where(tables.items.c.collection_id == self.id))
+            return {href: etag for href, etag in rows}
 
     # -- writing -------------------------------------------------------------------------------------
 
