@@ -25,7 +25,7 @@ def _common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from proxy import config_cli, serve, users
+    from proxy import config_cli, db_cli, serve, users
     from proxy.emulator import cli as emulator_cli
     from proxy.links import cli as links_cli
     from proxy.replay import cli as replay_cli
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"calrelay {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common_options()
-    for module in (serve, users, config_cli, links_cli, emulator_cli, replay_cli):
+    for module in (serve, users, config_cli, links_cli, emulator_cli, replay_cli, db_cli):
         module.register(subparsers, common)
     return parser
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from aiohttp import web
 
+from proxy import database, schema
 from proxy.app import make_app
 from proxy.settings_cli import settings_from_args
 
@@ -29,6 +31,14 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, host=args.host, port=args.port)
     if args.record:
         settings = settings.replace("recorder", path=Path(args.record).resolve())
+    engine = database.create_engine(settings.database_url)
+    try:
+        schema.check(engine)  # a newer or older schema: refuse before touching anything
+    except schema.SchemaError as error:
+        print(f"calrelay: {error}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
     app = make_app(settings)
     logger.info("data directory: %s", settings.storage.data_dir)
     web.run_app(
