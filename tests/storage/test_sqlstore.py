@@ -225,3 +225,26 @@ def test_db_upgrade_creates_the_schema_and_serve_refuses_other_versions(tmp_path
     served = calrelay_cli("serve", "--data", str(data), "--port", "0")
     assert served.returncode == 2 and "run `calrelay db upgrade`" in served.stderr
     assert calrelay_cli("db", "check", "--data", str(data)).returncode == 1
+
+
+def test_a_time_range_query_reads_only_the_candidates(calrelay, calendar) -> None:
+    """The storage hands Radicale only the objects that may meet the range, not the whole calendar."""
+    import xml.etree.ElementTree as StdET
+
+    from proxy.keys import ENGINE
+
+    auth = calrelay.auth("alice")
+    for name, text in OBJECTS.items():
+        assert put(f"{calendar}{name}.ics", auth, text).status_code == 201, name
+    start, end = WINDOWS[0]
+    filters = [StdET.fromstring(
+        '<C:filter xmlns:C="urn:ietf:params:xml:ns:caldav"><C:comp-filter name="VCALENDAR">'
+        f'<C:comp-filter name="VEVENT"><C:time-range start="{start:%Y%m%dT%H%M%SZ}" end="{end:%Y%m%dT%H%M%SZ}"/>'
+        "</C:comp-filter></C:comp-filter></C:filter>")]
+    storage = calrelay.app[ENGINE].storage
+    with storage.acquire_lock("r", "alice"):
+        collection = next(iter(storage.discover("/alice/sales/")))
+        candidates = {item.href.removesuffix(".ics") for item, _ in collection.get_filtered(filters)}
+    # Exactly the answer: the old monthly, yearly and ended series meet the range by their bounds only.
+    assert candidates == expected(start, end)
+    assert {"monthly-old", "yearly-far"} <= set(OBJECTS) - candidates
