@@ -28,6 +28,7 @@ from plugins import scope as request_scope
 from plugins.rights import Rights
 from plugins.scope import Change
 from plugins.sqlstore import Collection, Stamp, Storage
+from plugins.sqlstore.hint import expand_hint
 from proxy.auth import UsersFile
 from proxy.config import Settings
 
@@ -174,7 +175,8 @@ class Engine:
         def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
             captured["status"], captured["headers"] = status, headers
 
-        with request_scope.request_scope() as scope:
+        body = environ["wsgi.input"].getvalue()
+        with request_scope.request_scope() as scope, expand_hint(environ["REQUEST_METHOD"], body):
             payload = b"".join(self.application(environ, start_response))
         return int(captured["status"].split(" ", 1)[0]), captured["headers"], payload, scope
 

@@ -14,7 +14,7 @@ from radicale import pathutils
 from radicale import storage as radicale_storage
 from radicale.item import filter as radicale_filter
 
-from plugins.sqlstore import tables
+from plugins.sqlstore import hint, tables
 from plugins.sqlstore.base import http_date
 from plugins.sqlstore.instances import expand
 
@@ -113,6 +113,10 @@ class Collection(radicale_storage.BaseCollection):
         if not self.tag:
             return
         tag, start, end, simple = radicale_filter.simplify_prefilters(filters, self.tag)
+        unbounded = start <= radicale_filter.TIMESTAMP_MIN and end >= radicale_filter.TIMESTAMP_MAX
+        if unbounded and (hinted := hint.current()) is not None:
+            start, end = hinted  # an expanding query: Radicale applies this range after expanding
+            simple = False
         query = self._select()
         if tag is not None:
             query = query.where(tables.items.c.component == tag)

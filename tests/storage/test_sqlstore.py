@@ -3,6 +3,7 @@ instance index against an independent expansion, and the schema version check.""
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import sys
@@ -169,16 +170,19 @@ def test_time_range_queries_answer_as_an_independent_expansion(calrelay, calenda
     auth = calrelay.auth("alice")
     for name, text in OBJECTS.items():
         assert put(f"{calendar}{name}.ics", auth, text).status_code == 201, name
-    for start, end in WINDOWS:
+    for (start, end), expand in itertools.product(WINDOWS, (False, True)):
+        data = (f'<C:calendar-data><C:expand start="{start:%Y%m%dT%H%M%SZ}" end="{end:%Y%m%dT%H%M%SZ}"/>'
+                "</C:calendar-data>" if expand else "")
         response = report(calendar, auth, (
             '<?xml version="1.0"?><C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
-            '<D:prop><D:getetag/></D:prop><C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">'
+            f'<D:prop>{data or "<D:getetag/>"}</D:prop><C:filter><C:comp-filter name="VCALENDAR">'
+            '<C:comp-filter name="VEVENT">'
             f'<C:time-range start="{start:%Y%m%dT%H%M%SZ}" end="{end:%Y%m%dT%H%M%SZ}"/>'
             "</C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"))
         assert response.status_code == 207, response.text
         got = {href.rsplit("/", 1)[-1].removesuffix(".ics")
                for href in (e.text or "" for e in ET.fromstring(response.content).iter(f"{DAV}href"))}
-        assert got == expected(start, end), (start, end)
+        assert got == expected(start, end), (start, end, expand)
 
 
 def test_the_instance_index_holds_only_the_capped_instances(calrelay, calendar) -> None:
