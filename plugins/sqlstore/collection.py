@@ -90,14 +90,15 @@ class Collection(radicale_storage.BaseCollection):
         return sa.select(tables.items).where(tables.items.c.collection_id == self.id)
 
     def get_multi(self, hrefs: Iterable[str]) -> Iterator[tuple[str, radicale_item.Item | None]]:
+        # Read everything before yielding: a caller may abandon the iterator, and a transaction must
+        # never stay open (or bound to the caller's context) across a yield.
         wanted = list(dict.fromkeys(hrefs))
+        found: dict[str, radicale_item.Item] = {}
         with self._storage.transaction("r") as connection:
             for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start:start + _CHUNK]
-                found = {row.href: self._item(row) for row in connection.execute(
-                    self._select().where(tables.items.c.href.in_(chunk)))}
-                for href in chunk:
-                    yield href, found.get(href)
+                found.update((row.href, self._item(row)) for row in connection.execute(
+                    self._select().where(tables.items.c.href.in_(wanted[start:start + _CHUNK]))))
+        return iter([(href, found.get(href)) for href in wanted])
 
     def get_all(self) -> Iterator[radicale_item.Item]:
         with self._storage.transaction("r") as connection:

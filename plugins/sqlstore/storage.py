@@ -82,25 +82,26 @@ class Storage(ConnectionMixin, radicale_storage.BaseStorage):
         sane = safe_path(path)
         if sane is None:
             logger.warning("Unsafe path %r requested from storage", path)
-            return
+            return iter(())
+        # Read everything before yielding (see Collection.get_multi).
         with self.transaction("r") as connection:
             self._ensure_root(connection)
-            collection = self.collection(connection, sane)
-            if collection is None:
-                if not sane:
-                    return
-                parent = self.collection(connection, _parent(sane))
-                if parent is not None:
-                    item = next(iter(parent.get_multi([posixpath.basename(sane)])))[1]
-                    if item is not None:
-                        yield item
-                return
-            yield collection
-            if depth == "0":
-                return
-            yield from collection.get_all()
-            c = tables.collections.c
-            yield from self._load(connection, sa.and_(c.parent == sane, c.path != ""))
+            return iter(self._discover(connection, sane, depth))
+
+    def _discover(self, connection: sa.Connection, sane: str, depth: str) -> list[Any]:
+        collection = self.collection(connection, sane)
+        if collection is None:
+            if not sane:
+                return []
+            parent = self.collection(connection, _parent(sane))
+            if parent is None:
+                return []
+            item = next(iter(parent.get_multi([posixpath.basename(sane)])))[1]
+            return [item] if item is not None else []
+        if depth == "0":
+            return [collection]
+        c = tables.collections.c
+        return [collection, *collection.get_all(), *self._load(connection, sa.and_(c.parent == sane, c.path != ""))]
 
     def _ensure_root(self, connection: sa.Connection) -> None:
         if not self.in_write_transaction():
