@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
-from plugins.storage import Stamp
+from plugins.sqlstore import Stamp
 from proxy.audit import AuditLog, Decision
 from proxy.config import Settings
 from proxy.engine import CalendarInfo, Engine
