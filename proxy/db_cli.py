@@ -1,5 +1,5 @@
-"""``calrelay db``: the database's own commands. ``db import-files DIR`` moves a data directory of the file
-layout in (see :mod:`proxy.file_import`)."""
+"""``calrelay db …``: the database's own commands: the schema (``db upgrade``, ``db check``) and
+``db import-files DIR``, which moves a data directory of the file layout in (see :mod:`proxy.file_import`)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,20 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from proxy.database import redacted
+from proxy import database, schema
 from proxy.settings_cli import settings_from_args
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    db = subparsers.add_parser("db", help="the database: import a data directory of the file layout",
+    db = subparsers.add_parser("db", help="the database: schema upgrades and checks, importing the file layout",
                                description="Commands for calrelay's database ([storage] database).")
     commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    upgrade = commands.add_parser("upgrade", parents=[common], help="create or upgrade the schema",
+                                  description=run_upgrade.__doc__)
+    upgrade.set_defaults(func=run_upgrade)
+    check = commands.add_parser("check", parents=[common], help="exit 1 unless the schema is current",
+                                description=run_check.__doc__)
+    check.set_defaults(func=run_check)
     imports = commands.add_parser(
         "import-files", parents=[common], help="import collections and relay state of a file-layout data directory",
         description="Copy DIR/collections (Radicale's file storage) and DIR/state.sqlite3 (links, item status, "
@@ -62,7 +68,43 @@ def run_import_files(args: argparse.Namespace) -> int:
     where = "collections already in place" if report.skipped_collections else (
         f"{report.collections} collections, {report.items} items"
     )
-    print(f"imported {args.directory}: {where}; {state}; into {redacted(settings.database_url)}")
+    print(f"imported {args.directory}: {where}; {state}; into {database.redacted(settings.database_url)}")
     if report.reencrypted:
         print(f"re-encrypted {report.reencrypted} iCloud passwords with {settings.storage.data_dir}'s key")
+    return 0
+
+
+def run_upgrade(args: argparse.Namespace) -> int:
+    """Create the schema in an empty database, or bring an older one to this calrelay's version."""
+    settings = settings_from_args(args)
+    engine = database.create_engine(settings.database_url)
+    try:
+        before, after = schema.upgrade(engine)
+    except schema.SchemaError as error:
+        print(f"calrelay: {error}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    where = database.redacted(settings.database_url)
+    if before is None:
+        print(f"{where}: schema created at version {after}")
+    elif before == after:
+        print(f"{where}: schema already at version {after}")
+    else:
+        print(f"{where}: schema upgraded from version {before} to {after}")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Say whether the database's schema is the one this calrelay uses (exit 0) or not (exit 1)."""
+    settings = settings_from_args(args)
+    engine = database.create_engine(settings.database_url)
+    try:
+        schema.check(engine)
+    except schema.SchemaError as error:
+        print(f"calrelay: {error}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"{database.redacted(settings.database_url)}: schema version {schema.VERSION}")
     return 0
