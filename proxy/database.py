@@ -159,8 +159,17 @@ def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
 
 
 def _touch_private(path: Path) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
+    """Create a missing database file private from the start.
+
+    An existing file is never opened here: closing any descriptor of a SQLite file drops every POSIX lock
+    this process holds on it, including those of its open connections, and the database can be corrupted
+    (https://www.sqlite.org/howtocorrupt.html, section 2.2).
+    """
+    if path.exists():
+        _make_private(path)
+        return
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
     _make_private(path)
 
 
