@@ -65,9 +65,7 @@ def run_import_files(args: argparse.Namespace) -> int:
         print(f"calrelay: {error}", file=sys.stderr)
         return 1
     state = ", ".join(f"{count} {name}" for name, count in report.state_rows.items()) or "no state"
-    where = "collections already in place" if report.skipped_collections else (
-        f"{report.collections} collections, {report.items} items"
-    )
+    where = f"{report.collections} collections, {report.items} items"
     print(f"imported {args.directory}: {where}; {state}; into {database.redacted(settings.database_url)}")
     if report.reencrypted:
         print(f"re-encrypted {report.reencrypted} iCloud passwords with {settings.storage.data_dir}'s key")

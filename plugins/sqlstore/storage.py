@@ -27,6 +27,7 @@ from plugins.sqlstore import tables
 from plugins.sqlstore.base import ConnectionMixin, safe_path
 from plugins.sqlstore.collection import Collection
 from proxy import database, schema
+from proxy.outage import reachable
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ class Storage(ConnectionMixin, radicale_storage.BaseStorage):
         self.max_sync_token_age: int = configuration.get("storage", "max_sync_token_age")
         self.instance_horizon = int(_option(configuration, "calrelay_instance_horizon", DEFAULT_HORIZON))
         self.instance_cap = int(_option(configuration, "calrelay_instance_cap", DEFAULT_CAP))
-        schema.prepare(self.engine)
+        with reachable(self.engine):
+            schema.prepare(self.engine)
 
     def close(self) -> None:
         """Close the database connections (the storage is not used afterwards)."""
