@@ -252,8 +252,8 @@ class Engine:
             return stored.etag
 
     def put_items(self, path: str, items: list[tuple[str, str]]) -> list[str]:
-        """Store several ``(href, text)`` in the calendar at ``path`` under one lock (the relay's
-        batched mirror writes: the lock is one database transaction, so the batch commits at once). Returns the ETags."""
+        """Store several ``(href, text)`` in the calendar at ``path`` under one lock (the relay's batched mirror
+        writes: the lock is one database transaction, so the batch commits at once). Returns the ETags."""
         sane_path = pathutils.strip_path(path)
         prepared = []
         for href, text in items:

@@ -93,7 +93,11 @@ class Storage(_storage.Storage):
         with self._runaway_lock:
             if key in self._runaway:
                 return self._runaway[key]
-        problem = validation.runaway_problem(item.vobject_item, self.limits)
+        text = item.serialize()
+        # Parsed apart from ``item``: Radicale's expand works on shallow copies of the item, which would share
+        # (and each rewrite) a component parsed here. Only a rule can run away.
+        problem = validation.runaway_problem(radicale_item.read_components(text)[0], self.limits) \
+            if "RRULE" in text else None
         with self._runaway_lock:
             if len(self._runaway) > 100_000:
                 self._runaway.clear()

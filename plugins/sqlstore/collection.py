@@ -115,9 +115,11 @@ class Collection(radicale_storage.BaseCollection):
             return
         tag, start, end, simple = radicale_filter.simplify_prefilters(filters, self.tag)
         unbounded = start <= radicale_filter.TIMESTAMP_MIN and end >= radicale_filter.TIMESTAMP_MAX
-        if unbounded and (hinted := hint.current()) is not None:
-            start, end = hinted  # an expanding query: Radicale applies this range after expanding
-            simple = False
+        hinted = hint.current() if unbounded else None
+        if hinted is not None:
+            # An expanding query: Radicale applies this range itself after expanding, so it narrows the
+            # candidates only; what the filters ask (the component) is matched as Radicale's would be.
+            start, end = hinted
         query = self._select()
         if tag is not None:
             query = query.where(tables.items.c.component == tag)
@@ -134,7 +136,7 @@ class Collection(radicale_storage.BaseCollection):
         for row in rows:
             item = self._item(row)
             istart, iend = row.first_start, row.last_end
-            yield item, simple and (start <= istart or iend <= end)
+            yield item, simple and (hinted is not None or start <= istart or iend <= end)
 
     def has_uid(self, uid: str) -> bool:
         with self._storage.transaction("r") as connection:
