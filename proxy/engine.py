@@ -26,10 +26,10 @@ from radicale import pathutils
 
 from plugins import scope as request_scope
 from plugins.rights import Rights
+from plugins.rules import expanding
 from plugins.scope import Change
 from plugins.sqlstore import Collection, Stamp, Storage
 from plugins.sqlstore.hint import expand_hint
-from plugins.storage import expanding
 from proxy.auth import UsersFile
 from proxy.config import Settings
 from proxy.outage import database_unavailable
@@ -167,7 +167,7 @@ class Engine:
     async def handle(self, request: web.Request, body: bytes, user: str) -> web.Response:
         """Answer a CalDAV request as ``user`` (the authenticated name, or "" for anonymous paths)."""
         environ = _environ(request, body, user)
-        # Tells the storage plugin that the items this REPORT reads will be expanded (see plugins.storage).
+        # Tells the storage plugin that the items this REPORT reads will be expanded (see plugins.rules).
         token = expanding.set(request.method == "REPORT" and b"expand" in body)
         try:
             status, headers, payload, scope = await self.call(self._run_wsgi, environ)

@@ -3,8 +3,11 @@
 The package follows Radicale's multifilesystem layout, one module per concern: ``tables`` (the schema),
 ``base`` (the request's transaction), ``collection`` (metadata, items, time-range candidates, uploads,
 sync), ``instances`` (expanding events for the instance index) and ``storage`` (discovery, creation, moves,
-locking, verification). This module adds calrelay's layer on top, as ``plugins.storage`` does for the file
-storage: the CRM validation (the same functions) and the change signal for the relay.
+locking, verification). This module adds calrelay's layer on top: the CRM rules (``plugins.rules``), the
+guard against expanding a stored runaway rule, and the change signal for the relay. Changes are recorded in
+the request's scope and published by the front door after Radicale returns, so no listener runs inside the
+transaction; a change made outside a client request (by the relay itself) goes straight to
+``change_listener``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from radicale import item as radicale_item
 from radicale import pathutils
 
 from plugins import scope
+from plugins.rules import _inside_create, creating, expanding, validate_item, validate_props
+from plugins.rules import reject as validation_refusal
 from plugins.scope import Change, ChangeAction
 from plugins.sqlstore import collection as _collection
 from plugins.sqlstore import storage as _storage
 from plugins.sqlstore import tables
-from plugins.storage import _creating, _inside_create, expanding, validate_item, validate_props
-from plugins.storage import _reject as validation_refusal
 from proxy import validation
 from proxy.config import LimitsSettings
 from proxy.model import MIRROR_ROLE_PROP, MirrorRole
@@ -116,7 +119,7 @@ class Storage(_storage.Storage):
             items = list(items)
             for item in items:
                 validate_item(item, self.limits, self.max_count)
-        with _creating():
+        with creating():
             if props:
                 validate_props(props)
             result = super().create_collection(href, items, props)
