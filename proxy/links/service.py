@@ -30,6 +30,7 @@ from proxy.relay.progress import import_report
 from proxy.secretbox import SecretBox
 from proxy.state import AsyncState, Link, LinkCalendar, StateDB
 from proxy.upstream import Account, AuthenticationFailed, RemoteCalendar, UpstreamClient, UpstreamError
+from proxy.upstream.discovery import DiscoveryCache
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class LinkService:
         client_factory: ClientFactory = UpstreamClient,
         on_change: Callable[[str], None] = lambda user: None,
         default_server_url: Callable[[], str] | None = None,
+        discovery: DiscoveryCache | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -71,14 +73,24 @@ class LinkService:
         self.on_change = on_change  # told the user whose link changed (the relay reloads it)
         #: Where a link goes when the request names no server (the embedded emulator knows its port late).
         self.default_server_url = default_server_url or (lambda: settings.default_server_url)
+        #: discovery answers, shared with the relay of this process (proxy.upstream.discovery)
+        self.discovery = discovery or DiscoveryCache(settings.upstream.discovery_ttl)
 
     # -- reading the account ----------------------------------------------------------------------------
 
-    async def discover(self, apple_id: str, app_password: str, server_url: str) -> Account:
-        """The account's calendars, verifying the credentials (rule 2). Errors say what to do."""
-        try:
+    async def discover(self, apple_id: str, app_password: str, server_url: str, fresh: bool = False) -> Account:
+        """The account's calendars, verifying the credentials (rule 2). Errors say what to do.
+
+        An answer for the same credentials from the last 15 minutes is reused unless ``fresh``."""
+
+        async def ask() -> Account:
             async with self.client_factory(server_url, apple_id, app_password) as client:
                 return await client.discover()
+
+        if fresh:
+            self.discovery.invalidate(server_url, apple_id, "asked for a fresh listing")
+        try:
+            return await self.discovery.discover(server_url, apple_id, app_password, ask)
         except AuthenticationFailed:
             raise LinkError("credentials_rejected", rules.CREDENTIALS_REJECTED) from None
         except UpstreamError as error:
@@ -120,7 +132,11 @@ class LinkService:
         default_kind = CalendarKind.parse(self.settings.storage.default_calendar_kind)
         booking = rules.booking_calendars(request.calendars, local, request.user, default_kind)
         account = await self.discover(request.apple_id, request.app_password, request.server_url)
-        chosen = rules.choose_calendars(account, request.primary, request.conflicts, request.primary_blocks)
+        try:
+            chosen = rules.choose_calendars(account, request.primary, request.conflicts, request.primary_blocks)
+        except LinkError:  # maybe made in iCloud since the listing was cached: look again before refusing
+            account = await self.discover(request.apple_id, request.app_password, request.server_url, fresh=True)
+            chosen = rules.choose_calendars(account, request.primary, request.conflicts, request.primary_blocks)
         notes = rules.primary_named_as_conflict(account, request.primary, request.conflicts)
 
         previous = {c.remote_url: c for c in await self.state.call(self.state.db.link_calendars, request.user)}
@@ -153,6 +169,8 @@ class LinkService:
             logger.warning("%s keeps attendees as ATTENDEEs with SCHEDULE-AGENT=CLIENT: iCloud still e-mails "
                            "attendees it hosts (@icloud.com, @me.com, @mac.com)", request.user)
         await self.state.call(self.state.db.save_link, link, linked)
+        # Made again after the link's change, so the relay's worker for it may use the answer (proxy.relay.locate).
+        self.discovery.put(request.server_url, request.apple_id, request.app_password, account)
         logger.info("linked %s to %s at %s (primary %s, %d conflict calendars, %s)", request.user,
                     request.apple_id, request.server_url, chosen[0].remote.name, len(chosen) - 1, request.mode)
         self.on_change(request.user)
@@ -163,7 +181,10 @@ class LinkService:
         wrote to iCloud stays there."""
         for calendar in await self.state.call(self.state.db.link_calendars, user):
             await self.engine.call(self.engine.delete_collection, calendar.mirror_path)
+        link = await self.state.call(self.state.db.link, user)
         removed = await self.state.call(self.state.db.delete_link, user)
+        if link is not None:
+            self.discovery.invalidate(link.server_url, link.apple_id, "unlinked")
         if removed:
             logger.info("unlinked %s", user)
             self.on_change(user)

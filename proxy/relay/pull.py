@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from proxy.audit import Decision
 from proxy.model import MirrorRole, Origin
-from proxy.relay import transforms, window
+from proxy.relay import locate, transforms, window
 from proxy.relay.conflicts import winner
 from proxy.relay.decide import (
     PullCursor,
@@ -44,7 +44,7 @@ from proxy.relay.progress import import_report
 from proxy.relay.push import execute, summary
 from proxy.relay.sides import Upstream
 from proxy.state import ItemStatus, LinkCalendar
-from proxy.upstream import InvalidSyncToken, RemoteObject, UpstreamError
+from proxy.upstream import InvalidSyncToken, NotFound, RemoteObject, UpstreamError
 
 if TYPE_CHECKING:
     from proxy.relay.worker import LinkWorker
@@ -77,17 +77,42 @@ class PullExecutor:
         self._full_pulls: dict[str, float] = {}  # calendar URL -> wall time of its last full listing
 
     async def run(self, client: Upstream, gate: Gate) -> None:
+        located = await self._locate(client, gate)
         for calendar in list(self.w.calendars.values()):
+            if calendar.remote_url in located and located[calendar.remote_url] is None:
+                await self._missing(calendar)
+                continue
             await self.calendar(client, gate, calendar)
+
+    async def _locate(self, client: Upstream, gate: Gate) -> dict[str, str | None]:
+        """Where the linked calendars are now (cached discovery, proxy.relay.locate); {} if unknown."""
+        locator = self.w.locator
+        if locator is None:
+            return {}
+        try:
+            return await locator.locate(client, gate, list(self.w.calendars))  # type: ignore[arg-type]
+        except StopPass:
+            raise
+        except UpstreamError as error:  # pull from the stored URLs; the next pass asks again
+            logger.warning("could not discover the iCloud account of %s: %s", self.w.user, error)
+            return {}
+
+    async def _missing(self, calendar: LinkCalendar) -> None:
+        message = locate.missing_message(calendar.remote_name)
+        if calendar.last_error != message:
+            logger.warning("%s: %s", self.w.user, message)
+        await self._pulled(calendar, last_attempt_at=time.time(), last_error=message)
+        self.w.context.metrics.pulled("failed")
 
     async def calendar(self, client: Upstream, gate: Gate, calendar: LinkCalendar) -> None:
         w = self.w
         db = w.state.db
-        url = calendar.remote_url
+        url = calendar.remote_url  # the calendar as linked (the status rows' key)
+        where = w.locator.url(url) if w.locator is not None else url  # where it answers now
         started = time.time()
         previous = PullCursor(calendar.ctag, calendar.sync_token, TokenState(calendar.token_state))
         try:
-            ctag, token = await gate.call(client.calendar_state(url))
+            ctag, token = await gate.call(client.calendar_state(where))
             # Once a day the calendar is listed whole, changed or not: time brings events into the window.
             interval = w.context.settings.upstream.full_pull_interval
             full = window.full_pull_due(self._full_pulls.get(url), started, interval)
@@ -99,12 +124,12 @@ class PullExecutor:
             refused = False
             try:
                 use = calendar.sync_token if previous.token_state is TokenState.VALID and not full else None
-                changes = await gate.call(client.changes(url, use))
+                changes = await gate.call(client.changes(where, use))
                 token = changes.token
                 delta = delta_from_changes(changes.changed, changes.deleted, changes.complete, statuses)
             except InvalidSyncToken:
                 logger.info("%s refused the sync token of %s; comparing ETags instead", url, w.user)
-                delta = delta_from_listing(await gate.call(client.listing(url)), statuses)
+                delta = delta_from_listing(await gate.call(client.listing(where)), statuses)
                 # The token read with the ctag just before is new and not refused: the next pull uses it, so the
                 # status does not say "refused" until iCloud next changes.
                 refused = not token
@@ -116,7 +141,7 @@ class PullExecutor:
             two_way = w.two_way and calendar.role == MirrorRole.PRIMARY
             propagate = w.link.deletions == "propagate"
             for index, chunk in enumerate(chunks):
-                fetched = await gate.call(client.fetch(url, chunk)) if chunk else {}
+                fetched = await gate.call(client.fetch(where, chunk)) if chunk else {}
                 progress.fetched += len(fetched)
                 w.stats["fetched"] += len(fetched)
                 # Parsing is CPU work: off the event loop, so CalDAV requests are answered meanwhile.
@@ -141,6 +166,8 @@ class PullExecutor:
             w.context.metrics.pulled("stopped")
             raise
         except UpstreamError as error:
+            if isinstance(error, NotFound) and w.locator is not None:
+                w.locator.forget(f"404 on {where}")  # moved or deleted: the next pass discovers again
             await self._pulled(calendar, last_attempt_at=started, last_error=str(error))
             w.context.metrics.pulled("failed")
             logger.warning("pull of %s for %s failed: %s", calendar.remote_name, w.user, error)
