@@ -132,6 +132,7 @@ class PolicySettings:
     all_day: str = option("as-marked", 'All-day iCloud events: "as-marked", "always-busy" or "never-busy".')
     travel_time_busy: bool = option(True, "iCloud travel time (X-APPLE-TRAVEL-DURATION) is busy before an event.")
     unanswered: str = option("busy", 'Invitations not answered yet (PARTSTAT=NEEDS-ACTION): "busy" or "free".')
+    tentative: str = option("busy", 'Invitations answered "maybe" (PARTSTAT=TENTATIVE): "busy" or "free".')
 
 
 @dataclass(frozen=True)

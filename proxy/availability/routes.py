@@ -265,6 +265,7 @@ def _source_json(source: SourceStatus, problems: dict[str, str], default_kind: s
         "last_success": None if source.last_success is None else _iso(source.last_success),
         "stale": source.stale,
         "error": source.error,
+        "policies": source.policies,  # a mirror's availability policies (docs/relay.md, "Policies")
         "unreadable_items": problems,
     }
 

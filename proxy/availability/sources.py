@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP
+from proxy.model import CALENDAR_KIND_PROP, MIRROR_POLICIES_PROP, MIRROR_ROLE_PROP
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class SourceStatus:
     last_success: datetime | None
     stale: bool
     error: str | None
+    #: a mirror's availability policies (all-day events, travel time, invitations), as the link set them
+    policies: Mapping[str, Any] | None = None
 
 
 def source_status(
@@ -53,8 +57,19 @@ def source_status(
     kind = props.get(CALENDAR_KIND_PROP)
     if role is None:
         return SourceStatus(path, None, kind, None, False, None)
+    chosen = _policies(props.get(MIRROR_POLICIES_PROP))
     if freshness is None:
         never = "never synced from iCloud" if have_relay_info else None
-        return SourceStatus(path, role, kind, None, have_relay_info, never)
+        return SourceStatus(path, role, kind, None, have_relay_info, never, chosen)
     too_old = freshness.last_success is None or now - freshness.last_success > stale_after
-    return SourceStatus(path, role, kind, freshness.last_success, freshness.stale or too_old, freshness.error)
+    return SourceStatus(path, role, kind, freshness.last_success, freshness.stale or too_old, freshness.error,
+                        chosen)
+
+
+def _policies(text: str | None) -> Mapping[str, Any] | None:
+    """The mirror's policies property (written by the link service; absent on mirrors made before it)."""
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -204,11 +204,14 @@ def plan_pull(
     statuses: Iterable[ItemStatus],
     two_way: bool,
     propagate_deletions: bool,
+    remirror: bool = False,
 ) -> list[PullAction]:
     """What to do on the calrelay side so that it reflects one iCloud calendar.
 
     ``changed``: the remote items reported new or modified; ``deleted_hrefs``: hrefs reported deleted (for a
     full listing, every known href that is no longer listed). ``statuses``: the calendar's status rows.
+    ``remirror``: the availability policies changed, so every iCloud-born event's blocked slot is written
+    again, changed or not.
     """
     rows = list(statuses)
     by_uid = {status.uid: status for status in rows}
@@ -220,6 +223,8 @@ def plan_pull(
         status = by_uid.get(remote.uid)
         if status is None:
             actions.append(Import(remote))
+        elif remirror and status.origin == Origin.ICLOUD and status.local_href:
+            actions.append(RefreshMirror(remote, status))
         elif status.remote_hash == remote.hash and status.remote_href == remote.href:
             if status.remote_etag != remote.etag:
                 actions.append(NoteRemote(remote, status))  # housekeeping: nothing to apply

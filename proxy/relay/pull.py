@@ -27,6 +27,7 @@ from proxy.relay.decide import (
     delta_from_listing,
     next_cursor,
     pull_unchanged,
+    remirror_delta,
 )
 from proxy.relay.gate import Gate, StopPass, waiting
 from proxy.relay.plan import (
@@ -116,6 +117,8 @@ class PullExecutor:
             # Once a day the calendar is listed whole, changed or not: time brings events into the window.
             interval = w.context.settings.upstream.full_pull_interval
             full = window.full_pull_due(self._full_pulls.get(url), started, interval)
+            # Changed availability policies: every mirrored event is written again under the new ones.
+            remirror = previous.token_state is TokenState.REMIRROR
             if pull_unchanged(ctag, previous) and not full:
                 await self._pulled(calendar, last_success_at=time.time(), last_attempt_at=started, last_error=None)
                 w.context.metrics.pulled("unchanged")
@@ -127,9 +130,14 @@ class PullExecutor:
                 changes = await gate.call(client.changes(where, use))
                 token = changes.token
                 delta = delta_from_changes(changes.changed, changes.deleted, changes.complete, statuses)
+                if remirror:
+                    delta = remirror_delta(delta, changes.changed, statuses)
             except InvalidSyncToken:
                 logger.info("%s refused the sync token of %s; comparing ETags instead", url, w.user)
-                delta = delta_from_listing(await gate.call(client.listing(where)), statuses)
+                listing = await gate.call(client.listing(where))
+                delta = delta_from_listing(listing, statuses)
+                if remirror:
+                    delta = remirror_delta(delta, listing, statuses)
                 # The token read with the ctag just before is new and not refused: the next pull uses it, so the
                 # status does not say "refused" until iCloud next changes.
                 refused = not token
@@ -150,10 +158,10 @@ class PullExecutor:
                 async with w.status_lock:  # a push waits at most one batch
                     rows = await w.state.call(db.items, w.user, url) if index else statuses
                     remote = self._in_window(remote, rows)
-                    actions = plan_pull(remote, delta.deleted if last else [], rows, two_way, propagate)
+                    actions = plan_pull(remote, delta.deleted if last else [], rows, two_way, propagate, remirror)
                     if actions and len(chunks) == 1:
                         logger.debug("pull of %s for %s: %s", calendar.remote_name, w.user, summary(actions))
-                    await self._execute(actions, calendar, gate)
+                    await self._execute(actions, calendar, gate, remirror)
                 progress.written += len(fetched)
                 await self._report(url, progress)
             cursor = next_cursor(previous, ctag, token, refused, len(delta.wanted), progress.fetched)
@@ -206,7 +214,8 @@ class PullExecutor:
         current = w.calendars.get(calendar.remote_url, calendar)
         w.calendars[calendar.remote_url] = replace(current, **values)
 
-    async def _execute(self, actions: list[PullAction], calendar: LinkCalendar, gate: Gate) -> None:
+    async def _execute(self, actions: list[PullAction], calendar: LinkCalendar, gate: Gate,
+                       remirror: bool = False) -> None:
         """Mirror writes (imports and refreshes) go to storage as one batch; the rest one by one."""
         w = self.w
         writes = [(a.remote, a.status if isinstance(a, RefreshMirror) else None)
@@ -220,7 +229,8 @@ class PullExecutor:
                 if isinstance(action, Import):
                     w.context.audit.record(Decision.IMPORTED, w.user, action.remote.uid, "new event in iCloud, blocks the time", **where)  # noqa: E501
                 elif isinstance(action, RefreshMirror):
-                    w.context.audit.record(Decision.REFRESHED, w.user, action.remote.uid, "changed in iCloud", **where)
+                    why = "written again under the calendar's changed availability policies" if remirror else "changed in iCloud"  # noqa: E501
+                    w.context.audit.record(Decision.REFRESHED, w.user, action.remote.uid, why, **where)
         rest = [a for a in actions if not isinstance(a, Import | RefreshMirror)]
         await execute(rest, lambda action: self._one(action, calendar), gate)
 

@@ -430,14 +430,14 @@ def _apply_availability_policies(
     if start is not None and not isinstance(start.dt, datetime) and policies.all_day is not AllDayMode.AS_MARKED:
         event["TRANSP"] = "OPAQUE" if policies.all_day is AllDayMode.ALWAYS_BUSY else "TRANSPARENT"
         applied.append(f"all-day={policies.all_day}")
-    unanswered = any(
-        _address(str(person)) in owners and str(person.params.get("PARTSTAT", "")).upper() == "NEEDS-ACTION"
-        for person in _values(event, "ATTENDEE")
-    )
-    if unanswered:
-        if policies.unanswered is UnansweredMode.FREE:
-            event["TRANSP"] = "TRANSPARENT"
-        applied.append(f"unanswered={policies.unanswered}")
+    answers = {str(person.params.get("PARTSTAT", "")).upper()
+               for person in _values(event, "ATTENDEE") if _address(str(person)) in owners}
+    for answer, name, mode in (("NEEDS-ACTION", "unanswered", policies.unanswered),
+                               ("TENTATIVE", "tentative", policies.tentative)):
+        if answer in answers:
+            if mode is UnansweredMode.FREE:
+                event["TRANSP"] = "TRANSPARENT"
+            applied.append(f"{name}={mode}")
     travel = event.get(TRAVEL_PROPERTY)
     if travel is not None and policies.travel_time_busy:
         try:

@@ -127,6 +127,9 @@ class LinkWorker:
         self.user = link.user
         self.two_way = link.mode == "two-way"
         self.policies = policies.from_json(link.policies)
+        # Each linked calendar's availability policies: its own where it sets them, else the link's.
+        chosen = policies.policy_set(link.policies)
+        self.calendar_policies = {c.remote_url: chosen.for_calendar(c.remote_name) for c in calendars}
         self.calendar_names: dict[str, str] = {}  # booking calendar path -> display name ({calendar})
         upstream = context.settings.upstream
         self.window = window.SyncWindow(upstream.window_past_days, upstream.window_future_days)
@@ -302,7 +305,7 @@ class LinkWorker:
     async def write_mirrors(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]],
                             calendar: LinkCalendar) -> None:
         """Import or refresh blocked slots in ``calendar``'s mirror: one storage call, one status call."""
-        prepared = await asyncio.to_thread(self._mirror_texts, writes)  # CPU work, off the event loop
+        prepared = await asyncio.to_thread(self._mirror_texts, writes, calendar)  # CPU work, off the event loop
         if not prepared:
             return
         path = calendar.mirror_path
@@ -322,13 +325,14 @@ class LinkWorker:
                                                 if etag])
         await self.state.call(_save_all, self.state.db, rows)
 
-    def _mirror_texts(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]]
+    def _mirror_texts(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]], calendar: LinkCalendar
                       ) -> list[tuple[RemoteItem, str, str]]:
         """(remote, mirror href, mirror text) of each write that can be mirrored."""
         prepared = []
+        chosen = self.calendar_policies.get(calendar.remote_url, self.policies)
         for remote, status in writes:
             try:
-                text = transforms.to_mirror(remote.text, self.owner_addresses, self.policies)
+                text = transforms.to_mirror(remote.text, self.owner_addresses, chosen)
             except ValueError as error:
                 logger.warning("iCloud object %s not imported: %s", remote.href, error)
                 continue
