@@ -282,10 +282,10 @@ def remote_items(objects: list[RemoteObject]) -> list[RemoteItem]:
 
 def remote_item(obj: RemoteObject) -> RemoteItem | None:
     try:
-        if not transforms.is_event_object(obj.text):
+        facts = transforms.event_facts(obj.text)
+        if facts is None:
             return None
-        return RemoteItem(transforms.object_uid(obj.text), obj.href, obj.etag, obj.text,
-                          transforms.content_hash(obj.text))
+        return RemoteItem(facts[0], obj.href, obj.etag, obj.text, facts[1])
     except ValueError as error:
         logger.warning("iCloud object %s not imported: %s", obj.href, error)
         return None
