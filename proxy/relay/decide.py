@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from proxy.model import Origin
-from proxy.relay.plan import outdated, vanished
+from proxy.relay.plan import outdated, same_href, vanished
 from proxy.state import ItemStatus
 
 
@@ -117,8 +117,8 @@ def delta_from_changes(
     rows = list(statuses)
     if complete:
         return Delta(outdated(changed, rows), vanished(changed, rows))
-    known = {s.remote_href: s.remote_etag for s in rows}
-    return Delta(sorted(h for h, etag in changed.items() if known.get(h) != etag), sorted(set(deleted)))
+    known = {same_href(s.remote_href): s.remote_etag for s in rows}
+    return Delta(sorted(h for h, etag in changed.items() if known.get(same_href(h)) != etag), sorted(set(deleted)))
 
 
 def delta_from_listing(listing: Mapping[str, str], statuses: Iterable[ItemStatus]) -> Delta:
@@ -157,5 +157,7 @@ def pull_unchanged(ctag: str | None, previous: PullCursor) -> bool:
 
 def remirror_delta(delta: Delta, listing: Mapping[str, str], statuses: Iterable[ItemStatus]) -> Delta:
     """A re-mirror (changed policies) also fetches every listed event that has a mirror, changed or not."""
-    mirrored = {s.remote_href for s in statuses if s.origin == Origin.ICLOUD and s.local_href and s.remote_href}
-    return Delta(sorted(set(delta.wanted) | (mirrored & set(listing))), delta.deleted)
+    mirrored = {same_href(s.remote_href) for s in statuses
+                if s.origin == Origin.ICLOUD and s.local_href and s.remote_href}
+    return Delta(sorted(set(delta.wanted) | {href for href in listing if same_href(href) in mirrored}),
+                 delta.deleted)
