@@ -36,6 +36,8 @@ class SourceStatus:
     error: str | None
     #: a mirror's availability policies (all-day events, travel time, invitations), as the link set them
     policies: Mapping[str, Any] | None = None
+    #: the answer reaches beyond the relay's sync window, where this mirror may lack iCloud's events
+    beyond_sync_window: bool = False
 
 
 def source_status(
@@ -45,6 +47,7 @@ def source_status(
     have_relay_info: bool,
     now: datetime,
     stale_after: timedelta,
+    beyond_window: bool = False,
 ) -> SourceStatus:
     """Judge one calendar's freshness.
 
@@ -58,12 +61,13 @@ def source_status(
     if role is None:
         return SourceStatus(path, None, kind, None, False, None)
     chosen = _policies(props.get(MIRROR_POLICIES_PROP))
+    beyond = beyond_window and have_relay_info  # without a relay, nothing is known of its window either
     if freshness is None:
         never = "never synced from iCloud" if have_relay_info else None
-        return SourceStatus(path, role, kind, None, have_relay_info, never, chosen)
+        return SourceStatus(path, role, kind, None, have_relay_info, never, chosen, beyond)
     too_old = freshness.last_success is None or now - freshness.last_success > stale_after
     return SourceStatus(path, role, kind, freshness.last_success, freshness.stale or too_old, freshness.error,
-                        chosen)
+                        chosen, beyond)
 
 
 def _policies(text: str | None) -> Mapping[str, Any] | None:

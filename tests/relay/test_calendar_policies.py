@@ -4,6 +4,7 @@ named by busy-reasons; a change rewrites the mirrors already there."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 import requests
 
 from proxy.relay import policies, transforms
-from tests.relay.conftest import Linked, make_linked, wait_until
+from tests.relay.conftest import APP_PASSWORD, APPLE_ID, Linked, make_linked, wait_until
 from tests.relay.test_availability_policies import _calendar
 from tests.relay.test_pull import icloud_put, mirror, pulled
 
@@ -151,7 +152,6 @@ def test_bad_calendar_policies_are_refused_with_the_fix(linked, body, words):
 
 
 def test_link_time_calendar_policies_are_checked_too(linked):
-    from tests.relay.conftest import APP_PASSWORD, APPLE_ID
     body = {"apple_id": APPLE_ID, "app_password": APP_PASSWORD, "primary": "work", "conflicts": ["home"],
             "calendar_policies": {"Team": {"all_day": "always-busy"}}}
     response = requests.put(linked.url + "api/v1/users/alice/link", json=body, auth=linked.relay.auth("crm"),
@@ -177,7 +177,6 @@ def test_cli_sets_a_calendars_policies(linked):
     inherit = subprocess.run([*base, "--calendar", "home", "--inherit", "--json"], capture_output=True, text=True,
                              timeout=60)
     assert inherit.returncode == 0, inherit.stderr
-    import json
     shown = json.loads(inherit.stdout)
     assert shown["calendars"]["home"]["own_policies"] == {} and shown["calendars"]["work"]["own_policies"] == {
         "all_day": "always-busy"}
