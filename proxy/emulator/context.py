@@ -123,8 +123,8 @@ class Emulator:
     partition_url: str = ""
     #: requests seen per outcome ("served", "throttle", "error", "drop"): tests count what a client sent
     requests: Counter[str] = field(default_factory=Counter)
-    #: (method, path) of the latest requests, oldest first: tests count what a client asked for
-    request_log: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
+    #: (method, path, Host) of the latest requests, oldest first: tests count what a client asked for
+    request_log: deque[tuple[str, str, str]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
     #: monotonic times of throttled answers: tests check a client's retries are spaced out
     throttled_at: list[float] = field(default_factory=list)
     #: the hex in ``Server: AppleHttpServer/<hex>``

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -68,7 +69,7 @@ def test_locate_follows_a_moved_host_and_reports_a_calendar_that_is_gone():
 
 
 def _discoveries(linked: Linked) -> int:
-    return sum(1 for request in list(linked.emulator.emulator.request_log) if request == DISCOVERY)
+    return sum(1 for request in list(linked.emulator.emulator.request_log) if request[:2] == DISCOVERY)
 
 
 def _passes(linked: Linked, count: int) -> None:
@@ -147,3 +148,21 @@ def test_a_link_changed_by_another_process_is_discovered_again(linked):
     wait_until(lambda: linked.worker() is not None and linked.worker() is not old and linked.worker().passes >= 1,
                timeout=30, message="the relay restarted for the changed link")
     assert _discoveries(linked) == before + 1
+
+
+def test_a_home_moved_to_another_host_is_followed(linked):
+    _passes(linked, 1)
+    emulator = linked.emulator.emulator
+    old_host = urlsplit(emulator.partition_url).netloc
+    # iCloud moves the account to another partition host: the principal now names it (here: the same port
+    # under another name, so the requests show which host they went to).
+    emulator.partition_url = emulator.partition_url.replace("localhost", "127.0.0.1")
+    new_host = urlsplit(emulator.partition_url).netloc
+    assert new_host != old_host
+    cache = linked.relay.app[RELAY].context.discovery
+    cache.clock = lambda: time.time() + cache.ttl  # the answer of fifteen minutes ago expires
+    emulator.request_log.clear()
+    _passes(linked, 2)
+    hosts = {host for _, path, host in list(emulator.request_log) if "/calendars/work/" in path}
+    assert hosts == {new_host}, hosts
+    assert all(c["last_error"] is None for c in linked.status()["calendars"])
