@@ -10,6 +10,8 @@ import sys
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.relay import policies, transforms
 from tests.relay.conftest import APP_PASSWORD, APPLE_ID, Linked, make_linked, wait_until
@@ -207,3 +209,20 @@ def test_tentative_answers_block_or_not_as_the_policy_says():
     # Someone else's "maybe" is not the account's answer.
     other = transforms.to_mirror(text, ["someone@icloud.com"], policies.LinkPolicies())
     assert "X-CALRELAY-POLICY" not in other
+
+
+_VALUES = {"all_day": st.sampled_from(["as-marked", "always-busy", "never-busy"]), "travel_time_busy": st.booleans(),
+           "unanswered": st.sampled_from(["busy", "free"]), "tentative": st.sampled_from(["busy", "free"])}
+_OWN = st.fixed_dictionaries({}, optional=_VALUES)
+
+
+@given(link=_OWN, home=_OWN, work=_OWN)
+def test_a_calendar_takes_its_own_policies_and_the_links_for_the_rest(link, home, work):
+    chosen = policies.PolicySet(policies.parse(link), {name: own for name, own in (("home", home), ("work", work))
+                                                       if own})
+    again = policies.policy_set(chosen.as_json())
+    assert again == chosen
+    for name, own in (("home", home), ("work", work)):
+        effective = policies.availability(again.for_calendar(name))
+        assert effective == {**policies.availability(again.link), **own}
+        assert again.for_calendar(name).attendees is again.link.attendees  # never a calendar's own
