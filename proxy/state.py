@@ -351,11 +351,15 @@ class StateDB:
         )
         return [_row(LinkCalendar, r) for r in rows]
 
-    def update_pull_state(self, user: str, remote_url: str, **values: Any) -> None:
+    def update_pull_state(self, user: str, remote_url: str, keep_remirror: bool = False, **values: Any) -> None:
+        """``keep_remirror``: a ``token_state`` of REMIRROR set meanwhile (a policy change while this pull ran)
+        stays, so the re-mirror is not lost to a pull that began under the old policies."""
         unknown = set(values) - set(_PULL_STATE)
         if unknown:
             raise ValueError(f"not pull state: {sorted(unknown)}")
         table = link_calendars_table
+        if keep_remirror and "token_state" in values:
+            values["token_state"] = sa.case((table.c.token_state == REMIRROR, REMIRROR), else_=values["token_state"])
         with self.transaction() as db:
             db.execute(table.update().where(table.c.user == user, table.c.remote_url == remote_url).values(**values))
 

@@ -192,7 +192,7 @@ class PullExecutor:
             self._full_pulls[url] = started
         await self._pulled(
             calendar, ctag=cursor.ctag, sync_token=cursor.token, token_state=cursor.token_state.value,
-            last_success_at=time.time(), last_attempt_at=started, last_error=None,
+            last_success_at=time.time(), last_attempt_at=started, last_error=None, keep_remirror=not remirror,
         )
         w.context.metrics.pulled("changed")
 
@@ -208,9 +208,9 @@ class PullExecutor:
             await w.state.call(w.state.db.set_progress, w.user, url, progress.total, progress.fetched,
                                progress.written, progress.started)
 
-    async def _pulled(self, calendar: LinkCalendar, **values: object) -> None:
+    async def _pulled(self, calendar: LinkCalendar, keep_remirror: bool = False, **values: object) -> None:
         w = self.w
-        await w.state.call(w.state.db.update_pull_state, w.user, calendar.remote_url, **values)
+        await w.state.call(w.state.db.update_pull_state, w.user, calendar.remote_url, keep_remirror, **values)
         current = w.calendars.get(calendar.remote_url, calendar)
         w.calendars[calendar.remote_url] = replace(current, **values)
 
