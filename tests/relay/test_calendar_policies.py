@@ -13,6 +13,8 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.links.cli import _calendar_policies
+from proxy.links.rules import LinkError
 from proxy.relay import policies, transforms
 from tests.relay.conftest import APP_PASSWORD, APPLE_ID, Linked, make_linked, wait_until
 from tests.relay.test_availability_policies import _calendar
@@ -226,3 +228,12 @@ def test_a_calendar_takes_its_own_policies_and_the_links_for_the_rest(link, home
         effective = policies.availability(again.for_calendar(name))
         assert effective == {**policies.availability(again.link), **own}
         assert again.for_calendar(name).attendees is again.link.attendees  # never a calendar's own
+
+
+def test_cli_calendar_policy_options_parse_or_say_how_to_write_them():
+    assert _calendar_policies(["home:all-day=always-busy", "home:travel_time_busy=no", "work:tentative=free"]) == {
+        "home": {"all_day": "always-busy", "travel_time_busy": False}, "work": {"tentative": "free"}}
+    for bad, words in (("home", "write NAME:POLICY=VALUE"), ("all_day=always-busy", "write NAME:POLICY=VALUE"),
+                       ("home:travel_time_busy=maybe", "must be true or false")):
+        with pytest.raises(LinkError, match=words):
+            _calendar_policies([bad])
