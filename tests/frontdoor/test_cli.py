@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
 
 import caldav
 import requests
+
+from proxy import config
+from proxy.cluster.users_db import UsersTable
+from proxy.database import create_engine, is_sqlite
 
 
 def calrelay(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -30,12 +33,17 @@ def test_users_add_list_remove(tmp_path):
     added = calrelay("users", "add", "alice", "--password-stdin", "--data", data, stdin="s3cret\n")
     assert added.returncode == 0, added.stderr
     assert calrelay("users", "add", "crm", "--service", "--password-stdin", "--data", data, stdin="x\n").returncode == 0
-    # The users are in the database, as bcrypt hashes; the database file is private.
-    database = tmp_path / "data" / "calrelay.db"
-    assert not (tmp_path / "data" / "users").exists() and database.stat().st_mode & 0o077 == 0
-    with sqlite3.connect(database) as connection:
-        (stored,) = connection.execute("SELECT password_hash FROM user_accounts WHERE name = 'alice'").fetchone()
-    assert bytes(stored).startswith(b"$2b$") and b"s3cret" not in database.read_bytes()
+    # The users are in the database, as bcrypt hashes (on SQLite, a private file without the password).
+    assert not (tmp_path / "data" / "users").exists()
+    url = config.load(None, {"storage": {"data_dir": data}}).database_url
+    table = UsersTable(create_engine(url))
+    try:
+        assert table.records()["alice"].password_hash.startswith(b"$2b$")
+    finally:
+        table.engine.dispose()
+    if is_sqlite(url):
+        database = tmp_path / "data" / "calrelay.db"
+        assert database.stat().st_mode & 0o077 == 0 and b"s3cret" not in database.read_bytes()
     listing = calrelay("users", "list", "--data", data)
     assert listing.stdout.splitlines() == ["alice\tuser", "crm\tservice"]
     assert calrelay("users", "remove", "alice", "--data", data).returncode == 0
