@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -358,6 +358,13 @@ class StateDB:
         values = {c: time.time() if c == "updated_at" else getattr(item, c) for c in _columns(ItemStatus)}
         with self.transaction() as db:
             _upsert(db, items_table, values)
+
+    def save_items(self, items: Sequence[ItemStatus]) -> None:
+        """Save several statuses in one transaction and one statement (a batch of mirror writes)."""
+        now = time.time()
+        rows = [{c: now if c == "updated_at" else getattr(item, c) for c in _columns(ItemStatus)} for item in items]
+        with self.transaction() as db:
+            _upsert(db, items_table, rows)
 
     def delete_item(self, user: str, calendar_url: str, uid: str) -> None:
         table = items_table

@@ -86,6 +86,15 @@ def test_item_status_upsert_and_delete(db):
     assert db.items("alice") == []
 
 
+def test_a_batch_of_statuses_saves_as_one_by_one(db):
+    db.save_item(_item("a"))
+    db.save_items([replace(_item("a"), local_etag='"e2"'), *(_item(f"n{n}") for n in range(600))])
+    saved = {item.uid: item for item in db.items("alice")}
+    assert len(saved) == 601 and saved["a"].local_etag == '"e2"'
+    assert saved["n599"] == replace(_item("n599"), updated_at=saved["n599"].updated_at)
+    db.save_items([])
+
+
 def test_pending_counts_attempts_and_a_fresh_plan_replaces_the_list(db):
     db.set_pending("alice", "a", "create", "throttled")
     db.set_pending("alice", "a", "create", "still throttled")
