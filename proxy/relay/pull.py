@@ -120,11 +120,12 @@ class PullExecutor:
                 progress.fetched += len(fetched)
                 w.stats["fetched"] += len(fetched)
                 # Parsing is CPU work: off the event loop, so CalDAV requests are answered meanwhile.
-                remote = await asyncio.to_thread(remote_items, list(fetched.values()))
+                remote, outside = await asyncio.to_thread(remote_items, list(fetched.values()),
+                                                          w.window.bounds(datetime.now(UTC)))
                 last = index == len(chunks) - 1
                 async with w.status_lock:  # a push waits at most one batch
                     rows = await w.state.call(db.items, w.user, url) if index else statuses
-                    remote = self._in_window(remote, rows)
+                    remote = in_window_or_known(remote, outside, rows)
                     actions = plan_pull(remote, delta.deleted if last else [], rows, two_way, propagate)
                     if actions and len(chunks) == 1:
                         logger.debug("pull of %s for %s: %s", calendar.remote_name, w.user, summary(actions))
@@ -160,12 +161,6 @@ class PullExecutor:
             last_success_at=time.time(), last_attempt_at=started, last_error=None,
         )
         w.context.metrics.pulled("changed")
-
-    def _in_window(self, remote: list[RemoteItem], statuses: list[ItemStatus]) -> list[RemoteItem]:
-        """New events outside the sync window are not imported; known ones are followed wherever they go."""
-        known = {unquote(status.remote_href) for status in statuses if status.remote_href}
-        start, end = self.w.window.bounds(datetime.now(UTC))
-        return [r for r in remote if unquote(r.href) in known or window.in_window(r.text, start, end)]
 
     async def _report(self, url: str, progress: PullProgress) -> None:
         if progress.total:  # only pulls that fetch something: an unchanged calendar costs no write
@@ -239,19 +234,32 @@ class PullExecutor:
             audit.record(Decision.APPLIED, self.w.user, status.uid, "edited in iCloud: the CRM appointment updated (two-way)", calendar=status.local_path)  # noqa: E501
 
 
-def remote_items(objects: list[RemoteObject]) -> list[RemoteItem]:
-    return [r for r in (remote_item(o) for o in objects) if r is not None]
+def remote_items(objects: list[RemoteObject], bounds: tuple[datetime, datetime]
+                 ) -> tuple[list[RemoteItem], set[str]]:
+    """The fetched objects that are events, and the hrefs of those outside the sync window ``bounds``: each
+    object parsed once."""
+    items, outside = [], set()
+    for obj in objects:
+        try:
+            calendar = transforms.parse_event_object(obj.text)
+            if calendar is None:
+                continue
+            inside = window.in_window(calendar, *bounds)
+            uid, digest = transforms.uid_and_hash(calendar)
+        except ValueError as error:
+            logger.warning("iCloud object %s not imported: %s", obj.href, error)
+            continue
+        items.append(RemoteItem(uid, obj.href, obj.etag, obj.text, digest))
+        if not inside:
+            outside.add(obj.href)
+    return items, outside
 
 
-def remote_item(obj: RemoteObject) -> RemoteItem | None:
-    try:
-        if not transforms.is_event_object(obj.text):
-            return None
-        return RemoteItem(transforms.object_uid(obj.text), obj.href, obj.etag, obj.text,
-                          transforms.content_hash(obj.text))
-    except ValueError as error:
-        logger.warning("iCloud object %s not imported: %s", obj.href, error)
-        return None
+def in_window_or_known(remote: list[RemoteItem], outside: set[str], statuses: list[ItemStatus]
+                       ) -> list[RemoteItem]:
+    """New events outside the sync window are not imported; known ones are followed wherever they go."""
+    known = {unquote(status.remote_href) for status in statuses if status.remote_href}
+    return [r for r in remote if r.href not in outside or unquote(r.href) in known]
 
 
 def kept_reason(status: ItemStatus) -> str:

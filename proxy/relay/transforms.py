@@ -577,7 +577,22 @@ def content_hash(text: str) -> str:
     :data:`HASH_IGNORED_PARAMETERS`, ``X-APPLE-*``, ``X-CALRELAY-*``, iCloud's recurrence-set RELATED-TO and its
     default alarms (``X-APPLE-DEFAULT-ALARM:TRUE``), so iCloud's own changes never look like an edit.
     """
+    return _hash(_parse(text))
+
+
+def parse_event_object(text: str) -> Calendar | None:
+    """The parsed calendar object, or None when it holds no VEVENT (ValueError when it is no iCalendar)."""
     calendar = _parse(text)
+    return calendar if any(component.name == "VEVENT" for component in calendar.subcomponents) else None
+
+
+def uid_and_hash(calendar: Calendar) -> tuple[str, str]:
+    """:func:`object_uid` and :func:`content_hash` of a parsed object, which the hash may change (an implied
+    DTEND is added): the last use of it."""
+    return _uid(calendar), _hash(calendar)
+
+
+def _hash(calendar: Calendar) -> str:
     _uid(calendar)
     _events(calendar)
     canonical = sorted(json.dumps(_canonical_component(component)) for component in _items(calendar))
