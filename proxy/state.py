@@ -354,6 +354,20 @@ class StateDB:
         with reading(self.engine) as db:
             return [_row(ItemStatus, r) for r in db.execute(query)]
 
+    def items_for(self, user: str, calendar_url: str, uids: Sequence[str], remote_hrefs: Sequence[str]
+                  ) -> list[ItemStatus]:
+        """The calendar's statuses with one of ``uids`` or ``remote_hrefs`` (what one batch of a pull needs)."""
+        c = items_table.c
+        found: dict[str, ItemStatus] = {}
+        with reading(self.engine) as db:
+            for column, wanted in ((c.uid, uids), (c.remote_href, remote_hrefs)):
+                values = list(dict.fromkeys(wanted))
+                for start in range(0, len(values), 500):
+                    query = sa.select(items_table).where(c.user == user, c.calendar_url == calendar_url,
+                                                         column.in_(values[start:start + 500]))
+                    found.update((status.uid, status) for status in (_row(ItemStatus, r) for r in db.execute(query)))
+        return list(found.values())
+
     def save_item(self, item: ItemStatus) -> None:
         values = {c: time.time() if c == "updated_at" else getattr(item, c) for c in _columns(ItemStatus)}
         with self.transaction() as db:

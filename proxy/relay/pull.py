@@ -124,7 +124,13 @@ class PullExecutor:
                                                           w.window.bounds(datetime.now(UTC)))
                 last = index == len(chunks) - 1
                 async with w.status_lock:  # a push waits at most one batch
-                    rows = await w.state.call(db.items, w.user, url) if index else statuses
+                    if last and index:  # deletions are matched against every status
+                        rows = await w.state.call(db.items, w.user, url)
+                    elif index:  # the statuses this batch concerns, as the push may have left them
+                        hrefs = [href for r in remote for href in (r.href, unquote(r.href))]
+                        rows = await w.state.call(db.items_for, w.user, url, [r.uid for r in remote], hrefs)
+                    else:
+                        rows = statuses
                     remote = in_window_or_known(remote, outside, rows)
                     actions = plan_pull(remote, delta.deleted if last else [], rows, two_way, propagate)
                     if actions and len(chunks) == 1:
