@@ -5,7 +5,8 @@ events are put into an emulator account, then user ``crm`` links it, and while t
 
 - import rate: events imported per second, from the link to "last pull" being set;
 - push delay: a CRM appointment written one second into the import, until it exists in iCloud (target ≤ 1 s);
-- PROPFIND p95 (Depth 1) of the importing user's mirror and of another user's calendar (target ≤ 100 ms);
+- PROPFIND p95 (Depth 1) of the importing user's mirror and of another user's calendar (target ≤ 100 ms),
+  and of the same requests once the import is over (what the import adds);
 - concurrent imports: ``--importers`` users, each with its own account of ``--events`` events, linked at
   once: the slowest one's rate and all of them together, against the single import's;
 - idle CPU: with ``--idle-users`` users linked (each its own Apple ID) and nothing changing, the process's
@@ -172,10 +173,25 @@ def measure(events: int, importers: int, idle_users: int, idle_seconds: float,
             # shared machine's load than the wall-clock rate.
             figures["import CPU ms per event"] = import_cpu / max(1, imported(server, "crm")) * 1000
             figures["push delay during import s"] = pushed
-            for name, values in latencies.items():
+            during = {name: list(values) for name, values in latencies.items()}
+            # The same requests with no import running: what the import adds to them.
+            for values in latencies.values():
+                values.clear()
+            stop.clear()
+            browsers = [threading.Thread(target=browse, args=("importing user", server.url + "crm/icloud-work/")),
+                        threading.Thread(target=browse, args=("other user", server.url + "other/cal/"))]
+            for thread in browsers:
+                thread.start()
+            time.sleep(max(3.0, import_seconds / 10))
+            stop.set()
+            for thread in browsers:
+                thread.join()
+            for name, values in during.items():
                 if values:
                     figures[f"PROPFIND p95 {name} ms"] = percentile(values, 0.95) * 1000
                     figures[f"PROPFIND requests {name}"] = len(values)
+                if latencies[name]:
+                    figures[f"PROPFIND p95 {name}, no import, ms"] = percentile(latencies[name], 0.95) * 1000
 
             if importing:  # several users' imports at once
                 cpu = time.process_time()
