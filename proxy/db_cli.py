@@ -6,10 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+import sqlalchemy as sa
+
 from proxy import database, schema
+from proxy.outage import reachable
 from proxy.settings_cli import settings_from_args
 
 
@@ -72,37 +76,41 @@ def run_import_files(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_upgrade(args: argparse.Namespace) -> int:
-    """Create the schema in an empty database, or bring an older one to this calrelay's version."""
+def _on_schema(args: argparse.Namespace, action: Callable[[sa.Engine], str]) -> int:
+    """Run ``action`` on the configured database and print what it says; a schema error is one line, exit 1."""
     settings = settings_from_args(args)
     engine = database.create_engine(settings.database_url)
     try:
-        before, after = schema.upgrade(engine)
+        with reachable(engine):
+            said = action(engine)
     except schema.SchemaError as error:
         print(f"calrelay: {error}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
-    where = database.redacted(settings.database_url)
-    if before is None:
-        print(f"{where}: schema created at version {after}")
-    elif before == after:
-        print(f"{where}: schema already at version {after}")
-    else:
-        print(f"{where}: schema upgraded from version {before} to {after}")
+    print(f"{database.redacted(settings.database_url)}: {said}")
     return 0
+
+
+def run_upgrade(args: argparse.Namespace) -> int:
+    """Create the schema in an empty database, or bring an older one to this calrelay's version."""
+
+    def upgrade(engine: sa.Engine) -> str:
+        before, after = schema.upgrade(engine)
+        if before is None:
+            return f"schema created at version {after}"
+        if before == after:
+            return f"schema already at version {after}"
+        return f"schema upgraded from version {before} to {after}"
+
+    return _on_schema(args, upgrade)
 
 
 def run_check(args: argparse.Namespace) -> int:
     """Say whether the database's schema is the one this calrelay uses (exit 0) or not (exit 1)."""
-    settings = settings_from_args(args)
-    engine = database.create_engine(settings.database_url)
-    try:
+
+    def check(engine: sa.Engine) -> str:
         schema.check(engine)
-    except schema.SchemaError as error:
-        print(f"calrelay: {error}", file=sys.stderr)
-        return 1
-    finally:
-        engine.dispose()
-    print(f"{database.redacted(settings.database_url)}: schema version {schema.VERSION}")
-    return 0
+        return f"schema version {schema.VERSION}"
+
+    return _on_schema(args, check)

@@ -430,14 +430,14 @@ def _apply_availability_policies(
     if start is not None and not isinstance(start.dt, datetime) and policies.all_day is not AllDayMode.AS_MARKED:
         event["TRANSP"] = "OPAQUE" if policies.all_day is AllDayMode.ALWAYS_BUSY else "TRANSPARENT"
         applied.append(f"all-day={policies.all_day}")
-    unanswered = any(
-        _address(str(person)) in owners and str(person.params.get("PARTSTAT", "")).upper() == "NEEDS-ACTION"
-        for person in _values(event, "ATTENDEE")
-    )
-    if unanswered:
-        if policies.unanswered is UnansweredMode.FREE:
-            event["TRANSP"] = "TRANSPARENT"
-        applied.append(f"unanswered={policies.unanswered}")
+    answers = {str(person.params.get("PARTSTAT", "")).upper()
+               for person in _values(event, "ATTENDEE") if _address(str(person)) in owners}
+    for answer, name, mode in (("NEEDS-ACTION", "unanswered", policies.unanswered),
+                               ("TENTATIVE", "tentative", policies.tentative)):
+        if answer in answers:
+            if mode is UnansweredMode.FREE:
+                event["TRANSP"] = "TRANSPARENT"
+            applied.append(f"{name}={mode}")
     travel = event.get(TRAVEL_PROPERTY)
     if travel is not None and policies.travel_time_busy:
         try:
@@ -577,7 +577,10 @@ def content_hash(text: str) -> str:
     :data:`HASH_IGNORED_PARAMETERS`, ``X-APPLE-*``, ``X-CALRELAY-*``, iCloud's recurrence-set RELATED-TO and its
     default alarms (``X-APPLE-DEFAULT-ALARM:TRUE``), so iCloud's own changes never look like an edit.
     """
-    return _hash(_parse(text))
+    calendar = _parse(text)
+    _uid(calendar)
+    _events(calendar)
+    return _hash(calendar)
 
 
 def parse_event_object(text: str) -> Calendar | None:
@@ -587,13 +590,20 @@ def parse_event_object(text: str) -> Calendar | None:
 
 
 def uid_and_hash(calendar: Calendar) -> tuple[str, str]:
-    """:func:`object_uid` and :func:`content_hash` of a parsed object, which the hash may change (an implied
-    DTEND is added): the last use of it."""
+    """:func:`object_uid` and :func:`content_hash` of a parsed event object, which the hash may change (an
+    implied DTEND is added): its last use."""
     return _uid(calendar), _hash(calendar)
 
 
 def _hash(calendar: Calendar) -> str:
-    _uid(calendar)
-    _events(calendar)
     canonical = sorted(json.dumps(_canonical_component(component)) for component in _items(calendar))
     return hashlib.sha256("\n".join(canonical).encode("utf-8")).hexdigest()
+
+
+def event_facts(text: str) -> tuple[str, str] | None:
+    """``(UID, content hash)`` of an event object, parsed once (a pull reads thousands); None if it holds no
+    VEVENT. ValueError as :func:`object_uid` and :func:`content_hash` raise it."""
+    calendar = _parse(text)
+    if not any(component.name == "VEVENT" for component in calendar.subcomponents):
+        return None
+    return _uid(calendar), _hash(calendar)
