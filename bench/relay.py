@@ -50,11 +50,12 @@ def appointment(uid: str, start: datetime) -> bytes:
 class Server:
     """calrelay (with the embedded emulator) on an ephemeral port, in a background event loop."""
 
-    def __init__(self, data_dir: Path, concurrency: int, poll_interval: float = 3600,
+    def __init__(self, data_dir: Path, concurrency: int, poll_interval: float = 3600, database: str | None = None,
                  accounts_file: Path | None = None) -> None:
         settings = config.load(None, {
-            "storage": {"data_dir": str(data_dir)},
-            "emulator": {"port": 0, "partition_port": 0, "accounts_file": accounts_file and str(accounts_file)},
+            "storage": {"data_dir": str(data_dir), **({"database": database} if database else {})},
+            "emulator": {"port": 0, "partition_port": 0,
+                         **({"accounts_file": str(accounts_file)} if accounts_file else {})},
             "upstream": {"max_concurrency": concurrency, "poll_interval": poll_interval},
         })
         UsersFile(settings.users_file).write({"crm": UserRecord("crm", bcrypt.hashpw(CRM[1].encode(),
@@ -77,8 +78,12 @@ class Server:
         self.run(self.runner.cleanup())
         self.loop.call_soon_threadsafe(self.loop.stop)
 
-    def in_icloud(self) -> set[str]:
-        (state,) = self.app[EMULATOR].emulator.store.accounts.values()
+    def in_icloud(self, apple_id: str | None = None) -> set[str]:
+        store = self.app[EMULATOR].emulator.store
+        if apple_id is None:
+            (state,) = store.accounts.values()
+        else:
+            state = store.by_apple_id(apple_id)
         return {obj.uid for obj in list(state.collections["work"].objects.values())}
 
 

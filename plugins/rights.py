@@ -13,7 +13,7 @@ from collections.abc import Callable
 from radicale import pathutils
 from radicale.rights import BaseRights
 
-from plugins.scope import refuse
+from plugins.scope import current, refuse
 from proxy.model import MirrorRole
 
 
@@ -37,10 +37,20 @@ class Rights(BaseRights):
             return "RW"  # the principal: may create and delete calendars under it
         if "/" in rest:
             return ""  # calendars hold objects, not nested collections
-        if self.mirror_role("/" + sane_path + "/") is MirrorRole.CONFLICT:
+        if self._mirror_role("/" + sane_path + "/") is MirrorRole.CONFLICT:
             refuse(
                 f"/{sane_path}/ mirrors an iCloud conflict calendar and is read only; "
                 "write to a booking calendar instead"
             )
             return "r"
         return "rw"
+
+    def _mirror_role(self, path: str) -> MirrorRole | None:
+        """The collection's mirror role, read once per request: a PROPFIND asks for every item's collection."""
+        scope = current()
+        if scope is None:
+            return self.mirror_role(path)
+        if path not in scope.mirror_roles:
+            scope.mirror_roles[path] = self.mirror_role(path)
+        role = scope.mirror_roles[path]
+        return role if isinstance(role, MirrorRole) else None

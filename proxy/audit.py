@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -108,6 +109,10 @@ class AuditLog:
         # One thread: rows land in the order they were recorded, and a query sees every earlier record.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="audit")
         self._last: dict[tuple[str, str], tuple[Decision, str]] = {}  # (user, uid) -> last collapsed state
+        # Rows recorded and not yet written: the audit thread writes all it finds in one transaction, so an
+        # import of thousands of events costs a few transactions, not one per event.
+        self._queue: list[dict[str, Any]] = []
+        self._queue_lock = threading.Lock()
         metadata.create_all(engine, tables=[audit_log])
 
     @classmethod
@@ -139,11 +144,18 @@ class AuditLog:
         }
         if self._on_record is not None:
             self._on_record(decision, winner)
-        self._executor.submit(self._insert, row).add_done_callback(_log_failure)
+        with self._queue_lock:
+            self._queue.append(row)
+            first = len(self._queue) == 1  # else a write already queued will take this row too
+        if first:
+            self._executor.submit(self._write_queued).add_done_callback(_log_failure)
 
-    def _insert(self, row: dict[str, Any]) -> None:
-        with writing(self.engine) as connection:
-            connection.execute(audit_log.insert().values(**row))
+    def _write_queued(self) -> None:
+        with self._queue_lock:
+            rows, self._queue = self._queue, []
+        if rows:
+            with writing(self.engine) as connection:
+                connection.execute(audit_log.insert(), rows)
 
     def query(
         self,

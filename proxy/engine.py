@@ -267,9 +267,9 @@ class Engine:
             prepared.append((href, item))
         with self.storage.acquire_lock("w", sane_path.split("/", 1)[0]):
             collection = next(iter(self.storage.discover(path)), None)
-            if not isinstance(collection, radicale.storage.BaseCollection):
+            if not isinstance(collection, Collection):
                 raise LookupError(f"no calendar at {path}")
-            return [collection.upload(href, item)[0].etag for href, item in prepared]
+            return collection.upload_many(prepared)
 
     def delete_item(self, path: str, href: str) -> bool:
         sane_path = pathutils.strip_path(path)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -363,10 +363,31 @@ class StateDB:
         with reading(self.engine) as db:
             return [_row(ItemStatus, r) for r in db.execute(query)]
 
+    def items_for(self, user: str, calendar_url: str, uids: Sequence[str], remote_hrefs: Sequence[str]
+                  ) -> list[ItemStatus]:
+        """The calendar's statuses with one of ``uids`` or ``remote_hrefs`` (what one batch of a pull needs)."""
+        c = items_table.c
+        found: dict[str, ItemStatus] = {}
+        with reading(self.engine) as db:
+            for column, wanted in ((c.uid, uids), (c.remote_href, remote_hrefs)):
+                values = list(dict.fromkeys(wanted))
+                for start in range(0, len(values), 500):
+                    query = sa.select(items_table).where(c.user == user, c.calendar_url == calendar_url,
+                                                         column.in_(values[start:start + 500]))
+                    found.update((status.uid, status) for status in (_row(ItemStatus, r) for r in db.execute(query)))
+        return list(found.values())
+
     def save_item(self, item: ItemStatus) -> None:
         values = {c: time.time() if c == "updated_at" else getattr(item, c) for c in _columns(ItemStatus)}
         with self.transaction() as db:
             _upsert(db, items_table, values)
+
+    def save_items(self, items: Sequence[ItemStatus]) -> None:
+        """Save several statuses in one transaction and one statement (a batch of mirror writes)."""
+        now = time.time()
+        rows = [{c: now if c == "updated_at" else getattr(item, c) for c in _columns(ItemStatus)} for item in items]
+        with self.transaction() as db:
+            _upsert(db, items_table, rows)
 
     def delete_item(self, user: str, calendar_url: str, uid: str) -> None:
         table = items_table

@@ -44,6 +44,14 @@ class Collection(_collection.Collection):
         self._storage.emit(Change(ChangeAction.ITEM_PUT, self.path_with_slash, href))
         return result
 
+    def upload_many(self, items):
+        for _, item in items:
+            validate_item(item, self._storage.limits, self._storage.max_count)
+        etags = super().upload_many(items)
+        for href in dict(items):
+            self._storage.emit(Change(ChangeAction.ITEM_PUT, self.path_with_slash, href))
+        return etags
+
     def get_filtered(self, filters):
         # Radicale expands what a calendar-query returns; a stored runaway rule would keep it busy for minutes.
         for item, matched in super().get_filtered(filters):

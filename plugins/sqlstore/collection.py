@@ -170,7 +170,41 @@ class Collection(radicale_storage.BaseCollection):
         assert stored is not None
         return stored, old
 
+    def upload_many(self, items: list[tuple[str, radicale_item.Item]]) -> list[str]:
+        """Store several items as one change of the collection (one revision, a few statements for them all);
+        returns their ETags. The relay's batched mirror writes; the outcome is that of ``upload`` one by one."""
+        for href, _ in items:
+            if not pathutils.is_safe_filesystem_path_component(href):
+                raise pathutils.UnsafePathError(href)
+        latest = dict(items)  # the last write of an href wins, as one by one
+        rows = [self._rows(href, item) for href, item in latest.items()]
+        hrefs = list(latest)
+        with self._storage.transaction("w") as connection:
+            revision = self._bump(connection)
+            i, c = tables.items.c, tables.changes.c
+            for start in range(0, len(hrefs), _CHUNK):
+                chunk = hrefs[start:start + _CHUNK]
+                connection.execute(tables.items.delete().where(i.collection_id == self.id, i.href.in_(chunk)))
+                connection.execute(tables.changes.delete().where(c.collection_id == self.id, c.href.in_(chunk)))
+            if rows:
+                connection.execute(tables.items.insert(), [row for row, _ in rows])
+                instances = [instance for _, found in rows for instance in found]
+                if instances:
+                    connection.execute(tables.instances.insert(), instances)
+                now = time.time()
+                connection.execute(tables.changes.insert(), [
+                    {"collection_id": self.id, "href": href, "revision": revision, "deleted": False, "changed": now}
+                    for href in hrefs])
+        return [item.etag for _, item in items]
+
     def _insert(self, connection: sa.Connection, href: str, item: radicale_item.Item) -> None:
+        row, instances = self._rows(href, item)
+        connection.execute(tables.items.insert().values(**row))
+        if instances:
+            connection.execute(tables.instances.insert(), instances)
+
+    def _rows(self, href: str, item: radicale_item.Item) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The item's row and its instance index rows."""
         now = time.time()
         first, last = item.time_range
         text = item.serialize()
@@ -194,13 +228,11 @@ class Collection(radicale_storage.BaseCollection):
             ]
         elif not recurring:
             indexed_until = radicale_filter.TIMESTAMP_MAX
-        connection.execute(tables.items.insert().values(
-            collection_id=self.id, href=href, uid=item.uid, etag=item.etag, name=item.name,
-            component=item.component_name, text=text, first_start=first, last_end=last,
-            recurring=recurring, indexed_until=indexed_until, modified=now,
-        ))
-        if rows:
-            connection.execute(tables.instances.insert(), rows)
+        return {
+            "collection_id": self.id, "href": href, "uid": item.uid, "etag": item.etag, "name": item.name,
+            "component": item.component_name, "text": text, "first_start": first, "last_end": last,
+            "recurring": recurring, "indexed_until": indexed_until, "modified": now,
+        }, rows
 
     def _log_change(self, connection: sa.Connection, href: str, revision: int, *, deleted: bool) -> None:
         c = tables.changes.c

@@ -9,6 +9,7 @@ changed. What a refused sync token or an incomplete fetch means is decided in :m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -148,22 +149,28 @@ class PullExecutor:
             chunks = [delta.wanted[i:i + batch] for i in range(0, len(delta.wanted), batch)] or [[]]
             two_way = w.two_way and calendar.role == MirrorRole.PRIMARY
             propagate = w.link.deletions == "propagate"
-            for index, chunk in enumerate(chunks):
+
+            async def fetch(chunk: list[str]) -> tuple[dict[str, RemoteObject], list[RemoteItem], set[str]]:
                 fetched = await gate.call(client.fetch(where, chunk)) if chunk else {}
-                progress.fetched += len(fetched)
-                w.stats["fetched"] += len(fetched)
                 # Parsing is CPU work: off the event loop, so CalDAV requests are answered meanwhile.
-                remote = await asyncio.to_thread(remote_items, list(fetched.values()))
-                last = index == len(chunks) - 1
-                async with w.status_lock:  # a push waits at most one batch
-                    rows = await w.state.call(db.items, w.user, url) if index else statuses
-                    remote = self._in_window(remote, rows)
-                    actions = plan_pull(remote, delta.deleted if last else [], rows, two_way, propagate, remirror)
-                    if actions and len(chunks) == 1:
-                        logger.debug("pull of %s for %s: %s", calendar.remote_name, w.user, summary(actions))
-                    await self._execute(actions, calendar, gate, remirror)
-                progress.written += len(fetched)
-                await self._report(url, progress)
+                remote, outside = await asyncio.to_thread(remote_items, list(fetched.values()),
+                                                          w.window.bounds(datetime.now(UTC)))
+                return fetched, remote, outside
+
+            ahead = asyncio.ensure_future(fetch(chunks[0]))
+            try:
+                for index in range(len(chunks)):
+                    fetched, remote, outside = await ahead
+                    if index + 1 < len(chunks):
+                        # The next batch is fetched and parsed while this one is written.
+                        ahead = asyncio.ensure_future(fetch(chunks[index + 1]))
+                    await self._batch(calendar, gate, progress, fetched, remote, outside, index, len(chunks),
+                                      statuses, delta.deleted, two_way, propagate, remirror)
+            finally:
+                if not ahead.done():
+                    ahead.cancel()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await ahead  # a batch fetched ahead and not needed (the pass stopped): its outcome is moot
             cursor = next_cursor(previous, ctag, token, refused, len(delta.wanted), progress.fetched)
             if progress.fetched < len(delta.wanted):
                 # Not visible yet (iCloud's lag): the old token makes the server report them again.
@@ -196,11 +203,32 @@ class PullExecutor:
         )
         w.context.metrics.pulled("changed")
 
-    def _in_window(self, remote: list[RemoteItem], statuses: list[ItemStatus]) -> list[RemoteItem]:
-        """New events outside the sync window are not imported; known ones are followed wherever they go."""
-        known = {unquote(status.remote_href) for status in statuses if status.remote_href}
-        start, end = self.w.window.bounds(datetime.now(UTC))
-        return [r for r in remote if unquote(r.href) in known or window.in_window(r.text, start, end)]
+    async def _batch(self, calendar: LinkCalendar, gate: Gate, progress: PullProgress,
+                     fetched: dict[str, RemoteObject], remote: list[RemoteItem], outside: set[str], index: int,
+                     count: int, statuses: list[ItemStatus], deleted: list[str], two_way: bool,
+                     propagate: bool, remirror: bool) -> None:
+        """Plan and write batch ``index`` of ``count`` (its objects fetched and parsed)."""
+        w = self.w
+        db = w.state.db
+        url = calendar.remote_url
+        progress.fetched += len(fetched)
+        w.stats["fetched"] += len(fetched)
+        last = index == count - 1
+        async with w.status_lock:  # a push waits at most one batch
+            if last and index:  # deletions are matched against every status
+                rows = await w.state.call(db.items, w.user, url)
+            elif index:  # the statuses this batch concerns, as the push may have left them
+                hrefs = [href for r in remote for href in (r.href, unquote(r.href))]
+                rows = await w.state.call(db.items_for, w.user, url, [r.uid for r in remote], hrefs)
+            else:
+                rows = statuses
+            remote = in_window_or_known(remote, outside, rows)
+            actions = plan_pull(remote, deleted if last else [], rows, two_way, propagate, remirror)
+            if actions and count == 1:
+                logger.debug("pull of %s for %s: %s", calendar.remote_name, w.user, summary(actions))
+            await self._execute(actions, calendar, gate, remirror)
+        progress.written += len(fetched)
+        await self._report(url, progress)
 
     async def _report(self, url: str, progress: PullProgress) -> None:
         if progress.total:  # only pulls that fetch something: an unchanged calendar costs no write
@@ -276,19 +304,32 @@ class PullExecutor:
             audit.record(Decision.APPLIED, self.w.user, status.uid, "edited in iCloud: the CRM appointment updated (two-way)", calendar=status.local_path)  # noqa: E501
 
 
-def remote_items(objects: list[RemoteObject]) -> list[RemoteItem]:
-    return [r for r in (remote_item(o) for o in objects) if r is not None]
+def remote_items(objects: list[RemoteObject], bounds: tuple[datetime, datetime]
+                 ) -> tuple[list[RemoteItem], set[str]]:
+    """The fetched objects that are events, and the hrefs of those outside the sync window ``bounds``: each
+    object parsed once."""
+    items, outside = [], set()
+    for obj in objects:
+        try:
+            calendar = transforms.parse_event_object(obj.text)
+            if calendar is None:
+                continue
+            inside = window.in_window(calendar, *bounds)
+            uid, digest = transforms.uid_and_hash(calendar)
+        except ValueError as error:
+            logger.warning("iCloud object %s not imported: %s", obj.href, error)
+            continue
+        items.append(RemoteItem(uid, obj.href, obj.etag, obj.text, digest))
+        if not inside:
+            outside.add(obj.href)
+    return items, outside
 
 
-def remote_item(obj: RemoteObject) -> RemoteItem | None:
-    try:
-        facts = transforms.event_facts(obj.text)
-        if facts is None:
-            return None
-        return RemoteItem(facts[0], obj.href, obj.etag, obj.text, facts[1])
-    except ValueError as error:
-        logger.warning("iCloud object %s not imported: %s", obj.href, error)
-        return None
+def in_window_or_known(remote: list[RemoteItem], outside: set[str], statuses: list[ItemStatus]
+                       ) -> list[RemoteItem]:
+    """New events outside the sync window are not imported; known ones are followed wherever they go."""
+    known = {unquote(status.remote_href) for status in statuses if status.remote_href}
+    return [r for r in remote if r.href not in outside or unquote(r.href) in known]
 
 
 def kept_reason(status: ItemStatus) -> str:

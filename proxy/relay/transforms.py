@@ -583,6 +583,18 @@ def content_hash(text: str) -> str:
     return _hash(calendar)
 
 
+def parse_event_object(text: str) -> Calendar | None:
+    """The parsed calendar object, or None when it holds no VEVENT (ValueError when it is no iCalendar)."""
+    calendar = _parse(text)
+    return calendar if any(component.name == "VEVENT" for component in calendar.subcomponents) else None
+
+
+def uid_and_hash(calendar: Calendar) -> tuple[str, str]:
+    """:func:`object_uid` and :func:`content_hash` of a parsed event object, which the hash may change (an
+    implied DTEND is added): its last use."""
+    return _uid(calendar), _hash(calendar)
+
+
 def _hash(calendar: Calendar) -> str:
     canonical = sorted(json.dumps(_canonical_component(component)) for component in _items(calendar))
     return hashlib.sha256("\n".join(canonical).encode("utf-8")).hexdigest()

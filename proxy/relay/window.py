@@ -38,11 +38,11 @@ class SyncWindow:
         return now - timedelta(days=self.past_days), now + timedelta(days=self.future_days)
 
 
-def in_window(text: str, start: datetime, end: datetime) -> bool:
-    """Whether the event object has an occurrence overlapping [start, end). Unreadable recurrences count as
-    inside: an event must not be lost because its rule could not be expanded."""
+def in_window(text: str | Calendar, start: datetime, end: datetime) -> bool:
+    """Whether the event object (its text, or parsed) has an occurrence overlapping [start, end). Unreadable
+    recurrences count as inside: an event must not be lost because its rule could not be expanded."""
     try:
-        calendar = Calendar.from_ical(text)
+        calendar = Calendar.from_ical(text) if isinstance(text, str) else text
         return bool(recurring_ical_events.of(calendar).between(start.astimezone(UTC), end.astimezone(UTC)))
     except (ValueError, TypeError, KeyError) as error:
         log.warning("could not place an iCloud event in the sync window (imported anyway): %s", error)

@@ -323,7 +323,7 @@ class LinkWorker:
         rows = await asyncio.to_thread(lambda: [mirror_status(self.user, calendar, remote, href, etag, text)
                                                 for (remote, href, text), etag in zip(prepared, etags, strict=True)
                                                 if etag])
-        await self.state.call(_save_all, self.state.db, rows)
+        await self.state.call(self.state.db.save_items, rows)
 
     def _mirror_texts(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]], calendar: LinkCalendar
                       ) -> list[tuple[RemoteItem, str, str]]:
@@ -365,8 +365,3 @@ class LinkWorker:
 
     async def save(self, status: ItemStatus) -> None:
         await self.state.call(self.state.db.save_item, status)
-
-
-def _save_all(db: Any, rows: list[ItemStatus]) -> None:
-    for row in rows:
-        db.save_item(row)

@@ -20,9 +20,11 @@ from proxy.relay.transforms import (
     object_kind,
     object_origin,
     object_uid,
+    parse_event_object,
     remote_name,
     to_icloud,
     to_mirror,
+    uid_and_hash,
 )
 
 
@@ -339,6 +341,18 @@ def test_is_event_object() -> None:
     assert not is_event_object(ics("BEGIN:VCALENDAR", "BEGIN:VJOURNAL", "UID:j", "END:VJOURNAL", "END:VCALENDAR"))
     with pytest.raises(ValueError, match="not valid iCalendar"):
         is_event_object("garbage")
+
+
+@pytest.mark.parametrize("text", [CRM_SERIES, CRM_APPOINTMENT, CRM_ALL_DAY, ICLOUD_EVENT])
+def test_one_parse_gives_the_uid_and_hash(text: str) -> None:
+    calendar = parse_event_object(text)
+    assert calendar is not None and uid_and_hash(calendar) == (object_uid(text), content_hash(text))
+
+
+def test_parse_event_object_skips_what_is_not_an_event() -> None:
+    assert parse_event_object(ics("BEGIN:VCALENDAR", "BEGIN:VTODO", "UID:t", "END:VTODO", "END:VCALENDAR")) is None
+    with pytest.raises(ValueError, match="not valid iCalendar"):
+        parse_event_object("garbage")
 
 
 @pytest.mark.parametrize(

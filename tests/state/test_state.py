@@ -103,6 +103,22 @@ def test_item_status_upsert_and_delete(db):
     assert db.items("alice") == []
 
 
+def test_a_batch_of_statuses_saves_as_one_by_one(db):
+    db.save_item(_item("a"))
+    db.save_items([replace(_item("a"), local_etag='"e2"'), *(_item(f"n{n}") for n in range(600))])
+    saved = {item.uid: item for item in db.items("alice")}
+    assert len(saved) == 601 and saved["a"].local_etag == '"e2"'
+    assert saved["n599"] == replace(_item("n599"), updated_at=saved["n599"].updated_at)
+    db.save_items([])
+
+
+def test_items_for_reads_the_statuses_of_some_uids_or_hrefs(db):
+    db.save_items([replace(_item(f"n{n}"), remote_href=f"/r/n{n}.ics") for n in range(5)])
+    found = db.items_for("alice", _item("x").calendar_url, ["n1", "n9"], ["/r/n3.ics", "/r/none.ics"])
+    assert sorted(item.uid for item in found) == ["n1", "n3"]
+    assert db.items_for("bob", _item("x").calendar_url, ["n1"], []) == []
+
+
 def test_pending_counts_attempts_and_a_fresh_plan_replaces_the_list(db):
     db.set_pending("alice", "a", "create", "throttled")
     db.set_pending("alice", "a", "create", "still throttled")
