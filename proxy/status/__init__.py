@@ -3,11 +3,13 @@
 - ``GET /status``: a person is sent to their own page; a service account sees every user, with
   ``?attention=1`` keeping only the links that need someone to act.
 - ``GET /status/{user}``: the user's iCloud link, each linked calendar's role and state, the last pull and
-  push, pending work with its reason, the latest relay decisions, and a red banner saying what to do when
-  iCloud no longer accepts the app-specific password.
+  push, a running import's progress (fetched and written of the total, the rate and the time left), pending
+  work with its reason, the latest relay decisions, and a red banner saying what to do when iCloud no longer
+  accepts the app-specific password.
 
 Times are shown in ``[availability] timezone``, or the zone of a ``?tz=Area/City`` query (a person's own).
-The pages use no script and one small stylesheet, so they read on a phone as on a desktop.
+The pages use no script and one small stylesheet, so they read on a phone as on a desktop; while an import
+runs, the user's page reloads itself every few seconds (``<meta http-equiv="refresh">``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ STATUS_PATH = "/status"
 #: Link states that need a person to act (anything but a working link).
 ATTENTION_STATES = frozenset({"needs-reconnect", "error"})
 RECENT_ACTIVITY = 15
+#: Seconds between reloads of a user's page while an import runs.
+IMPORT_REFRESH = 5
 
 _templates = jinja2.Environment(
     loader=jinja2.PackageLoader("proxy.status", "templates"),
@@ -59,8 +63,10 @@ def _zone(request: web.Request) -> ZoneInfo:
 
 def _render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
     zone = _zone(request)
+    context.setdefault("refresh", None)
     page = _templates.get_template(template).render(
-        viewer=principal_of(request), zone=zone.key, local=lambda iso: _local(iso, zone), **context
+        viewer=principal_of(request), zone=zone.key, local=lambda iso: _local(iso, zone), time_left=time_left,
+        percent=percent, importing=importing, **context
     )
     return web.Response(text=page, content_type="text/html", charset="utf-8", status=status,
                         headers={"Cache-Control": "no-store"})
@@ -71,6 +77,25 @@ def _local(iso: str | None, zone: ZoneInfo) -> str:
     if not iso:
         return "never"
     return datetime.fromisoformat(iso).astimezone(zone).strftime("%a %d %b %Y, %H:%M")
+
+
+def time_left(seconds: float | None) -> str:
+    """The time an import still needs, as a person says it."""
+    if seconds is None:
+        return "time left not known yet"
+    if seconds < 60:
+        return f"about {max(1, round(seconds))} s left"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min left"
+    return f"about {seconds / 3600:.1f} h left"
+
+
+def percent(part: int, whole: int) -> str:
+    return f"{100 * part // whole} %" if whole else "0 %"
+
+
+def importing(report: dict[str, Any]) -> bool:
+    return any(c.get("import") for c in report.get("calendars", []))
 
 
 def needs_attention(report: dict[str, Any]) -> bool:
@@ -105,4 +130,5 @@ async def user_page(request: web.Request) -> web.StreamResponse:
     pushes = await audit.call(audit.query, user, None, None, 1, PUSHED)
     return _render(request, "user.html", user=user, report=report, activity=[e.to_json() for e in activity],
                    last_push=pushes[0].to_json()["at"] if pushes else None,
-                   reconnect=report.get("linked") and report["state"] == "needs-reconnect")
+                   reconnect=report.get("linked") and report["state"] == "needs-reconnect",
+                   refresh=IMPORT_REFRESH if importing(report) else None)
