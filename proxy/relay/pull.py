@@ -33,6 +33,7 @@ from proxy.relay.plan import (
     ApplyToCrm,
     Forget,
     Import,
+    Note,
     NoteRemote,
     PullAction,
     RefreshMirror,
@@ -41,7 +42,7 @@ from proxy.relay.plan import (
     plan_pull,
 )
 from proxy.relay.progress import import_report
-from proxy.relay.push import execute, summary
+from proxy.relay.push import execute, kept_reason, summary
 from proxy.relay.sides import Upstream
 from proxy.state import ItemStatus, LinkCalendar
 from proxy.upstream import InvalidSyncToken, RemoteObject, UpstreamError
@@ -120,11 +121,13 @@ class PullExecutor:
                 progress.fetched += len(fetched)
                 w.stats["fetched"] += len(fetched)
                 # Parsing is CPU work: off the event loop, so CalDAV requests are answered meanwhile.
-                remote = await asyncio.to_thread(remote_items, list(fetched.values()))
+                remote, unreadable = await asyncio.to_thread(remote_items, list(fetched.values()))
+                for href, error in unreadable.items():  # no UID to name it by: the object's name stands in
+                    w.context.audit.record(Decision.NOT_IMPORTED, w.user, href.rstrip("/").rsplit("/", 1)[-1], f"iCloud's object {href} is not a readable event: {error}", calendar=calendar.mirror_path, icloud_calendar=calendar.remote_name)  # noqa: E501
                 last = index == len(chunks) - 1
                 async with w.status_lock:  # a push waits at most one batch
                     rows = await w.state.call(db.items, w.user, url) if index else statuses
-                    remote = self._in_window(remote, rows)
+                    remote = self._in_window(remote, rows, calendar)
                     actions = plan_pull(remote, delta.deleted if last else [], rows, two_way, propagate)
                     if actions and len(chunks) == 1:
                         logger.debug("pull of %s for %s: %s", calendar.remote_name, w.user, summary(actions))
@@ -161,11 +164,22 @@ class PullExecutor:
         )
         w.context.metrics.pulled("changed")
 
-    def _in_window(self, remote: list[RemoteItem], statuses: list[ItemStatus]) -> list[RemoteItem]:
+    def _in_window(self, remote: list[RemoteItem], statuses: list[ItemStatus], calendar: LinkCalendar
+                   ) -> list[RemoteItem]:
         """New events outside the sync window are not imported; known ones are followed wherever they go."""
+        w = self.w
         known = {unquote(status.remote_href) for status in statuses if status.remote_href}
-        start, end = self.w.window.bounds(datetime.now(UTC))
-        return [r for r in remote if unquote(r.href) in known or window.in_window(r.text, start, end)]
+        start, end = w.window.bounds(datetime.now(UTC))
+        kept = []
+        for r in remote:
+            if unquote(r.href) in known or window.in_window(r.text, start, end):
+                kept.append(r)
+            else:
+                reason = (f"outside the sync window ({w.window.past_days} days back to {w.window.future_days} "
+                          "days ahead): imported once it comes within")
+                w.context.audit.record(Decision.SKIPPED_WINDOW, w.user, r.uid, reason, calendar=calendar.mirror_path,
+                                       icloud_calendar=calendar.remote_name)
+        return kept
 
     async def _report(self, url: str, progress: PullProgress) -> None:
         if progress.total:  # only pulls that fetch something: an unchanged calendar costs no write
@@ -185,15 +199,20 @@ class PullExecutor:
         writes = [(a.remote, a.status if isinstance(a, RefreshMirror) else None)
                   for a in actions if isinstance(a, Import | RefreshMirror)]
         if writes:
-            await w.write_mirrors(writes, calendar)
-            w.stats["imported"] += sum(1 for a in actions if isinstance(a, Import))
-            w.stats["refreshed"] += sum(1 for a in actions if isinstance(a, RefreshMirror))
+            failed = await w.write_mirrors(writes, calendar)
             where = {"calendar": calendar.mirror_path, "icloud_calendar": calendar.remote_name}
             for action in actions:
-                if isinstance(action, Import):
-                    w.context.audit.record(Decision.IMPORTED, w.user, action.remote.uid, "new event in iCloud, blocks the time", **where)  # noqa: E501
-                elif isinstance(action, RefreshMirror):
-                    w.context.audit.record(Decision.REFRESHED, w.user, action.remote.uid, "changed in iCloud", **where)
+                if not isinstance(action, Import | RefreshMirror):
+                    continue
+                uid = action.remote.uid
+                if uid in failed:
+                    w.context.audit.record(Decision.NOT_IMPORTED, w.user, uid, f"iCloud's event cannot be mirrored: {failed[uid]}", **where)  # noqa: E501
+                elif isinstance(action, Import):
+                    w.stats["imported"] += 1
+                    w.context.audit.record(Decision.IMPORTED, w.user, uid, "new event in iCloud, blocks the time", **where)  # noqa: E501
+                else:
+                    w.stats["refreshed"] += 1
+                    w.context.audit.record(Decision.REFRESHED, w.user, uid, "changed in iCloud", **where)
         rest = [a for a in actions if not isinstance(a, Import | RefreshMirror)]
         await execute(rest, lambda action: self._one(action, calendar), gate)
 
@@ -205,6 +224,8 @@ class PullExecutor:
         elif isinstance(action, NoteRemote):
             await w.save(replace(action.status, remote_href=action.remote.href, remote_etag=action.remote.etag,
                                  remote_hash=action.remote.hash))
+            decision = Decision.NOT_APPLIED if action.note is Note.ONE_WAY else Decision.NOTED
+            w.context.audit.record(decision, w.user, action.status.uid, NOTE_REASONS[action.note], calendar=action.status.local_path, icloud_calendar=calendar.remote_name)  # noqa: E501
         elif isinstance(action, RemoteDeleted):
             status = action.status
             if action.remove_mirror and status.local_path and status.local_href:
@@ -218,14 +239,16 @@ class PullExecutor:
                 w.context.audit.record(Decision.KEPT_DELETION, w.user, status.uid, kept_reason(status), calendar=status.local_path, icloud_calendar=calendar.remote_name)  # noqa: E501
         elif isinstance(action, Forget):
             await w.state.call(db.delete_item, w.user, action.status.calendar_url, action.status.uid)
+            w.context.audit.record(Decision.FORGOTTEN, w.user, action.status.uid, "deleted in iCloud after its blocked slot was removed in calrelay: nothing left to do", icloud_calendar=calendar.remote_name)  # noqa: E501
 
     async def _apply_to_crm_checked(self, action: ApplyToCrm) -> None:
         """Two-way: an iCloud edit of a CRM appointment, unless the CRM changed it too and its edit is newer."""
         status = action.status
         local = await self.w.local_text(status)
-        if local is None:
-            return  # deleted in the CRM meanwhile: the next push deletes it from iCloud
         audit = self.w.context.audit
+        if local is None:  # deleted in the CRM meanwhile: the next push deletes it from iCloud
+            audit.record(Decision.CONFLICT, self.w.user, status.uid, "edited in iCloud, deleted in the CRM: the CRM's deletion stands", calendar=status.local_path, winner="crm")  # noqa: E501
+            return
         changed_in_crm = transforms.content_hash(local) != status.local_hash
         if changed_in_crm and winner(local, action.remote.text, True) is Origin.CRM:
             # Both changed and the CRM's edit is newer: the next push overwrites iCloud's.
@@ -239,25 +262,28 @@ class PullExecutor:
             audit.record(Decision.APPLIED, self.w.user, status.uid, "edited in iCloud: the CRM appointment updated (two-way)", calendar=status.local_path)  # noqa: E501
 
 
-def remote_items(objects: list[RemoteObject]) -> list[RemoteItem]:
-    return [r for r in (remote_item(o) for o in objects) if r is not None]
+#: Why a change in iCloud was only recorded (the reason in the audit trail).
+NOTE_REASONS = {
+    Note.HOUSEKEEPING: "iCloud changed only its housekeeping (ETag, DTSTAMP, X-APPLE-*): nothing to apply",
+    Note.MOVED: "same event at a new place in iCloud: nothing to apply",
+    Note.ONE_WAY: "edited in iCloud; this link is one-way, so the CRM appointment keeps its version "
+                  "(iCloud's copy is overwritten when the CRM next changes it)",
+}
 
 
-def remote_item(obj: RemoteObject) -> RemoteItem | None:
-    try:
-        if not transforms.is_event_object(obj.text):
-            return None
-        return RemoteItem(transforms.object_uid(obj.text), obj.href, obj.etag, obj.text,
-                          transforms.content_hash(obj.text))
-    except ValueError as error:
-        logger.warning("iCloud object %s not imported: %s", obj.href, error)
-        return None
-
-
-def kept_reason(status: ItemStatus) -> str:
-    if status.origin == Origin.CRM:
-        return "deleted in iCloud; a CRM appointment is never deleted by iCloud"
-    return "deleted in iCloud; kept as a blocked slot (the link keeps iCloud deletions)"
+def remote_items(objects: list[RemoteObject]) -> tuple[list[RemoteItem], dict[str, str]]:
+    """The event objects among ``objects``, and href -> why for those that cannot be read."""
+    items: list[RemoteItem] = []
+    unreadable: dict[str, str] = {}
+    for obj in objects:
+        try:
+            if transforms.is_event_object(obj.text):
+                items.append(RemoteItem(transforms.object_uid(obj.text), obj.href, obj.etag, obj.text,
+                                        transforms.content_hash(obj.text)))
+        except ValueError as error:
+            logger.warning("iCloud object %s not imported: %s", obj.href, error)
+            unreadable[obj.href] = str(error)
+    return items, unreadable
 
 
 def mirror_status(user: str, calendar: LinkCalendar, remote: RemoteItem, href: str, etag: str, text: str) -> ItemStatus:

@@ -291,11 +291,13 @@ class LinkWorker:
     # -- writes to the calrelay side, shared by push and pull ---------------------------------------------
 
     async def write_mirrors(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]],
-                            calendar: LinkCalendar) -> None:
-        """Import or refresh blocked slots in ``calendar``'s mirror: one storage call, one status call."""
-        prepared = await asyncio.to_thread(self._mirror_texts, writes)  # CPU work, off the event loop
+                            calendar: LinkCalendar) -> dict[str, str]:
+        """Import or refresh blocked slots in ``calendar``'s mirror: one storage call, one status call.
+        Returns UID -> why it was not written, for the objects that could not be mirrored."""
+        failed: dict[str, str] = {}
+        prepared = await asyncio.to_thread(self._mirror_texts, writes, failed)  # CPU work, off the event loop
         if not prepared:
-            return
+            return failed
         path = calendar.mirror_path
         self.expect_own(path, [href for _, href, _ in prepared])
         try:
@@ -307,21 +309,24 @@ class LinkWorker:
                     etags.append(await self.store.put_item(path, href, text))
                 except ValueError as error:
                     logger.warning("iCloud object %s not imported: %s", remote.href, error)
+                    failed[remote.uid] = str(error)
                     etags.append("")
         rows = await asyncio.to_thread(lambda: [mirror_status(self.user, calendar, remote, href, etag, text)
                                                 for (remote, href, text), etag in zip(prepared, etags, strict=True)
                                                 if etag])
         await self.state.call(_save_all, self.state.db, rows)
+        return failed
 
-    def _mirror_texts(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]]
+    def _mirror_texts(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]], failed: dict[str, str]
                       ) -> list[tuple[RemoteItem, str, str]]:
-        """(remote, mirror href, mirror text) of each write that can be mirrored."""
+        """(remote, mirror href, mirror text) of each write that can be mirrored; the others go to ``failed``."""
         prepared = []
         for remote, status in writes:
             try:
                 text = transforms.to_mirror(remote.text, self.owner_addresses, self.policies)
             except ValueError as error:
                 logger.warning("iCloud object %s not imported: %s", remote.href, error)
+                failed[remote.uid] = str(error)
                 continue
             href = status.local_href if status and status.local_href else transforms.remote_name(remote.uid)
             prepared.append((remote, href, text))
