@@ -110,6 +110,8 @@ class PushExecutor:
                     )
             except ValueError as error:
                 logger.warning("not relayed: %s%s: %s", calendar.path, stored.href, error)
+                # Unreadable, so no UID to name it by: its resource name stands in.
+                self.w.context.audit.record(Decision.WAITING, self.w.user, stored.href, f"not relayed, fix the event: {error}", calendar=calendar.path)  # noqa: E501
         self._snapshots[calendar.path] = (new_stamps, items)
         return [item for item in items.values() if item is not None]
 

@@ -121,3 +121,4 @@ def test_a_crm_appointment_deleted_in_icloud_is_kept_once_and_comes_back_when_ch
     assert again["decision"] == "created" and again["reason"] == (
         "changed in the CRM after it was deleted in iCloud: created again")
     assert "appt" in linked.icloud()
+
