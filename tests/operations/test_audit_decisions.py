@@ -122,3 +122,23 @@ def test_a_crm_appointment_deleted_in_icloud_is_kept_once_and_comes_back_when_ch
         "changed in the CRM after it was deleted in iCloud: created again")
     assert "appt" in linked.icloud()
 
+
+
+def test_an_icloud_object_calrelay_cannot_read_is_not_imported_with_the_error(linked):
+    """iCloud's own validation is not calrelay's: an object the emulator stores unchecked stands for it."""
+    store = linked.emulator.emulator.store
+    (state,) = store.accounts.values()
+    broken = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nBEGIN:VEVENT\r\nUID:broken\r\n"
+              "DTSTAMP:20260101T000000Z\r\nDTSTART:20261203T090000Z\r\nDTSTART:20261203T100000Z\r\n"
+              "END:VEVENT\r\nEND:VCALENDAR\r\n")
+
+    async def put_broken() -> None:
+        store.put_object(state, state.collections["home"], "broken.ics", broken, "broken", "VEVENT")
+
+    linked.relay.run(put_broken())
+    linked.sync_now()
+    entry = noted(linked, "broken.ics", "not-imported")
+    assert "is not a readable event" in entry["reason"] and "more than one DTSTART" in entry["reason"]
+    assert entry["icloud_calendar"] == "home"
+    passes(linked)
+    assert decisions(linked, uid="broken.ics") == [("not-imported", "broken.ics")]
