@@ -10,7 +10,9 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -189,8 +191,16 @@ def test_a_running_import_shows_its_progress(browser, calrelay_factory):
         assert "importing" in operator.locator('#users .user-row[data-user="alice"]').inner_text()
 
     emulator_faults(linked, "--latency-ms", "0")
-    wait_until(lambda: linked.status()["calendars"][0]["last_pull"], timeout=120, message="the import's end")
-    page.goto(linked.url + "status/alice")
-    assert page.locator(".import").count() == 0
-    assert page.locator('meta[http-equiv="refresh"]').count() == 0
-    shot(page, "user-imported")
+    done = wait_until(lambda: linked.status()["calendars"][0]["last_pull"], timeout=120, message="the import's end")
+    # Alice's own time zone: the page shows the last pull in it.
+    assert requests.put(linked.url + "api/v1/users/alice/settings", json={"timezone": "Asia/Tokyo"},
+                        auth=relay.auth("alice"), timeout=10).status_code == 200
+    phone = page_for(browser, linked, "alice", mobile=True)
+    phone.goto(linked.url + "status/alice")
+    assert phone.locator(".import").count() == 0
+    assert phone.locator('meta[http-equiv="refresh"]').count() == 0
+    assert "times in Asia/Tokyo" in phone.locator("header").inner_text()
+    tokyo = datetime.fromisoformat(done).astimezone(ZoneInfo("Asia/Tokyo")).strftime("%a %d %b %Y, %H:%M")
+    assert tokyo in phone.locator("#calendars .calendar-row").first.inner_text()
+    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), "scrolls sideways"
+    shot(phone, "user-imported-phone-tokyo")
