@@ -122,6 +122,7 @@ class PullExecutor:
                 w.stats["fetched"] += len(fetched)
                 # Parsing is CPU work: off the event loop, so CalDAV requests are answered meanwhile.
                 remote, unreadable = await asyncio.to_thread(remote_items, list(fetched.values()))
+                w.stats["not_imported"] += len(unreadable)
                 for href, error in unreadable.items():  # no UID to name it by: the object's name stands in
                     w.context.audit.record(Decision.NOT_IMPORTED, w.user, href.rstrip("/").rsplit("/", 1)[-1], f"iCloud's object {href} is not a readable event: {error}", calendar=calendar.mirror_path, icloud_calendar=calendar.remote_name)  # noqa: E501
                 last = index == len(chunks) - 1
@@ -206,6 +207,7 @@ class PullExecutor:
                     continue
                 uid = action.remote.uid
                 if uid in failed:
+                    w.stats["not_imported"] += 1
                     w.context.audit.record(Decision.NOT_IMPORTED, w.user, uid, f"iCloud's event cannot be mirrored: {failed[uid]}", **where)  # noqa: E501
                 elif isinstance(action, Import):
                     w.stats["imported"] += 1

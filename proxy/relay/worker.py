@@ -140,7 +140,7 @@ class LinkWorker:
         self.push_passes = 0
         #: Running totals for the status report and the benchmarks: what crossed the wire and was written.
         self.stats = {"pushed": 0, "deleted": 0, "fetched": 0, "imported": 0, "refreshed": 0, "applied": 0,
-                      "kept": 0}
+                      "kept": 0, "not_imported": 0}
 
     @property
     def owner_addresses(self) -> tuple[str, ...]:

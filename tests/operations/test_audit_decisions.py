@@ -6,6 +6,7 @@ passes are not noted again."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ import requests
 from proxy.relay.transforms import remote_name
 from tests.helpers import event, mkcalendar, put
 from tests.operations.conftest import START, activity, decisions
+from tests.operations.test_metrics import scrape, value
 from tests.relay.conftest import Linked, make_linked, wait_until
 from tests.relay.test_pull import icloud_delete, icloud_put, mirror
 
@@ -45,6 +47,7 @@ def created(linked: Linked, uid: str, calendar: str = "sales", when: datetime = 
 def test_an_icloud_edit_a_one_way_link_does_not_apply(calrelay_factory):
     linked = make_linked(calrelay_factory(overrides=FAST), mode="one-way")
     created(linked, "appt")
+    before = scrape(linked.url, auth=linked.relay.auth("crm"))
     icloud_put(linked, "work", remote_name("appt"), event("appt", START + timedelta(hours=2), summary="Moved"))
     linked.sync_now()
     entry = noted(linked, "appt", "not-applied")
@@ -52,6 +55,9 @@ def test_an_icloud_edit_a_one_way_link_does_not_apply(calrelay_factory):
     assert entry["icloud_calendar"] == "work" and entry["calendar"] == "/alice/sales/"
     passes(linked)
     assert decisions(linked, uid="appt") == [("created", "appt"), ("not-applied", "appt")]
+    after = scrape(linked.url, auth=linked.relay.auth("crm"))
+    name, labels = "calrelay_relay_imports_total", {"outcome": "not-applied"}
+    assert value(after, name, **labels) - value(before, name, **labels) == 1  # counted once, as noted
 
 
 def test_housekeeping_is_noted_once(linked):
@@ -124,7 +130,7 @@ def test_a_crm_appointment_deleted_in_icloud_is_kept_once_and_comes_back_when_ch
 
 
 
-def test_an_icloud_object_calrelay_cannot_read_is_not_imported_with_the_error(linked):
+def test_an_icloud_object_calrelay_cannot_read_is_not_imported_with_the_error(linked, caplog):
     """iCloud's own validation is not calrelay's: an object the emulator stores unchecked stands for it."""
     store = linked.emulator.emulator.store
     (state,) = store.accounts.values()
@@ -136,8 +142,10 @@ def test_an_icloud_object_calrelay_cannot_read_is_not_imported_with_the_error(li
         store.put_object(state, state.collections["home"], "broken.ics", broken, "broken", "VEVENT")
 
     linked.relay.run(put_broken())
+    caplog.set_level(logging.INFO, logger="proxy.relay.worker")
     linked.sync_now()
     entry = noted(linked, "broken.ics", "not-imported")
+    assert any("could not import 1 iCloud event" in r.getMessage() for r in caplog.records)
     assert "is not a readable event" in entry["reason"] and "more than one DTSTART" in entry["reason"]
     assert entry["icloud_calendar"] == "home"
     passes(linked)

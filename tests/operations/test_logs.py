@@ -17,6 +17,8 @@ def test_pass_summary_in_plain_words():
     assert pass_summary(before, after) == "pushed 3, imported 12, kept 1 iCloud deletion"
     assert pass_summary(after, after) == ""
     assert pass_summary({}, {"kept": 2, "applied": 1}) == "applied 1 iCloud edit, kept 2 iCloud deletions"
+    assert pass_summary({}, {"imported": 4, "not_imported": 1}) == (
+        "imported 4, could not import 1 iCloud event (see calrelay activity)")
 
 
 def test_json_lines():
