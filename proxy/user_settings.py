@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from aiohttp import web
+from sqlalchemy.dialects import postgresql, sqlite
 
 from proxy.api import json_error, require_access
 from proxy.database import metadata, reading, writing
@@ -73,13 +74,15 @@ class UserSettings:
 
     def set_timezone(self, user: str, name: str | None) -> None:
         """Set (a name checked with :func:`parse_zone`) or clear (None) the user's zone."""
+        row = {"user": user, "timezone": name, "updated_at": time.time()}
         with writing(self.engine) as connection:
-            updated = connection.execute(
-                user_settings.update().where(user_settings.c.user == user)
-                .values(timezone=name, updated_at=time.time())
-            ).rowcount
-            if not updated:
-                connection.execute(user_settings.insert().values(user=user, timezone=name, updated_at=time.time()))
+            # One statement on both backends, so that two writers at once cannot both insert.
+            dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+            statement = dialect.insert(user_settings).values(**row)
+            connection.execute(statement.on_conflict_do_update(
+                index_elements=[user_settings.c.user],
+                set_={"timezone": statement.excluded.timezone, "updated_at": statement.excluded.updated_at},
+            ))
 
 
 USER_SETTINGS = web.AppKey("calrelay.user_settings", UserSettings)
