@@ -11,7 +11,9 @@ import icalendar
 import pytest
 import requests
 
-from proxy.user_settings import parse_zone
+from proxy.audit import AuditLog, Decision
+from proxy.database import default_url
+from proxy.user_settings import UserSettings, parse_zone
 from tests.helpers import event, mkcalendar, put
 
 
@@ -143,3 +145,16 @@ def test_known_zones_are_accepted(name):
 def test_anything_else_is_refused_with_what_to_give(name):
     with pytest.raises(ValueError, match="Europe/Berlin"):
         parse_zone(name)
+
+
+def test_the_activity_command_prints_times_in_the_users_zone(tmp_path):
+    at = datetime(2026, 12, 3, 9, 0, tzinfo=UTC).timestamp()
+    audit = AuditLog.open(default_url(tmp_path), clock=lambda: at)
+    audit.record(Decision.CREATED, "alice", "appt", "new appointment in the CRM")
+    audit.flush()
+    UserSettings(audit.engine).set_timezone("alice", "Asia/Tokyo")
+    audit.close()
+    audit.engine.dispose()
+    out = subprocess.run([sys.executable, "-m", "proxy", "activity", "alice", "--data", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "2026-12-03 18:00:00  created" in out  # 09:00 UTC is 18:00 in Tokyo
