@@ -47,7 +47,8 @@ def _import_tables() -> None:
     import proxy.cluster.users_db
     import proxy.feeds
     import proxy.relay.outbox
-    import proxy.state  # noqa: F401
+    import proxy.state
+    import proxy.user_settings  # noqa: F401
 
 
 def current(connection: sa.Connection) -> int | None:
