@@ -50,6 +50,8 @@ from proxy.status import STATUS_PATH, wants_html
 from proxy.status import setup_routes as setup_status
 from proxy.upstream import UpstreamClient
 from proxy.upstream.discovery import DiscoveryCache
+from proxy.user_settings import UserSettings
+from proxy.user_settings import setup_routes as setup_user_settings
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +120,7 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_relay_lifecycle)
     setup_status(app)
     setup_feeds(app, FeedStore(database))
+    setup_user_settings(app, UserSettings(database))
     app.router.add_get("/", root)
     # The catch-all goes last so that every more specific route above wins.
     app.router.add_route("*", "/{path:.*}", caldav)

@@ -45,8 +45,15 @@ class Decision(StrEnum):
     APPLIED = "applied"  # an iCloud edit applied to the CRM appointment (two-way)
     MIRROR_REMOVED = "mirror-removed"  # a blocked slot removed after its iCloud deletion (propagate)
     KEPT_DELETION = "kept-icloud-deletion"  # deleted in iCloud, kept in calrelay by rule
+    NOT_APPLIED = "not-applied"  # an iCloud edit of a CRM appointment, not applied (one-way link)
     SKIPPED_BLOCKED = "skipped-blocked"  # a blocked slot: never leaves calrelay
     SKIPPED_SIMPLE = "skipped-simple"  # in a calendar that does not sync
+    SKIPPED_DUPLICATE = "skipped-duplicate"  # its UID is also in another booking calendar, whose copy is sent
+    SKIPPED_ICLOUD_UID = "skipped-icloud-uid"  # its UID is an iCloud event's, which a CRM copy never overwrites
+    SKIPPED_WINDOW = "skipped-outside-window"  # a new iCloud event outside the sync window: not imported yet
+    NOT_IMPORTED = "not-imported"  # an iCloud object calrelay cannot mirror (the reason says what is wrong)
+    NOTED = "noted"  # a change that needs nothing done on the other side (housekeeping, a move)
+    FORGOTTEN = "forgotten"  # gone on both sides: the relay forgets it
     CONFLICT = "conflict"  # changed on both sides; ``winner`` says whose edit was kept
     WAITING = "waiting"  # not done yet; the reason says why and what happens next
 
@@ -54,7 +61,12 @@ class Decision(StrEnum):
 #: What reached iCloud (the last of these is the "last push" of the status page).
 PUSHED = frozenset({Decision.CREATED, Decision.UPDATED, Decision.DELETED})
 #: States rather than events: noted again only when they change, not on every relay pass.
-COLLAPSED = frozenset({Decision.WAITING, Decision.SKIPPED_BLOCKED, Decision.SKIPPED_SIMPLE})
+COLLAPSED = frozenset({
+    Decision.WAITING, Decision.SKIPPED_BLOCKED, Decision.SKIPPED_SIMPLE, Decision.SKIPPED_DUPLICATE,
+    Decision.SKIPPED_ICLOUD_UID, Decision.SKIPPED_WINDOW, Decision.NOT_IMPORTED, Decision.NOTED,
+})
+#: After these the item is gone from the relay: nothing about it needs remembering.
+FINAL = frozenset({Decision.DELETED, Decision.MIRROR_REMOVED, Decision.FORGOTTEN})
 
 
 audit_log = sa.Table(
@@ -108,7 +120,7 @@ class AuditLog:
         self._clock = clock
         # One thread: rows land in the order they were recorded, and a query sees every earlier record.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="audit")
-        self._last: dict[tuple[str, str], tuple[Decision, str]] = {}  # (user, uid) -> last collapsed state
+        self._last: dict[tuple[str, str], tuple[Decision, str]] = {}  # (user, uid) -> what was last noted
         # Rows recorded and not yet written: the audit thread writes all it finds in one transaction, so an
         # import of thousands of events costs a few transactions, not one per event.
         self._queue: list[dict[str, Any]] = []
@@ -129,15 +141,20 @@ class AuditLog:
         calendar: str | None = None,
         icloud_calendar: str | None = None,
         winner: str | None = None,
+        state: bool | None = None,
     ) -> None:
-        """Note one decision (returns at once; the row is written in the background)."""
+        """Note one decision (returns at once; the row is written in the background).
+
+        A *state* (``state``, by default the decisions of :data:`COLLAPSED`) is not noted again while it is
+        what was last noted for the item: a relay pass that finds the same thing again adds nothing.
+        """
         key = (user, uid)
-        if decision in COLLAPSED:
-            if self._last.get(key) == (decision, reason):
-                return
-            self._last[key] = (decision, reason)
-        else:
+        if (decision in COLLAPSED if state is None else state) and self._last.get(key) == (decision, reason):
+            return
+        if decision in FINAL:
             self._last.pop(key, None)
+        else:
+            self._last[key] = (decision, reason)
         row = {
             "at": self._clock(), "user": user, "uid": uid, "decision": decision.value, "calendar": calendar,
             "icloud_calendar": icloud_calendar, "winner": winner, "reason": reason,

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from proxy.audit import DEFAULT_LIMIT, MAX_LIMIT, AuditLog
 from proxy.settings_cli import settings_from_args
+from proxy.user_settings import UserSettings
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     audit = AuditLog.open(settings.database_url)
     try:
         entries = audit.query(args.user, args.uid, args.before, max(1, min(args.limit, MAX_LIMIT)))
+        own_zone = UserSettings(audit.engine).timezone(args.user)  # times in the user's own zone
     finally:
         audit.close()
         audit.engine.dispose()
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if not entries:
         print(f"no relay activity recorded for {args.user}" + (f" and UID {args.uid}" if args.uid else ""))
         return 0
-    zone = ZoneInfo(settings.availability.timezone)
+    zone = ZoneInfo(own_zone or settings.availability.timezone)
     for entry in entries:
         when = datetime.fromtimestamp(entry.at, zone).strftime("%Y-%m-%d %H:%M:%S")
         icloud = f"iCloud {entry.icloud_calendar}" if entry.icloud_calendar else None

@@ -44,7 +44,7 @@ def _plain_help(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from proxy import audit_cli, config_cli, db_cli, feeds_cli, serve, users
+    from proxy import audit_cli, config_cli, db_cli, feeds_cli, serve, user_settings_cli, users
     from proxy.emulator import cli as emulator_cli
     from proxy.links import cli as links_cli
     from proxy.replay import cli as replay_cli
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"calrelay {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _common_options()
-    for module in (serve, users, config_cli, links_cli, emulator_cli, replay_cli, db_cli, audit_cli, feeds_cli):
+    for module in (serve, users, config_cli, links_cli, emulator_cli, replay_cli, db_cli, audit_cli, feeds_cli,
+                   user_settings_cli):
         module.register(subparsers, common)
     _plain_help(parser)
     return parser

@@ -28,6 +28,7 @@ from proxy.database import metadata, reading, writing
 from proxy.engine import Engine
 from proxy.keys import ENGINE
 from proxy.recorder import RECORDING
+from proxy.user_settings import zone_of
 
 FEEDS_PREFIX = "/feeds/"
 DISPLAY_NAME_PROP = "D:displayname"
@@ -122,8 +123,10 @@ def calendar_path(user: str, name: str) -> str:
     return f"/{user}/{name}/"
 
 
-def export(engine: Engine, path: str) -> bytes | None:
-    """The calendar at ``path`` as one iCalendar file (None when there is no such calendar)."""
+def export(engine: Engine, path: str, zone: str | None = None) -> bytes | None:
+    """The calendar at ``path`` as one iCalendar file (None when there is no such calendar). ``zone``: the
+    owner's time zone, as ``X-WR-TIMEZONE`` (Apple and Google Calendar show floating times and all-day
+    events of a subscription in it)."""
     user = path.strip("/").split("/", 1)[0]
     info = next((c for c in engine.list_calendars(user) if c.path == path), None)
     if info is None:
@@ -133,6 +136,8 @@ def export(engine: Engine, path: str) -> bytes | None:
     merged.add("VERSION", "2.0")
     name = info.props.get(DISPLAY_NAME_PROP) or path.strip("/").rsplit("/", 1)[-1]
     merged.add("X-WR-CALNAME", name)
+    if zone:
+        merged.add("X-WR-TIMEZONE", zone)
     timezones: set[str] = set()
     for item in engine.read_items(path):
         try:
@@ -174,7 +179,8 @@ async def serve_feed(request: web.Request) -> web.Response:
         return web.Response(status=410, text="this feed was revoked; ask for a new subscription URL")
     if not feed.calendar.startswith(f"/{feed.user}/"):  # never another user's calendar, whatever the table says
         return web.Response(status=404, text="no such feed")
-    body = await engine.call(export, engine, feed.calendar)
+    zone = await zone_of(request.app, feed.user)
+    body = await engine.call(export, engine, feed.calendar, zone.key)
     if body is None:
         return web.Response(status=404, text="the calendar of this feed no longer exists")
     return web.Response(body=body, content_type="text/calendar", charset="utf-8",

@@ -15,6 +15,8 @@ _PHRASES = (
     ("refreshed", "refreshed {}", "refreshed {}"),
     ("applied", "applied {} iCloud edit", "applied {} iCloud edits"),
     ("kept", "kept {} iCloud deletion", "kept {} iCloud deletions"),
+    ("not_imported", "could not import {} iCloud event (see calrelay activity)",
+     "could not import {} iCloud events (see calrelay activity)"),
 )
 
 

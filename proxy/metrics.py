@@ -30,10 +30,12 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 PUSH_OUTCOMES = {
     Decision.CREATED: "created", Decision.UPDATED: "updated", Decision.DELETED: "deleted",
     Decision.WAITING: "waiting", Decision.SKIPPED_BLOCKED: "skipped", Decision.SKIPPED_SIMPLE: "skipped",
+    Decision.SKIPPED_DUPLICATE: "skipped", Decision.SKIPPED_ICLOUD_UID: "skipped",
 }
 IMPORT_OUTCOMES = {
     Decision.IMPORTED: "imported", Decision.REFRESHED: "refreshed", Decision.APPLIED: "applied",
     Decision.MIRROR_REMOVED: "removed", Decision.KEPT_DELETION: "kept-deletion",
+    Decision.NOT_APPLIED: "not-applied", Decision.SKIPPED_WINDOW: "skipped", Decision.NOT_IMPORTED: "skipped",
 }
 
 

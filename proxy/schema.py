@@ -48,7 +48,8 @@ def _import_tables() -> None:
     import proxy.feeds
     import proxy.key_check
     import proxy.relay.outbox
-    import proxy.state  # noqa: F401
+    import proxy.state
+    import proxy.user_settings  # noqa: F401
 
 
 def current(connection: sa.Connection) -> int | None:

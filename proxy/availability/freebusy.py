@@ -3,7 +3,8 @@
 Radicale has its own free-busy report, but it reads floating times and all-day dates as UTC and does not know
 whose attendee entry was declined, so it would disagree with the JSON API. Floating times and dates are read
 in the request's time zone (``CALDAV:timezone`` or ``CALDAV:timezone-id``), else the calendar's
-``CALDAV:calendar-timezone``, else the configured zone, as RFC 4791 §9.9 says (:mod:`.zones`).
+``CALDAV:calendar-timezone``, else the user's own zone (:mod:`proxy.user_settings`) or the configured one, as
+RFC 4791 §9.9 says (:mod:`.zones`).
 
 This middleware answers the query on a calendar collection with the same computation as the API, restricted to
 that calendar. Anything it does
@@ -99,7 +100,7 @@ def _calendar_zone(engine: Engine, user: str, path: str) -> ZoneInfo | None:
 
 def make_freebusy_middleware(
     index_key: web.AppKey[AvailabilityIndex],
-    view_of: Callable[[web.Application, str], UserView],
+    view_of: Callable[[web.Application, str], Awaitable[UserView]],
     freshness_of: Callable[[web.Application, str], Freshness],
 ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
@@ -121,7 +122,7 @@ def make_freebusy_middleware(
             zone = requested_zone(root)
         except ValueError as error:
             return web.Response(status=400, text=f"free-busy-query: {error}\n")
-        view = view_of(request.app, user)
+        view = await view_of(request.app, user)
         # RFC 4791 §9.9: floating times are local times of the request's zone, else the calendar's own.
         zone = zone or await request.app[ENGINE].call(_calendar_zone, request.app[ENGINE], user, path)
         if zone is not None:

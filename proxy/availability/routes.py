@@ -25,6 +25,7 @@ from proxy.availability.intervals import BusyInterval
 from proxy.availability.service import AvailabilityService, Freshness, Snapshot, UserView
 from proxy.availability.sources import FreshnessProvider, SourceStatus
 from proxy.keys import ENGINE, SETTINGS
+from proxy.user_settings import requested_zone, zone_of
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ async def _warm_index(app: web.Application) -> AsyncIterator[None]:
         users = await engine.call(engine.users.records)
         now = datetime.now(UTC)
         for user in users:
-            view = user_context(app, user)
+            view = await user_context(app, user)
             try:
                 await engine.call(service(app).snapshot, view, now, now + WARM_WINDOW, freshness_of(app, user))
             except BudgetExceeded as exc:  # what was expanded is kept; the user's first query goes on from there
@@ -83,11 +84,20 @@ async def _warm_index(app: web.Application) -> AsyncIterator[None]:
 # -- request context ---------------------------------------------------------------------------------------
 
 
-def user_context(app: web.Application, user: str) -> UserView:
-    settings = app[SETTINGS].availability
+async def user_context(app: web.Application, user: str, zone: ZoneInfo | None = None) -> UserView:
+    """The user's view: their addresses and ``zone``, by default their own (else ``[availability] timezone``)."""
     addresses_of = app.get(USER_ADDRESSES, _default_addresses)
     addresses = frozenset(normalize_address(address) for address in addresses_of(user))
-    return UserView(user, ZoneInfo(settings.timezone), addresses)
+    return UserView(user, zone or await zone_of(app, user), addresses)
+
+
+async def _request_context(request: web.Request, user: str) -> UserView:
+    """:func:`user_context` with the zone of a ``?tz=Area/City`` query, if any (BadParameter if unknown)."""
+    try:
+        zone = await requested_zone(request, user)
+    except ValueError as error:
+        raise BadParameter(f"tz: {error}") from None
+    return await user_context(request.app, user, zone)
 
 
 def _default_addresses(user: str) -> Iterable[str]:
@@ -170,8 +180,8 @@ async def availability(request: web.Request) -> web.Response:
     user = request.match_info["user"]
     if (refusal := require_access(request, user)) is not None:
         return refusal
-    view = user_context(request.app, user)
     try:
+        view = await _request_context(request, user)
         start, end = parse_window(request, view.zone)
         slot = parse_slot(request.query.get("slot"))
     except BadParameter as exc:
@@ -202,8 +212,8 @@ async def busy_reasons(request: web.Request) -> web.Response:
     user = request.match_info["user"]
     if (refusal := require_access(request, user)) is not None:
         return refusal
-    view = user_context(request.app, user)
     try:
+        view = await _request_context(request, user)
         at = parse_instant("at", request.query.get("at"), view.zone)
     except BadParameter as exc:
         return json_error(400, str(exc))

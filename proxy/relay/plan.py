@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from urllib.parse import unquote
 
 from proxy.model import EventKind, Origin
@@ -62,10 +63,12 @@ class RemoteItem:
 
 @dataclass(frozen=True)
 class Create:
-    """A new CRM appointment: create it on the primary calendar at ``href`` (stable per UID)."""
+    """A new CRM appointment: create it on the primary calendar at ``href`` (stable per UID). ``status``: the
+    status of one deleted in iCloud and changed in the CRM since (which brings it back), else None."""
 
     local: LocalItem
     href: str
+    status: ItemStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -124,12 +127,37 @@ class ApplyToCrm:
     status: ItemStatus
 
 
+class Note(StrEnum):
+    """Why a change in iCloud is only recorded, not acted on."""
+
+    HOUSEKEEPING = "housekeeping"  # same content, new ETag: Apple's housekeeping (DTSTAMP, X-APPLE-*)
+    MOVED = "moved"  # same content at a new href in the same iCloud calendar
+    ONE_WAY = "one-way"  # iCloud edited a CRM appointment and the link is one-way: the CRM version stays (rule 9)
+
+
 @dataclass(frozen=True)
 class NoteRemote:
-    """The remote ETag changed without a change that calrelay acts on (housekeeping, or one-way mode)."""
+    """The remote ETag changed without a change that calrelay acts on (``note`` says which case)."""
 
     remote: RemoteItem
     status: ItemStatus
+    note: Note = Note.HOUSEKEEPING
+
+
+class Hold(StrEnum):
+    """Why a CRM appointment is not sent to iCloud although it is in an integrating booking calendar."""
+
+    ICLOUD_UID = "icloud-uid"  # its UID is an iCloud-born event's: never overwritten with a CRM copy
+    ICLOUD_DELETION = "icloud-deletion"  # deleted in iCloud and unchanged in the CRM since (rule 8)
+
+
+@dataclass(frozen=True)
+class Keep:
+    """Nothing to send for an appointment, by rule (``hold`` says which): recorded, not executed."""
+
+    local: LocalItem
+    status: ItemStatus
+    hold: Hold
 
 
 @dataclass(frozen=True)
@@ -140,7 +168,7 @@ class RemoteDeleted:
     remove_mirror: bool
 
 
-PushAction = Create | Update | Delete | Relocate | Forget
+PushAction = Create | Update | Delete | Relocate | Forget | Keep
 PullAction = Import | RefreshMirror | ApplyToCrm | NoteRemote | RemoteDeleted | Forget
 
 
@@ -149,7 +177,7 @@ def action_name(action: PushAction | PullAction) -> str:
 
 
 def action_uid(action: PushAction | PullAction) -> str:
-    if isinstance(action, Create | Relocate):
+    if isinstance(action, Create | Relocate | Keep):
         return action.local.uid
     if isinstance(action, Update):
         return action.status.uid
@@ -179,10 +207,13 @@ def plan_push(
         status = by_uid.get(uid)
         if status is None or status.origin != Origin.CRM or status.remote_href is None:
             if status is not None and status.origin != Origin.CRM:
-                continue  # the UID belongs to an iCloud-born event: never overwrite it with a CRM copy
+                actions.append(Keep(local, status, Hold.ICLOUD_UID))  # never overwrite an iCloud event with a CRM copy
+                continue
             if status is not None and status.local_hash == local.hash:
-                continue  # deleted in iCloud and unchanged since: iCloud deletions are not undone (rule 8)
-            actions.append(Create(local, calendar_path + remote_name(uid)))
+                # Deleted in iCloud and unchanged since: iCloud deletions are not undone (rule 8).
+                actions.append(Keep(local, status, Hold.ICLOUD_DELETION))
+                continue
+            actions.append(Create(local, calendar_path + remote_name(uid), status))
         elif status.local_hash != local.hash:
             actions.append(Update(local, status))
         elif (status.local_path, status.local_href, status.local_etag) != (local.path, local.href, local.etag):
@@ -228,16 +259,15 @@ def plan_pull(
             actions.append(RefreshMirror(remote, status))
         elif status.remote_hash == remote.hash and same_href(status.remote_href) == same_href(remote.href):
             if status.remote_etag != remote.etag:
-                actions.append(NoteRemote(remote, status))  # housekeeping: nothing to apply
+                actions.append(NoteRemote(remote, status, Note.HOUSEKEEPING))  # nothing to apply
+        elif status.remote_hash == remote.hash:
+            actions.append(NoteRemote(remote, status, Note.MOVED))
         elif status.origin == Origin.ICLOUD:
-            if status.remote_hash == remote.hash:
-                actions.append(NoteRemote(remote, status))
-            else:
-                actions.append(RefreshMirror(remote, status))
-        elif two_way and status.remote_hash != remote.hash:
+            actions.append(RefreshMirror(remote, status))
+        elif two_way:
             actions.append(ApplyToCrm(remote, status))
         else:
-            actions.append(NoteRemote(remote, status))  # one-way: the CRM version stays (rule 9)
+            actions.append(NoteRemote(remote, status, Note.ONE_WAY))  # one-way: the CRM version stays (rule 9)
     for href in sorted(set(deleted_hrefs)):
         status = by_href.get(same_href(href))
         if status is None or status.uid in seen:

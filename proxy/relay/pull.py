@@ -35,6 +35,7 @@ from proxy.relay.plan import (
     ApplyToCrm,
     Forget,
     Import,
+    Note,
     NoteRemote,
     PullAction,
     RefreshMirror,
@@ -43,7 +44,7 @@ from proxy.relay.plan import (
     plan_pull,
 )
 from proxy.relay.progress import import_report
-from proxy.relay.push import execute, summary
+from proxy.relay.push import execute, kept_reason, summary
 from proxy.relay.sides import Upstream
 from proxy.state import ItemStatus, LinkCalendar
 from proxy.upstream import InvalidSyncToken, NotFound, RemoteObject, UpstreamError
@@ -153,17 +154,18 @@ class PullExecutor:
             async def fetch(chunk: list[str]) -> tuple[dict[str, RemoteObject], list[RemoteItem], set[str]]:
                 fetched = await gate.call(client.fetch(where, chunk)) if chunk else {}
                 # Parsing is CPU work: off the event loop, so CalDAV requests are answered meanwhile.
-                remote, outside = await asyncio.to_thread(remote_items, list(fetched.values()),
-                                                          w.window.bounds(datetime.now(UTC)))
-                return fetched, remote, outside
+                remote, outside, unreadable = await asyncio.to_thread(remote_items, list(fetched.values()),
+                                                                      w.window.bounds(datetime.now(UTC)))
+                return fetched, remote, outside, unreadable
 
             ahead = asyncio.ensure_future(fetch(chunks[0]))
             try:
                 for index in range(len(chunks)):
-                    fetched, remote, outside = await ahead
+                    fetched, remote, outside, unreadable = await ahead
                     if index + 1 < len(chunks):
                         # The next batch is fetched and parsed while this one is written.
                         ahead = asyncio.ensure_future(fetch(chunks[index + 1]))
+                    self._note_unreadable(unreadable, calendar)
                     await self._batch(calendar, gate, progress, fetched, remote, outside, index, len(chunks),
                                       statuses, delta.deleted, two_way, propagate, remirror)
             finally:
@@ -222,13 +224,35 @@ class PullExecutor:
                 rows = await w.state.call(db.items_for, w.user, url, [r.uid for r in remote], hrefs)
             else:
                 rows = statuses
-            remote = in_window_or_known(remote, outside, rows)
+            remote = self._in_window_or_known(remote, outside, rows, calendar)
             actions = plan_pull(remote, deleted if last else [], rows, two_way, propagate, remirror)
             if actions and count == 1:
                 logger.debug("pull of %s for %s: %s", calendar.remote_name, w.user, summary(actions))
             await self._execute(actions, calendar, gate, remirror)
         progress.written += len(fetched)
         await self._report(url, progress)
+
+    def _note_unreadable(self, unreadable: dict[str, str], calendar: LinkCalendar) -> None:
+        w = self.w
+        w.stats["not_imported"] += len(unreadable)
+        for href, error in unreadable.items():  # no UID to name it by: the object's name stands in
+            w.context.audit.record(Decision.NOT_IMPORTED, w.user, href.rstrip("/").rsplit("/", 1)[-1], f"iCloud's object {href} is not a readable event: {error}", calendar=calendar.mirror_path, icloud_calendar=calendar.remote_name)  # noqa: E501
+
+    def _in_window_or_known(self, remote: list[RemoteItem], outside: set[str], statuses: list[ItemStatus],
+                            calendar: LinkCalendar) -> list[RemoteItem]:
+        """New events outside the sync window are not imported; known ones are followed wherever they go."""
+        w = self.w
+        known = {unquote(status.remote_href) for status in statuses if status.remote_href}
+        kept = []
+        for r in remote:
+            if r.href not in outside or unquote(r.href) in known:
+                kept.append(r)
+            else:
+                reason = (f"outside the sync window ({w.window.past_days} days back to {w.window.future_days} "
+                          "days ahead): imported once it comes within")
+                w.context.audit.record(Decision.SKIPPED_WINDOW, w.user, r.uid, reason, calendar=calendar.mirror_path,
+                                       icloud_calendar=calendar.remote_name)
+        return kept
 
     async def _report(self, url: str, progress: PullProgress) -> None:
         if progress.total:  # only pulls that fetch something: an unchanged calendar costs no write
@@ -249,16 +273,22 @@ class PullExecutor:
         writes = [(a.remote, a.status if isinstance(a, RefreshMirror) else None)
                   for a in actions if isinstance(a, Import | RefreshMirror)]
         if writes:
-            await w.write_mirrors(writes, calendar)
-            w.stats["imported"] += sum(1 for a in actions if isinstance(a, Import))
-            w.stats["refreshed"] += sum(1 for a in actions if isinstance(a, RefreshMirror))
+            failed = await w.write_mirrors(writes, calendar)
             where = {"calendar": calendar.mirror_path, "icloud_calendar": calendar.remote_name}
             for action in actions:
-                if isinstance(action, Import):
-                    w.context.audit.record(Decision.IMPORTED, w.user, action.remote.uid, "new event in iCloud, blocks the time", **where)  # noqa: E501
-                elif isinstance(action, RefreshMirror):
+                if not isinstance(action, Import | RefreshMirror):
+                    continue
+                uid = action.remote.uid
+                if uid in failed:
+                    w.stats["not_imported"] += 1
+                    w.context.audit.record(Decision.NOT_IMPORTED, w.user, uid, f"iCloud's event cannot be mirrored: {failed[uid]}", **where)  # noqa: E501
+                elif isinstance(action, Import):
+                    w.stats["imported"] += 1
+                    w.context.audit.record(Decision.IMPORTED, w.user, uid, "new event in iCloud, blocks the time", **where)  # noqa: E501
+                else:
+                    w.stats["refreshed"] += 1
                     why = "written again under the calendar's changed availability policies" if remirror else "changed in iCloud"  # noqa: E501
-                    w.context.audit.record(Decision.REFRESHED, w.user, action.remote.uid, why, **where)
+                    w.context.audit.record(Decision.REFRESHED, w.user, uid, why, **where)
         rest = [a for a in actions if not isinstance(a, Import | RefreshMirror)]
         await execute(rest, lambda action: self._one(action, calendar), gate)
 
@@ -270,6 +300,8 @@ class PullExecutor:
         elif isinstance(action, NoteRemote):
             await w.save(replace(action.status, remote_href=action.remote.href, remote_etag=action.remote.etag,
                                  remote_hash=action.remote.hash))
+            decision = Decision.NOT_APPLIED if action.note is Note.ONE_WAY else Decision.NOTED
+            w.context.audit.record(decision, w.user, action.status.uid, NOTE_REASONS[action.note], calendar=action.status.local_path, icloud_calendar=calendar.remote_name)  # noqa: E501
         elif isinstance(action, RemoteDeleted):
             status = action.status
             if action.remove_mirror and status.local_path and status.local_href:
@@ -283,14 +315,16 @@ class PullExecutor:
                 w.context.audit.record(Decision.KEPT_DELETION, w.user, status.uid, kept_reason(status), calendar=status.local_path, icloud_calendar=calendar.remote_name)  # noqa: E501
         elif isinstance(action, Forget):
             await w.state.call(db.delete_item, w.user, action.status.calendar_url, action.status.uid)
+            w.context.audit.record(Decision.FORGOTTEN, w.user, action.status.uid, "deleted in iCloud after its blocked slot was removed in calrelay: nothing left to do", icloud_calendar=calendar.remote_name)  # noqa: E501
 
     async def _apply_to_crm_checked(self, action: ApplyToCrm) -> None:
         """Two-way: an iCloud edit of a CRM appointment, unless the CRM changed it too and its edit is newer."""
         status = action.status
         local = await self.w.local_text(status)
-        if local is None:
-            return  # deleted in the CRM meanwhile: the next push deletes it from iCloud
         audit = self.w.context.audit
+        if local is None:  # deleted in the CRM meanwhile: the next push deletes it from iCloud
+            audit.record(Decision.CONFLICT, self.w.user, status.uid, "edited in iCloud, deleted in the CRM: the CRM's deletion stands", calendar=status.local_path, winner="crm")  # noqa: E501
+            return
         changed_in_crm = transforms.content_hash(local) != status.local_hash
         if changed_in_crm and winner(local, action.remote.text, True) is Origin.CRM:
             # Both changed and the CRM's edit is newer: the next push overwrites iCloud's.
@@ -304,11 +338,22 @@ class PullExecutor:
             audit.record(Decision.APPLIED, self.w.user, status.uid, "edited in iCloud: the CRM appointment updated (two-way)", calendar=status.local_path)  # noqa: E501
 
 
+#: Why a change in iCloud was only recorded (the reason in the audit trail).
+NOTE_REASONS = {
+    Note.HOUSEKEEPING: "iCloud changed only its housekeeping (ETag, DTSTAMP, X-APPLE-*): nothing to apply",
+    Note.MOVED: "same event at a new place in iCloud: nothing to apply",
+    Note.ONE_WAY: "edited in iCloud; this link is one-way, so the CRM appointment keeps its version "
+                  "(iCloud's copy is overwritten when the CRM next changes it)",
+}
+
+
 def remote_items(objects: list[RemoteObject], bounds: tuple[datetime, datetime]
-                 ) -> tuple[list[RemoteItem], set[str]]:
-    """The fetched objects that are events, and the hrefs of those outside the sync window ``bounds``: each
-    object parsed once."""
-    items, outside = [], set()
+                 ) -> tuple[list[RemoteItem], set[str], dict[str, str]]:
+    """The fetched objects that are events, the hrefs of those outside the sync window ``bounds``, and
+    href -> why for those that cannot be read: each object parsed once (a pull reads thousands)."""
+    items: list[RemoteItem] = []
+    outside: set[str] = set()
+    unreadable: dict[str, str] = {}
     for obj in objects:
         try:
             calendar = transforms.parse_event_object(obj.text)
@@ -318,24 +363,12 @@ def remote_items(objects: list[RemoteObject], bounds: tuple[datetime, datetime]
             uid, digest = transforms.uid_and_hash(calendar)
         except ValueError as error:
             logger.warning("iCloud object %s not imported: %s", obj.href, error)
+            unreadable[obj.href] = str(error)
             continue
         items.append(RemoteItem(uid, obj.href, obj.etag, obj.text, digest))
         if not inside:
             outside.add(obj.href)
-    return items, outside
-
-
-def in_window_or_known(remote: list[RemoteItem], outside: set[str], statuses: list[ItemStatus]
-                       ) -> list[RemoteItem]:
-    """New events outside the sync window are not imported; known ones are followed wherever they go."""
-    known = {unquote(status.remote_href) for status in statuses if status.remote_href}
-    return [r for r in remote if r.href not in outside or unquote(r.href) in known]
-
-
-def kept_reason(status: ItemStatus) -> str:
-    if status.origin == Origin.CRM:
-        return "deleted in iCloud; a CRM appointment is never deleted by iCloud"
-    return "deleted in iCloud; kept as a blocked slot (the link keeps iCloud deletions)"
+    return items, outside, unreadable
 
 
 def mirror_status(user: str, calendar: LinkCalendar, remote: RemoteItem, href: str, etag: str, text: str) -> ItemStatus:

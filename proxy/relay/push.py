@@ -35,6 +35,8 @@ from proxy.relay.plan import (
     Create,
     Delete,
     Forget,
+    Hold,
+    Keep,
     LocalItem,
     PullAction,
     PushAction,
@@ -82,7 +84,9 @@ class PushExecutor:
                 w.calendar_names[calendar.path] = name
                 for item in await self._read(calendar):
                     if item.kind is EventKind.APPOINTMENT:
-                        appointments.setdefault(item.uid, item)  # a UID in two calendars: the first one wins
+                        first = appointments.setdefault(item.uid, item)  # a UID in two calendars: the first wins
+                        if first is not item:
+                            w.context.audit.record(Decision.SKIPPED_DUPLICATE, w.user, item.uid, f"the same UID is also in {first.path}, whose copy is the one sent to iCloud", calendar=calendar.path)  # noqa: E501
                     else:
                         w.context.audit.record(Decision.SKIPPED_BLOCKED, w.user, item.uid, "a blocked slot never leaves calrelay", calendar=calendar.path)  # noqa: E501
             elif not calendar.props.get(MIRROR_ROLE_PROP):
@@ -106,6 +110,8 @@ class PushExecutor:
                     )
             except ValueError as error:
                 logger.warning("not relayed: %s%s: %s", calendar.path, stored.href, error)
+                # Unreadable, so no UID to name it by: its resource name stands in.
+                self.w.context.audit.record(Decision.WAITING, self.w.user, stored.href, f"not relayed, fix the event: {error}", calendar=calendar.path)  # noqa: E501
         self._snapshots[calendar.path] = (new_stamps, items)
         return [item for item in items.values() if item is not None]
 
@@ -121,6 +127,9 @@ class PushExecutor:
         actions = plan_push(
             appointments, mirror, statuses, _path_of(primary.remote_url), transforms.remote_name, w.two_way
         )
+        for keep in (a for a in actions if isinstance(a, Keep)):
+            self._kept(keep)
+        actions = [a for a in actions if not isinstance(a, Keep)]
         # Everything planned is pending until done; what iCloud refused for good keeps its reason there.
         queued = [(action_uid(a), action_name(a), "queued") for a in actions if not isinstance(a, Relocate | Forget)]
         await w.state.call(db.replace_pending, w.user, queued)
@@ -133,6 +142,18 @@ class PushExecutor:
             places |= {(i.path, i.href): i.uid for i in [*mirror.values(), *appointments.values()]}
             pending = {p.uid for p in await w.state.call(db.pending, w.user)}
             await w.state.call(outbox.remove, db.engine, outbox.reconciled(taken, places, pending))
+
+    def _kept(self, keep: Keep) -> None:
+        """Record why an appointment is held back (a state: noted once, not on every pass)."""
+        w = self.w
+        local = keep.local
+        if keep.hold is Hold.ICLOUD_UID:
+            reason = "its UID is an iCloud event's (in a mirror): a CRM copy never overwrites it"
+            w.context.audit.record(Decision.SKIPPED_ICLOUD_UID, w.user, local.uid, reason, calendar=local.path,
+                                   icloud_calendar=w.primary.remote_name)
+        else:  # the deletion the pull noted when iCloud deleted it: the same state, so not noted again
+            w.context.audit.record(Decision.KEPT_DELETION, w.user, local.uid, kept_reason(keep.status),
+                                   calendar=local.path, icloud_calendar=w.primary.remote_name, state=True)
 
     def _still_refused(self, action: PushAction) -> bool:
         local = getattr(action, "local", None)
@@ -156,8 +177,10 @@ class PushExecutor:
                 await self._delete(client, gate, action)
             elif isinstance(action, Relocate):
                 await w.save(local_status(action.status, action.local))
+                w.context.audit.record(Decision.NOTED, w.user, uid, relocated_reason(action), calendar=action.local.path, icloud_calendar=w.primary.remote_name)  # noqa: E501
             elif isinstance(action, Forget):
                 await w.state.call(db.delete_item, w.user, action.status.calendar_url, uid)
+                w.context.audit.record(Decision.FORGOTTEN, w.user, uid, "deleted in the CRM after iCloud had deleted it: nothing left to delete", calendar=action.status.local_path)  # noqa: E501
         except StopPass as stop:
             await w.state.call(db.set_pending, w.user, uid, action_name(action), waiting(stop.cause))
             w.context.audit.record(Decision.WAITING, w.user, uid, waiting(stop.cause))
@@ -193,6 +216,8 @@ class PushExecutor:
     async def _create(self, client: Upstream, gate: Gate, action: Create) -> None:
         text = self.w.outgoing(action.local)
         ours = transforms.content_hash(text)
+        how = ("changed in the CRM after it was deleted in iCloud: created again" if action.status is not None
+               else "new appointment in the CRM")
         try:
             etag = await gate.call(client.create(action.href, text))
         except PreconditionFailed:
@@ -210,8 +235,10 @@ class PushExecutor:
                 ) from None
             if decision is AfterRefusedCreate.ADOPT:
                 etag = existing.etag  # our earlier create: adopt it, do not write a second copy
+                how = "new appointment in the CRM (already in iCloud from an interrupted attempt: adopted)"
             else:
                 etag = await raced(gate.call(client.update(action.href, text, existing.etag)))
+                how = "new appointment in the CRM (an older copy of it was in iCloud: overwritten)"
         local = action.local
         await self.w.save(
             ItemStatus(
@@ -219,7 +246,7 @@ class PushExecutor:
                 local.hash, action.href, etag, ours,
             )
         )
-        self.w.context.audit.record(Decision.CREATED, self.w.user, local.uid, "new appointment in the CRM", calendar=local.path, icloud_calendar=self.w.primary.remote_name)  # noqa: E501
+        self.w.context.audit.record(Decision.CREATED, self.w.user, local.uid, how, calendar=local.path, icloud_calendar=self.w.primary.remote_name)  # noqa: E501
 
     async def _update_appointment(self, client: Upstream, gate: Gate, action: Update) -> None:
         w = self.w
@@ -236,6 +263,9 @@ class PushExecutor:
             after_missing_update(Origin(status.origin))  # RECREATE: the CRM's change brings it back
             ours = transforms.content_hash(text)
             etag = await gate.call(client.create(status.remote_href, text))
+            await w.save(replace(local_status(status, local), remote_etag=etag, remote_hash=ours))
+            audit.record(Decision.CREATED, w.user, local.uid, "changed in the CRM after it was deleted in iCloud: created again", **where)  # noqa: E501
+            return
         except PreconditionFailed:
             current = await gate.call(client.get(status.remote_href))
             current_hash = transforms.content_hash(current.text)
@@ -288,10 +318,11 @@ class PushExecutor:
         w = self.w
         status = action.status
         assert status.remote_href is not None
+        why = "no longer an appointment in the CRM (deleted, blocked, or moved to a calendar that does not sync)"
         try:
             await gate.call(client.delete(status.remote_href, status.remote_etag))
         except NotFound:
-            pass
+            why += "; it was already gone from iCloud"
         except PreconditionFailed:
             current = await gate.call(client.get(status.remote_href))
             if after_refused_delete(transforms.content_hash(current.text), status) is AfterRefusedDelete.KEEP:
@@ -302,7 +333,7 @@ class PushExecutor:
                 return
             await raced(gate.call(client.delete(status.remote_href, current.etag)))
         await w.state.call(w.state.db.delete_item, w.user, status.calendar_url, status.uid)
-        w.context.audit.record(Decision.DELETED, w.user, status.uid, "no longer an appointment in the CRM (deleted, blocked, or moved to a calendar that does not sync)", calendar=status.local_path)  # noqa: E501
+        w.context.audit.record(Decision.DELETED, w.user, status.uid, why, calendar=status.local_path)
 
 
 async def execute(actions: Iterable[T], run: Callable[[T], Awaitable[None]], gate: Gate) -> None:
@@ -338,6 +369,20 @@ def not_synced_reason(calendar: CalendarInfo, default_kind: CalendarKind) -> str
     if kind == CalendarKind.SIMPLE.value:
         return "in a Simple calendar, which never syncs to iCloud"
     return f"calendar {calendar.path} ({kind}) is not one of the calendars chosen for this link"
+
+
+def relocated_reason(action: Relocate) -> str:
+    if action.status.local_path != action.local.path:
+        return f"moved in the CRM from {action.status.local_path} to {action.local.path}; iCloud already has it"
+    return "rewritten in the CRM without a change iCloud would see: nothing to send"
+
+
+def kept_reason(status: ItemStatus) -> str:
+    """Why an item deleted in iCloud stays in calrelay (rule 8)."""
+    if status.origin == Origin.CRM:
+        return ("deleted in iCloud; a CRM appointment is never deleted by iCloud, and is sent again only if the "
+                "CRM changes it")
+    return "deleted in iCloud; kept as a blocked slot (the link keeps iCloud deletions)"
 
 
 def local_status(status: ItemStatus, local: LocalItem) -> ItemStatus:

@@ -598,12 +598,3 @@ def uid_and_hash(calendar: Calendar) -> tuple[str, str]:
 def _hash(calendar: Calendar) -> str:
     canonical = sorted(json.dumps(_canonical_component(component)) for component in _items(calendar))
     return hashlib.sha256("\n".join(canonical).encode("utf-8")).hexdigest()
-
-
-def event_facts(text: str) -> tuple[str, str] | None:
-    """``(UID, content hash)`` of an event object, parsed once (a pull reads thousands); None if it holds no
-    VEVENT. ValueError as :func:`object_uid` and :func:`content_hash` raise it."""
-    calendar = _parse(text)
-    if not any(component.name == "VEVENT" for component in calendar.subcomponents):
-        return None
-    return _uid(calendar), _hash(calendar)

@@ -148,7 +148,7 @@ class LinkWorker:
         self.push_passes = 0
         #: Running totals for the status report and the benchmarks: what crossed the wire and was written.
         self.stats = {"pushed": 0, "deleted": 0, "fetched": 0, "imported": 0, "refreshed": 0, "applied": 0,
-                      "kept": 0}
+                      "kept": 0, "not_imported": 0}
 
     @property
     def owner_addresses(self) -> tuple[str, ...]:
@@ -303,11 +303,14 @@ class LinkWorker:
     # -- writes to the calrelay side, shared by push and pull ---------------------------------------------
 
     async def write_mirrors(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]],
-                            calendar: LinkCalendar) -> None:
-        """Import or refresh blocked slots in ``calendar``'s mirror: one storage call, one status call."""
-        prepared = await asyncio.to_thread(self._mirror_texts, writes, calendar)  # CPU work, off the event loop
+                            calendar: LinkCalendar) -> dict[str, str]:
+        """Import or refresh blocked slots in ``calendar``'s mirror: one storage call, one status call.
+        Returns UID -> why it was not written, for the objects that could not be mirrored."""
+        failed: dict[str, str] = {}
+        # CPU work, off the event loop.
+        prepared = await asyncio.to_thread(self._mirror_texts, writes, calendar, failed)
         if not prepared:
-            return
+            return failed
         path = calendar.mirror_path
         self.expect_own(path, [href for _, href, _ in prepared])
         try:
@@ -319,15 +322,17 @@ class LinkWorker:
                     etags.append(await self.store.put_item(path, href, text))
                 except ValueError as error:
                     logger.warning("iCloud object %s not imported: %s", remote.href, error)
+                    failed[remote.uid] = str(error)
                     etags.append("")
         rows = await asyncio.to_thread(lambda: [mirror_status(self.user, calendar, remote, href, etag, text)
                                                 for (remote, href, text), etag in zip(prepared, etags, strict=True)
                                                 if etag])
         await self.state.call(self.state.db.save_items, rows)
+        return failed
 
-    def _mirror_texts(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]], calendar: LinkCalendar
-                      ) -> list[tuple[RemoteItem, str, str]]:
-        """(remote, mirror href, mirror text) of each write that can be mirrored."""
+    def _mirror_texts(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]], calendar: LinkCalendar,
+                      failed: dict[str, str]) -> list[tuple[RemoteItem, str, str]]:
+        """(remote, mirror href, mirror text) of each write that can be mirrored; the others go to ``failed``."""
         prepared = []
         chosen = self.calendar_policies.get(calendar.remote_url, self.policies)
         for remote, status in writes:
@@ -335,6 +340,7 @@ class LinkWorker:
                 text = transforms.to_mirror(remote.text, self.owner_addresses, chosen)
             except ValueError as error:
                 logger.warning("iCloud object %s not imported: %s", remote.href, error)
+                failed[remote.uid] = str(error)
                 continue
             href = status.local_href if status and status.local_href else transforms.remote_name(remote.uid)
             prepared.append((remote, href, text))

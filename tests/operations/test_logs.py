@@ -17,6 +17,8 @@ def test_pass_summary_in_plain_words():
     assert pass_summary(before, after) == "pushed 3, imported 12, kept 1 iCloud deletion"
     assert pass_summary(after, after) == ""
     assert pass_summary({}, {"kept": 2, "applied": 1}) == "applied 1 iCloud edit, kept 2 iCloud deletions"
+    assert pass_summary({}, {"imported": 4, "not_imported": 1}) == (
+        "imported 4, could not import 1 iCloud event (see calrelay activity)")
 
 
 def test_json_lines():
@@ -32,9 +34,14 @@ def test_one_line_per_pass_and_throttling_as_one_warning(linked, caplog):
     for n in range(3):
         assert put(linked.url + f"alice/sales/p{n}.ics", crm, event(f"p{n}", START)).status_code == 201
     wait_until(lambda: {"p0", "p1", "p2"} <= set(linked.icloud_store()), message="pushed")
-    wait_until(lambda: any("relay pass for alice: pushed" in r.getMessage() for r in caplog.records))
-    passes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("relay pass for alice")]
-    assert sum(int(m.split("pushed ")[1].split(",")[0]) for m in passes if "pushed" in m) == 3
+
+    def pushed_in_logs() -> int:
+        passes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("relay pass for alice")]
+        return sum(int(m.split("pushed ")[1].split(",")[0]) for m in passes if "pushed" in m)
+
+    # A pass logs its line once it is over, a moment after its last write reached iCloud.
+    wait_until(lambda: pushed_in_logs() >= 3, message="the passes' lines")
+    assert pushed_in_logs() == 3
 
     caplog.clear()
     linked.emulator.set_faults(throttle_seconds=30, retry_after=30)

@@ -6,17 +6,21 @@ Screenshots go to ``test-artifacts/status-page/`` (git-ignored) so that a person
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
 
 from tests.helpers import event, put
 from tests.operations.conftest import START
-from tests.relay.conftest import link, make_linked, wait_until
+from tests.relay.conftest import Linked, link, make_linked, wait_until
+from tests.relay.test_import import seed
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -148,3 +152,55 @@ def test_times_in_the_configured_or_the_persons_zone(calrelay_factory):
     assert "times in Asia/Tokyo" in own
     bad = requests.get(linked.url + "status/alice", params={"tz": "Mars/Olympus"}, auth=auth, timeout=10)
     assert bad.status_code == 200 and "times in America/New_York" in bad.text
+
+
+IMPORTED = 300
+
+
+def test_a_running_import_shows_its_progress(browser, calrelay_factory):
+    """A real first import from the emulator, slowed down by its latency fault, seen in the browser."""
+    relay = calrelay_factory(overrides={"upstream": {"poll_interval": 3600, "import_batch": 10}})
+    seed(relay, IMPORTED)
+    linked = Linked(relay)
+    emulator_faults(linked, "--latency-ms", "60")
+    link(relay)
+    page = page_for(browser, linked, "alice")
+
+    def under_way() -> bool:
+        """The page shows the import with some of it written (so that the rate and time left are known)."""
+        page.goto(linked.url + "status/alice")
+        running = page.locator(".import")
+        return running.count() > 0 and running.first.locator("progress").get_attribute("value") != "0"
+
+    wait_until(under_way, timeout=30, message="the import under way on the status page")
+    running = page.locator(".import").first
+    assert running.get_attribute("data-calendar") == "work"
+    counts = running.locator(".import-counts").inner_text()
+    fetched, total, written = (int(n) for n in re.fullmatch(r"(\d+) of (\d+) fetched, (\d+) written",
+                                                             counts).groups())
+    assert total == IMPORTED and 0 < written <= fetched <= IMPORTED
+    assert running.locator("progress").get_attribute("max") == str(IMPORTED)
+    assert running.locator("progress").get_attribute("value") == str(written)
+    assert int(re.fullmatch(r"(\d+) events/s", running.locator(".import-rate").inner_text()).group(1)) > 0
+    assert re.fullmatch(r"about \d+ (s|min) left", running.locator(".import-left").inner_text())
+    assert page.locator('meta[http-equiv="refresh"]').count() == 1  # the page follows the import by itself
+    shot(page, "user-importing")
+    operator = page_for(browser, linked, "crm")
+    operator.goto(linked.url + "status")
+    # The latency fault keeps the import going for seconds after the first batch: still running here.
+    assert "importing" in operator.locator('#users .user-row[data-user="alice"]').inner_text()
+
+    emulator_faults(linked, "--latency-ms", "0")
+    done = wait_until(lambda: linked.status()["calendars"][0]["last_pull"], timeout=120, message="the import's end")
+    # Alice's own time zone: the page shows the last pull in it.
+    assert requests.put(linked.url + "api/v1/users/alice/settings", json={"timezone": "Asia/Tokyo"},
+                        auth=relay.auth("alice"), timeout=10).status_code == 200
+    phone = page_for(browser, linked, "alice", mobile=True)
+    phone.goto(linked.url + "status/alice")
+    assert phone.locator(".import").count() == 0
+    assert phone.locator('meta[http-equiv="refresh"]').count() == 0
+    assert "times in Asia/Tokyo" in phone.locator("header").inner_text()
+    tokyo = datetime.fromisoformat(done).astimezone(ZoneInfo("Asia/Tokyo")).strftime("%a %d %b %Y, %H:%M")
+    assert tokyo in phone.locator("#calendars .calendar-row").first.inner_text()
+    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), "scrolls sideways"
+    shot(phone, "user-imported-phone-tokyo")

@@ -10,8 +10,11 @@ from proxy.relay.plan import (
     Create,
     Delete,
     Forget,
+    Hold,
     Import,
+    Keep,
     LocalItem,
+    Note,
     NoteRemote,
     RefreshMirror,
     Relocate,
@@ -58,9 +61,12 @@ def test_push_creates_updates_relocates_and_deletes():
 
 def test_push_never_overwrites_an_icloud_born_uid_and_does_not_undo_icloud_deletions():
     theirs = status("theirs", origin=Origin.ICLOUD, local_path="/alice/icloud-work/")
-    assert push([local("theirs", "h2")], [theirs], mirror=[local("theirs", path="/alice/icloud-work/")]) == []
+    copy = local("theirs", "h2")
+    assert push([copy], [theirs], mirror=[local("theirs", path="/alice/icloud-work/")]) == [
+        Keep(copy, theirs, Hold.ICLOUD_UID)]  # held back, and said why
     gone = status("gone", remote_href=None)
-    assert push([local("gone")], [gone]) == []  # deleted in iCloud, unchanged in the CRM: stays deleted
+    # Deleted in iCloud, unchanged in the CRM: stays deleted.
+    assert push([local("gone")], [gone]) == [Keep(local("gone"), gone, Hold.ICLOUD_DELETION)]
     assert [type(a) for a in push([local("gone", "h2")], [gone])] == [Create]  # changed again: comes back
     assert [type(a) for a in push([], [gone])] == [Forget]
 
@@ -89,12 +95,16 @@ def test_pull_imports_refreshes_and_recognises_its_own_pushes():
     assert "ours" not in by_uid  # what calrelay pushed is never imported
     assert isinstance(by_uid["theirs"], RefreshMirror)
     assert isinstance(by_uid["churned"], NoteRemote)  # only the ETag changed: housekeeping
+    assert by_uid["churned"].note is Note.HOUSEKEEPING
+    moved = plan_pull([remote("theirs", href="/1/calendars/work/y.ics")], [], rows, True, False)
+    assert [(type(a), a.note) for a in moved] == [(NoteRemote, Note.MOVED)]
 
 
 def test_pull_applies_icloud_edits_of_appointments_in_two_way_only():
     edited = [remote("ours", "r2")]
     assert [type(a) for a in plan_pull(edited, [], [status("ours")], True, False)] == [ApplyToCrm]
-    assert [type(a) for a in plan_pull(edited, [], [status("ours")], False, False)] == [NoteRemote]
+    (one_way,) = plan_pull(edited, [], [status("ours")], False, False)
+    assert isinstance(one_way, NoteRemote) and one_way.note is Note.ONE_WAY  # recorded, not applied (rule 9)
 
 
 def test_pull_deletions_keep_by_default_and_never_delete_appointments():
