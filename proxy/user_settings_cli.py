@@ -12,7 +12,7 @@ import sys
 from proxy.cluster.users_db import open_users
 from proxy.database import create_engine
 from proxy.settings_cli import settings_from_args
-from proxy.user_settings import UserSettings
+from proxy.user_settings import UserSettings, parse_zone
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
