@@ -2,8 +2,12 @@
 
 Fills one calendar with N events (a third weekly-recurring with an EXDATE and a moved override, in
 Europe/Berlin and UTC, some all-day) on each server, then reports p50/p95 in milliseconds of:
-PUT with ``If-None-Match: *`` at concurrency 8, PROPFIND Depth 1, a one-week calendar-query, the same with
-``expand``, a multiget of 100, an incremental sync-collection after 10 changes, and GET. Servers:
+PUT with ``If-None-Match: *`` at concurrency 8 (200 new events on top of the N), PROPFIND Depth 1, a
+one-week calendar-query, the same with ``expand``, a multiget of 100, an incremental sync-collection after
+10 changes, and GET. The fill is a bulk path, the same data for every server: the events are written as a
+Radicale file-storage collection, which plain Radicale serves as it is and calrelay takes in with
+``calrelay db import-files`` before it starts (PUTting 10,000 events one by one into plain Radicale costs
+O(N) each: its UID check reads the whole collection). Servers:
 
 - calrelay on SQLite (``calrelay serve`` in a subprocess, a fresh data directory);
 - calrelay on PostgreSQL (``--postgres URL`` of a server; else a throwaway cluster via .ci/postgres.sh when
@@ -13,14 +17,16 @@ PUT with ``If-None-Match: *`` at concurrency 8, PROPFIND Depth 1, a one-week cal
 Every calendar-query answer is checked against an independent expansion (recurring-ical-events over the
 objects the script wrote): a fast wrong answer stops the benchmark.
 
-    python bench/storage.py [--n 1000] [--repeat 20] [--postgres URL]
+    python bench/storage.py [--n 1000] [--repeat 20] [--postgres URL] [--only NAME]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -96,11 +102,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(port: int, process: subprocess.Popen) -> None:
+def wait_for(port: int, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError("server exited: " + (process.stderr.read().decode() if process.stderr else ""))
+            raise RuntimeError("server exited: " + log.read_text()[-2000:])
         with contextlib.suppress(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
@@ -108,8 +114,20 @@ def wait_for(port: int, process: subprocess.Popen) -> None:
     raise RuntimeError("server did not start")
 
 
+PUTS = 200  # the PUT measurement: this many new events, on top of the fill
+
+
+def fill(folder: Path, n: int) -> None:
+    """The bulk fill: a Radicale file-storage folder holding the calendar ``crm/bench`` with events 0..n-1."""
+    calendar = folder / "collection-root" / "crm" / "bench"
+    calendar.mkdir(parents=True)
+    (calendar / ".Radicale.props").write_text(json.dumps({"tag": "VCALENDAR"}))
+    for i in range(n):
+        (calendar / f"bench-{i}.ics").write_bytes(obj(i).encode())
+
+
 @contextlib.contextmanager
-def calrelay(root: Path, database: str | None) -> Iterator[str]:
+def calrelay(root: Path, database: str | None, filled: Path) -> Iterator[str]:
     data = root / "calrelay-data"
     data.mkdir(parents=True)
     UsersFile(data / "users").write({"crm": UserRecord("crm", bcrypt.hashpw(b"crm-secret", bcrypt.gensalt(4)), True)})
@@ -118,29 +136,54 @@ def calrelay(root: Path, database: str | None) -> Iterator[str]:
     db_line = f'database = "{database}"\n' if database else ""
     config.write_text(f'[storage]\ndata_dir = "{data}"\n{db_line}[emulator]\nport = 0\npartition_port = 0\n'
                       "[auth]\nfailed_login_delay = 0.0\n[server]\nmax_body_bytes = 50000000\n")
-    with _process([sys.executable, "-m", "proxy", "serve", "--config", str(config), "--port", str(port)], port):
+    (root / "import").mkdir()
+    shutil.copytree(filled, root / "import" / "collections")
+    begin = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "proxy", "db", "import-files", str(root / "import"), "--config",
+                    str(config), "--quiet"], check=True, cwd=ROOT)
+    print(f"{root.name}: filled in {time.perf_counter() - begin:.0f} s", flush=True)
+    with _process([sys.executable, "-m", "proxy", "serve", "--config", str(config), "--port", str(port)], port,
+                  root / "server.log"):
         yield f"http://127.0.0.1:{port}/crm/bench/"
 
 
 @contextlib.contextmanager
-def radicale(root: Path) -> Iterator[str]:
+def radicale(root: Path, filled: Path) -> Iterator[str]:
+    shutil.copytree(filled, root / "collections")
     port = free_port()
     config = root / "radicale.ini"
     config.write_text(f"[server]\nhosts = 127.0.0.1:{port}\n[storage]\nfilesystem_folder = {root / 'collections'}\n"
                       "[auth]\ntype = none\n[web]\ntype = none\n[logging]\nlevel = error\n")
-    with _process([sys.executable, "-m", "radicale", "--config", str(config)], port):
+    with _process([sys.executable, "-m", "radicale", "--config", str(config)], port, root / "server.log"):
         yield f"http://127.0.0.1:{port}/crm/bench/"
 
 
+#: The server process of the current measurement (its RSS is read at the end of a run).
+_server: list[subprocess.Popen] = []
+
+
 @contextlib.contextmanager
-def _process(command: list[str], port: int) -> Iterator[None]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+def _process(command: list[str], port: int, log: Path) -> Iterator[None]:
+    # The server's output goes to a file: a pipe nobody reads fills up and blocks the server mid-run.
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
+    _server[:] = [process]
     try:
-        wait_for(port, process)
+        wait_for(port, process, log)
         yield
     finally:
         process.terminate()
         process.wait(30)
+        lines = log.read_text(errors="replace").splitlines()
+        warnings = [line for line in lines if "WARNING" in line or "ERROR" in line]
+        if warnings:
+            print(f"{log}: {len(warnings)} warnings or errors, e.g. {warnings[:3]}")
+
+
+def rss_mb(process: subprocess.Popen) -> tuple[float, float]:
+    """The server's resident memory now and at its peak (VmRSS, VmHWM), in MB."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{process.pid}/status").read_text().splitlines())
+    return tuple(int(status[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
 
 
 @contextlib.contextmanager
@@ -197,11 +240,9 @@ def sync_token(s: requests.Session, url: str, token: str = "") -> tuple[str, set
     return root.findtext(f"{DAV}sync-token") or "", hrefs(response)
 
 
-def run(url: str, n: int, repeat: int) -> dict[str, list[float]]:
+def run(url: str, n: int, repeat: int, want: set[str]) -> dict[str, list[float]]:
     s = session()
-    made = s.request("MKCALENDAR", url)
-    assert made.status_code == 201, made.text
-    texts = {f"bench-{i}.ics": obj(i) for i in range(n)}
+    texts = {f"bench-{i}.ics": obj(i) for i in range(n + PUTS)}
     put_samples: list[float] = []
 
     def put(href: str) -> None:
@@ -213,17 +254,17 @@ def run(url: str, n: int, repeat: int) -> dict[str, list[float]]:
             assert response.status_code == 201, response.text
 
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(put, texts))
-    results = {"PUT If-None-Match (c=8)": put_samples[-min(len(put_samples), 200):]}
+        list(pool.map(put, list(texts)[n:]))
+    results = {"PUT If-None-Match (c=8)": put_samples}
     results["PROPFIND Depth 1"] = timed(lambda: s.request(
         "PROPFIND", url, headers={"Depth": "1"},
         data=b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:getetag/></D:prop></D:propfind>'),
         max(3, repeat // 4))
-    want = expected_in(texts, *WEEK)
     for expand in (False, True):
         got = hrefs(s.request("REPORT", url, headers={"Depth": "1"}, data=query_body(*WEEK, expand)))
         if got != want:
-            raise SystemExit(f"{url}: wrong calendar-query answer: {len(got)} items, expected {len(want)}")
+            raise SystemExit(f"{url}: wrong calendar-query answer (expand={expand}): {len(got)} items, expected "
+                             f"{len(want)}; extra {sorted(got - want)[:5]}, missing {sorted(want - got)[:5]}")
     results["calendar-query 1 week"] = timed(
         lambda: s.request("REPORT", url, headers={"Depth": "1"}, data=query_body(*WEEK, False)), repeat)
     results["calendar-query 1 week expand"] = timed(
@@ -250,6 +291,8 @@ def run(url: str, n: int, repeat: int) -> dict[str, list[float]]:
             raise SystemExit(f"{url}: sync-collection reported {sorted(got)}, expected {sorted(changed)}")
     results["sync-collection after 10"] = sync_samples
     results["GET"] = timed(lambda: s.get(url + some[0]), repeat)
+    now, peak = rss_mb(_server[0])
+    results["server RSS MB (now, peak)"] = [now, peak]
     return results
 
 
@@ -263,31 +306,40 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="events in the calendar (default 1000)")
     parser.add_argument("--repeat", type=int, default=20, help="samples per read measurement")
     parser.add_argument("--postgres", help="a PostgreSQL server URL (postgresql+psycopg://…/DB)")
+    parser.add_argument("--only", default="sqlite,postgres,radicale",
+                        help="comma-separated servers to measure (default sqlite,postgres,radicale)")
     args = parser.parse_args()
+    only = set(args.only.split(","))
     figures: dict[str, dict[str, list[float]]] = {}
+    texts = {f"bench-{i}.ics": obj(i) for i in range(args.n + PUTS)}
+    want = expected_in(texts, *WEEK)
     with tempfile.TemporaryDirectory(prefix="calrelay-bench-") as folder:
         root = Path(folder)
-        with calrelay(root / "sqlite", None) as url:
-            figures["calrelay SQLite"] = run(url, args.n, args.repeat)
+        fill(root / "filled", args.n)
+        if "sqlite" in only:
+            with calrelay(root / "sqlite", None, root / "filled") as url:
+                figures["calrelay SQLite"] = run(url, args.n, args.repeat, want)
         with contextlib.ExitStack() as stack:
-            pg = args.postgres or stack.enter_context(throwaway_postgres())
+            pg = "postgres" in only and (args.postgres or stack.enter_context(throwaway_postgres()))
             if pg:
-                with calrelay(root / "postgres", pg) as url:
-                    figures["calrelay PostgreSQL"] = run(url, args.n, args.repeat)
-            else:
+                with calrelay(root / "postgres", pg, root / "filled") as url:
+                    figures["calrelay PostgreSQL"] = run(url, args.n, args.repeat, want)
+            elif "postgres" in only:
                 print("PostgreSQL: skipped (no --postgres URL and no local PostgreSQL to start as root)")
-        (root / "radicale").mkdir()
-        with radicale(root / "radicale") as url:
-            figures["plain Radicale"] = run(url, args.n, args.repeat)
+        if "radicale" in only:
+            (root / "radicale").mkdir()
+            with radicale(root / "radicale", root / "filled") as url:
+                figures["plain Radicale"] = run(url, args.n, args.repeat, want)
     names = list(figures)
     print(f"\nN = {args.n} events; p50 / p95 in ms; ratio = plain Radicale p50 / this p50 (higher is faster)")
     print(f"{'measurement':32}" + "".join(f"{name:>28}" for name in names))
     for measurement in figures[names[0]]:
         row = f"{measurement:32}"
-        base = statistics.median(figures["plain Radicale"][measurement])
+        base = statistics.median(figures["plain Radicale"][measurement]) if "plain Radicale" in figures else None
         for name in names:
             samples = figures[name][measurement]
-            ratio = "" if name == "plain Radicale" else f" ({base / statistics.median(samples):.1f}x)"
+            ratio = "" if name == "plain Radicale" or base is None or measurement.startswith("server RSS") \
+                else f" ({base / statistics.median(samples):.1f}x)"
             row += f"{f'{p(samples, 0.5):.1f} / {p(samples, 0.95):.1f}{ratio}':>28}"
         print(row)
     print("calendar-query answers verified against recurring-ical-events; sync answers against the changes made")
