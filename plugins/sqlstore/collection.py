@@ -14,7 +14,7 @@ from radicale import pathutils
 from radicale import storage as radicale_storage
 from radicale.item import filter as radicale_filter
 
-from plugins.sqlstore import hint, tables
+from plugins.sqlstore import hint, parsed, tables
 from plugins.sqlstore.base import http_date
 from plugins.sqlstore.instances import FLOATING_SLACK, expand
 
@@ -95,7 +95,7 @@ class Collection(radicale_storage.BaseCollection):
     # -- reading items -------------------------------------------------------------------------------
 
     def _item(self, row: Any) -> radicale_item.Item:
-        return radicale_item.Item(
+        return parsed.Item(
             collection=self, href=row.href, last_modified=http_date(row.modified), text=row.text,
             etag=row.etag, uid=row.uid, name=row.name, component_name=row.component,
             time_range=(row.first_start, row.last_end),
