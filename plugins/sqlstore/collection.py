@@ -16,13 +16,20 @@ from radicale.item import filter as radicale_filter
 
 from plugins.sqlstore import hint, parsed, tables
 from plugins.sqlstore.base import http_date
-from plugins.sqlstore.instances import FLOATING_SLACK, expand
+from plugins.sqlstore.instances import FLOATING_SLACK, Instance, expand
 
 if TYPE_CHECKING:
     from plugins.sqlstore.storage import Storage
 
 SYNC_PREFIX = "http://radicale.org/ns/sync/"
 _CHUNK = 500
+
+
+def instance_rows(collection_id: int, href: str, instances: Iterable[Instance]) -> list[dict[str, Any]]:
+    """The ``dav_instances`` rows of an item's expanded instances."""
+    return [{"collection_id": collection_id, "href": href, "start": instance.start, "end": instance.end,
+             "floating": instance.floating, "transparent": instance.transparent, "status": instance.status}
+            for instance in instances]
 
 
 def _meets(start: int, end: int) -> sa.ColumnElement[bool]:
@@ -209,12 +216,7 @@ class Collection(radicale_storage.BaseCollection):
             horizon = int(now) + self._storage.instance_horizon
             expansion = expand(text, first, min(horizon, last), self._storage.instance_cap)
             indexed_until = expansion.complete_until if recurring else radicale_filter.TIMESTAMP_MAX
-            rows = [
-                {"collection_id": self.id, "href": href, "start": instance.start, "end": instance.end,
-                 "floating": instance.floating, "transparent": instance.transparent,
-                 "status": instance.status}
-                for instance in expansion.instances
-            ]
+            rows = instance_rows(self.id, href, expansion.instances)
         elif not recurring:
             indexed_until = radicale_filter.TIMESTAMP_MAX
         connection.execute(tables.items.insert().values(
