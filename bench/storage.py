@@ -314,7 +314,10 @@ def sync_token(s: requests.Session, url: str, token: str = "") -> tuple[str, set
     return root.findtext(f"{DAV}sync-token") or "", hrefs(response)
 
 
-def run(url: str, n: int, repeat: int, want: set[str]) -> dict[str, list[float]]:
+WRONG: list[tuple[str, str]] = []  # (server, what) of the wrong answers seen
+
+
+def run(name: str, url: str, n: int, repeat: int, want: set[str]) -> dict[str, list[float]]:
     s = session()
     texts = {f"bench-{i}.ics": obj(i) for i in range(n + PUTS)}
     put_samples: list[float] = []
@@ -340,8 +343,11 @@ def run(url: str, n: int, repeat: int, want: set[str]) -> dict[str, list[float]]
         got = hrefs(s.request("REPORT", url, headers={"Depth": "1"}, data=query_body(*WEEK, expand)))
         checked[expand] = (time.perf_counter() - begin) * 1000
         if got != want:
-            raise SystemExit(f"{url}: wrong calendar-query answer (expand={expand}): {len(got)} items, expected "
-                             f"{len(want)}; extra {sorted(got - want)[:5]}, missing {sorted(want - got)[:5]}")
+            # Recorded, not fatal: plain Radicale's expand keeps an instance whose override moved it out of
+            # the range (its answer is wrong too); calrelay's must be right (main fails otherwise).
+            WRONG.append((name, f"calendar-query (expand={expand}): {len(got)} items, expected {len(want)}; "
+                                f"extra {sorted(got - want)[:5]}, missing {sorted(want - got)[:5]}"))
+            print(WRONG[-1], flush=True)
     # The checked request is the first sample (for calrelay, the one that fills its cache of parsed items).
     results["calendar-query 1 week"] = timed(
         lambda: s.request("REPORT", url, headers={"Depth": "1"}, data=query_body(*WEEK, False)), repeat,
@@ -403,18 +409,18 @@ def main() -> None:
         filled = filled_database(args.n) if only & {"sqlite", "postgres"} else root
         if "sqlite" in only:
             with calrelay(root / "sqlite", None, filled) as url:
-                figures["calrelay SQLite"] = run(url, args.n, args.repeat, want)
+                figures["calrelay SQLite"] = run("calrelay SQLite", url, args.n, args.repeat, want)
         with contextlib.ExitStack() as stack:
             pg = "postgres" in only and (args.postgres or stack.enter_context(throwaway_postgres()))
             if pg:
                 with calrelay(root / "postgres", pg, filled) as url:
-                    figures["calrelay PostgreSQL"] = run(url, args.n, args.repeat, want)
+                    figures["calrelay PostgreSQL"] = run("calrelay PostgreSQL", url, args.n, args.repeat, want)
             elif "postgres" in only:
                 print("PostgreSQL: skipped (no --postgres URL and no local PostgreSQL to start as root)")
         if "radicale" in only:
             (root / "radicale").mkdir()
             with radicale(root / "radicale", root / "filled") as url:
-                figures["plain Radicale"] = run(url, args.n, args.repeat, want)
+                figures["plain Radicale"] = run("plain Radicale", url, args.n, args.repeat, want)
     names = list(figures)
     print(f"\nN = {args.n} events; p50 / p95 in ms; ratio = plain Radicale p50 / this p50 (higher is faster)")
     print(f"{'measurement':32}" + "".join(f"{name:>28}" for name in names))
@@ -428,6 +434,10 @@ def main() -> None:
             row += f"{f'{p(samples, 0.5):.1f} / {p(samples, 0.95):.1f}{ratio}':>28}"
         print(row)
     print("calendar-query answers verified against recurring-ical-events; sync answers against the changes made")
+    for name, wrong in WRONG:
+        print(f"WRONG ({name}): {wrong}")
+    if any(name != "plain Radicale" for name, _ in WRONG):
+        raise SystemExit("calrelay answered a query wrong")
 
 
 if __name__ == "__main__":
