@@ -12,6 +12,7 @@ emulator (when it is the default upstream), and the relay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import logging
@@ -139,9 +140,26 @@ async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
             "no users yet: add one with `calrelay users add NAME --password-stdin --data %s`",
             app[SETTINGS].storage.data_dir,
         )
+    extender = asyncio.create_task(_extend_instance_index(engine))
     yield
+    extender.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await extender
     app[STATE].close()
     engine.close()
+
+
+#: How often the instance index is extended as time passes (plugins.sqlstore.horizon); also once at start.
+INDEX_EXTENSION_INTERVAL = 6 * 3600.0
+
+
+async def _extend_instance_index(engine: Engine) -> None:
+    while True:
+        try:
+            await engine.call(engine.storage.extend_index)
+        except Exception:  # the database is away, say: the next round catches up
+            logger.exception("extending the instance index failed")
+        await asyncio.sleep(INDEX_EXTENSION_INTERVAL)
 
 
 def _emulator(settings: Settings) -> EmulatorServer:

@@ -23,7 +23,7 @@ from radicale import item as radicale_item
 from radicale import pathutils
 from radicale import storage as radicale_storage
 
-from plugins.sqlstore import tables
+from plugins.sqlstore import horizon, tables
 from plugins.sqlstore.base import ConnectionMixin, safe_path
 from plugins.sqlstore.collection import Collection
 from proxy import database, schema
@@ -52,6 +52,11 @@ class Storage(ConnectionMixin, radicale_storage.BaseStorage):
         self.instance_cap = int(_option(configuration, "calrelay_instance_cap", DEFAULT_CAP))
         with reachable(self.engine):
             schema.prepare(self.engine)
+
+    def extend_index(self, now: float | None = None) -> int:
+        """Extend the instance index of the series that go on past it up to the horizon from ``now`` (see
+        :mod:`plugins.sqlstore.horizon`); how many were re-indexed."""
+        return horizon.extend(self.engine, self.instance_horizon, self.instance_cap, now=now)
 
     def close(self) -> None:
         """Close the database connections (the storage is not used afterwards)."""

@@ -252,3 +252,65 @@ def test_a_time_range_query_reads_only_the_candidates(calrelay, calendar) -> Non
     # Exactly the answer: the old monthly, yearly and ended series meet the range by their bounds only.
     assert candidates == expected(start, end)
     assert {"monthly-old", "yearly-far"} <= set(OBJECTS) - candidates
+
+
+EDGES = {
+    **OBJECTS,
+    "instant": vcalendar(vevent("instant", "DTSTART:20261208T100000Z\r\n")),  # no DTEND: one second
+    "floating-instant": vcalendar(vevent("floating-instant", "DTSTART:20261208T120000\r\n")),
+    "date-only": vcalendar(vevent("date-only", "DTSTART;VALUE=DATE:20261211\r\n")),  # no DTEND: one day
+    "duration": vcalendar(vevent("duration", "DTSTART:20261209T230000Z\r\nDURATION:PT2H\r\n")),
+    "floating-weekly": vcalendar(vevent(
+        "floating-weekly", "DTSTART:20261101T233000\r\nDTEND:20261102T003000\r\nRRULE:FREQ=WEEKLY;COUNT=10\r\n")),
+    "all-day-weekly": vcalendar(vevent(
+        "all-day-weekly", "DTSTART;VALUE=DATE:20261103\r\nDTEND;VALUE=DATE:20261104\r\nRRULE:FREQ=WEEKLY\r\n")),
+}
+
+
+def edge_windows() -> list[tuple[datetime, datetime]]:
+    """Windows that start or end exactly on, or a second around, the instants the objects use."""
+    instants = [datetime(2026, 12, 8, 10, tzinfo=UTC), datetime(2026, 12, 8, 12, tzinfo=UTC),
+                datetime(2026, 12, 11, tzinfo=UTC), datetime(2026, 12, 10, 1, tzinfo=UTC),
+                datetime(2026, 12, 6, 23, 30, tzinfo=UTC), datetime(2026, 12, 8, tzinfo=UTC)]
+    windows = list(WINDOWS)
+    for instant, shift, length in itertools.product(instants, (-1, 0, 1), (1, 3600, 86400)):
+        start = instant + timedelta(seconds=shift)
+        windows += [(start, start + timedelta(seconds=length)), (start - timedelta(seconds=length), start)]
+    return windows
+
+
+def test_a_match_the_index_proves_is_one_radicale_would_find(calrelay, calendar) -> None:
+    """Candidates come with ``matched=True`` (Radicale then skips its own test) only where Radicale's own
+    time-range test agrees; and the candidates Radicale keeps are exactly the objects it would keep from the
+    whole calendar."""
+    import xml.etree.ElementTree as StdET
+
+    from radicale.item import filter as radicale_filter
+
+    from proxy.keys import ENGINE
+
+    auth = calrelay.auth("alice")
+    for name, text in EDGES.items():
+        assert put(f"{calendar}{name}.ics", auth, text).status_code == 201, name
+    storage = calrelay.app[ENGINE].storage
+    proven = 0
+    for start, end in edge_windows():
+        filters = [StdET.fromstring(
+            '<C:filter xmlns:C="urn:ietf:params:xml:ns:caldav"><C:comp-filter name="VCALENDAR">'
+            f'<C:comp-filter name="VEVENT"><C:time-range start="{start:%Y%m%dT%H%M%SZ}" '
+            f'end="{end:%Y%m%dT%H%M%SZ}"/></C:comp-filter></C:comp-filter></C:filter>')]
+
+        def radicale_keeps(item, filters=filters) -> bool:
+            return radicale_filter.comp_match(item, filters[0].find("./*"))
+
+        with storage.acquire_lock("r", "alice"):
+            collection = next(iter(storage.discover("/alice/sales/")))
+            candidates = list(collection.get_filtered(filters))
+            everything = list(collection.get_all())
+        for item, matched in candidates:
+            if matched:
+                proven += 1
+                assert radicale_keeps(item), (item.href, start, end)
+        kept = {item.href for item, matched in candidates if matched or radicale_keeps(item)}
+        assert kept == {item.href for item in everything if radicale_keeps(item)}, (start, end)
+    assert proven > len(edge_windows())  # the proof is used, not only the fallback
