@@ -30,7 +30,7 @@ EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
 
 
 def snapshot(calrelay) -> dict[str, object]:
-    """Every stored file except the database's, and every row of the database."""
+    """Every stored file except the database's, and every row of the database but the relay's bookkeeping."""
     files: dict[str, object] = {}
     data_dir = calrelay.data_dir
     for root, _dirs, names in os.walk(data_dir):
@@ -42,6 +42,8 @@ def snapshot(calrelay) -> dict[str, object]:
     try:
         with database.reading(engine) as connection:
             for table in database.metadata.sorted_tables:
+                if table.name.startswith("relay_") or table.name == "audit_log":
+                    continue  # the relay's own bookkeeping, which its background work changes meanwhile
                 if sa.inspect(connection).has_table(table.name):
                     files[f"table {table.name}"] = sorted(map(tuple, connection.execute(sa.select(table))))
     finally:
