@@ -42,6 +42,9 @@ WATCH_INTERVAL = 1.0
 #: instance's leases expire at most LEASE_SHARE after its death, and the next tick of a live one takes them.
 LEASE_SHARE = 0.75
 TICK_SHARE = 0.25
+#: A notification asking every instance to rebalance now (one joined, left or gave links up). Not a user
+#: name: user names never contain a colon (HTTP Basic authentication could not carry it).
+REBALANCE = "cluster:rebalance"
 
 
 def new_instance_id() -> str:
@@ -80,8 +83,18 @@ class Relay:
         await self.reload()
         self._tasks.append(asyncio.create_task(self._watch(), name="relay-watch"))
         self._tasks.append(asyncio.create_task(self._lease_ticks(), name="relay-leases"))
-        if self.context.state.db.engine.dialect.name == "postgresql":
+        if self._shared:
             self._tasks.append(asyncio.create_task(self._listen(), name="relay-wakeup"))
+            await self._rebalance_everywhere()  # joined: an instance over its new share gives links up now
+
+    @property
+    def _shared(self) -> bool:
+        """Whether other instances may share the database (PostgreSQL), and hear notifications."""
+        return self.context.state.db.engine.dialect.name == "postgresql"
+
+    async def _rebalance_everywhere(self) -> None:
+        with contextlib.suppress(Exception):  # a hint: without it, the next tick rebalances
+            await asyncio.to_thread(wakeup.publish, self.context.state.db.engine, [REBALANCE])
 
     async def stop(self) -> None:
         """Stop every worker, then release every lease at once: the other instances take the links over now."""
@@ -106,6 +119,9 @@ class Relay:
                     raise
                 logger.warning("could not release %d lease(s), the database is unavailable: they expire within %g s",
                                len(self.member.held), self.context.settings.cluster.lease)
+                return
+        if self._shared:
+            await self._rebalance_everywhere()  # left: the others take the links over now, not at their tick
 
     def worker(self, user: str) -> LinkWorker | None:
         entry = self._workers.get(user)
@@ -140,6 +156,8 @@ class Relay:
             changes = await asyncio.shield(self._stepping)
             for user in changes.lost:
                 await self._stop_worker(user, "lease lost")
+            if changes.lost and self._shared:
+                await self._rebalance_everywhere()  # links given up: let an instance under its share take them
             for user, link in links.items():
                 guard = self.member.guard(user)
                 if user in self._workers or guard is None or not guard.valid():
@@ -180,7 +198,9 @@ class Relay:
             try:
                 async with wakeup.listen(url, poll_interval=3600) as wakes:
                     async for wake in wakes:
-                        if wake.link_key is not None and (worker := self.worker(wake.link_key)) is not None:
+                        if wake.link_key == REBALANCE:
+                            self.link_changed(REBALANCE)
+                        elif wake.link_key is not None and (worker := self.worker(wake.link_key)) is not None:
                             worker.wake()
             except Exception:  # never end the listener: the outbox poll covers the gap
                 logger.exception("wake-up listener")
