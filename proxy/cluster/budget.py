@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from proxy.cluster.leases import limit_idle
 from proxy.database import metadata, writing
 
 apple_id_budgets = sa.Table(
@@ -97,6 +98,7 @@ def _insert(connection: sa.Connection) -> sa.Insert:
 
 
 def _locked(connection: sa.Connection, apple_id: str, now: float, policy: Policy) -> Bucket:
+    limit_idle(connection)  # the row lock must not outlive a pause of this process: every instance needs it
     start = full(policy, now)
     connection.execute(
         _insert(connection)

@@ -54,6 +54,10 @@ logger = logging.getLogger(__name__)
 
 #: A lease not renewed for this long may be taken over (the issue's "within 15 s").
 DEFAULT_LEASE_SECONDS = 15.0
+#: PostgreSQL ends a fenced transaction left idle this long (its process paused or hung mid-write), which
+#: frees the lease row it locked: otherwise a holder paused inside a write would block every takeover of the
+#: link until it resumed. Relay transactions are a few statements, never near this.
+FENCE_IDLE_LIMIT = 2.0
 
 instances = sa.Table(
     "cluster_instances",
@@ -221,6 +225,7 @@ def fenced(connection: sa.Connection, link_key: str, token: int) -> None:
     ``link_key``. The no-op UPDATE locks the lease row until the transaction ends, so a takeover cannot slip in
     between this check and the commit.
     """
+    limit_idle(connection)
     count = connection.execute(
         cluster_leases.update()
         .where(
@@ -232,6 +237,13 @@ def fenced(connection: sa.Connection, link_key: str, token: int) -> None:
     ).rowcount
     if count != 1:
         raise LeaseLost(link_key, token)
+
+
+def limit_idle(connection: sa.Connection, seconds: float = FENCE_IDLE_LIMIT) -> None:
+    """On PostgreSQL, end this transaction (and its session) if it sits idle for ``seconds``: a transaction
+    holding a row lock that other instances need must not outlive a pause of its process."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text(f"SET LOCAL idle_in_transaction_session_timeout = {int(seconds * 1000)}"))
 
 
 def leases(engine: Engine) -> list[LeaseRow]:

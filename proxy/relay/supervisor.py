@@ -31,7 +31,7 @@ from plugins.scope import Change
 from proxy.availability.sources import SourceFreshness
 from proxy.cluster import wakeup
 from proxy.cluster.leases import Changes, Member
-from proxy.outage import database_unavailable
+from proxy.outage import database_unavailable, outage
 from proxy.relay import outbox
 from proxy.relay.worker import LinkWorker, RelayContext
 
@@ -163,6 +163,8 @@ class Relay:
                 if user in self._workers or guard is None or not guard.valid():
                     continue
                 calendars = await state.call(state.db.link_calendars, user)
+                if not calendars:  # unlinked since the links were read: the next reload stops it
+                    continue
                 worker = LinkWorker(link, calendars, self.context, self._import_slots, guard)
                 task = asyncio.create_task(worker.run(), name=f"relay-{user}")
                 self._workers[user] = (worker, task, link.updated_at)
@@ -175,8 +177,12 @@ class Relay:
             return
         task = entry[1]
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # the worker had failed already; stopping it must not fail the reload
+            logger.exception("relay for %s had failed", user)
         logger.info("relay for %s stopped (%s)", user, why)
 
     async def _lease_ticks(self) -> None:
@@ -185,7 +191,9 @@ class Relay:
             try:
                 await self.reload()
             except Exception as error:  # keep ticking: the leases expire if the database stays away
-                if not database_unavailable(error):
+                if database_unavailable(error):
+                    outage.down(error)  # logged once per outage
+                else:
                     logger.exception("relay lease tick")
 
     async def _listen(self) -> None:

@@ -95,7 +95,9 @@ class Instance:
         self.config = root / f"{name}.toml"
         self.config.write_text(
             f'[storage]\ndata_dir = "{self.data}"\ndatabase = "{database}{separator}application_name={name}"\n'
-            "[upstream]\nmax_concurrency = 8\nmin_backoff = 0.2\nmax_backoff = 2.0\n"
+            # No embedded emulator: every link names the test's emulator as its server.
+            '[upstream]\ndefault_server = "https://caldav.icloud.com/"\n'
+            "max_concurrency = 8\nmin_backoff = 0.2\nmax_backoff = 2.0\n"
             "account_rate = 1000.0\naccount_burst = 1000\n"
             f"[auth]\nfailed_login_delay = 0.0\n[cluster]\nlease = {lease}\n{extra_config}"
         )
@@ -157,7 +159,7 @@ class Instance:
 class Cluster:
     def __init__(self, root: Path, database: str, count: int, lease: float, key: str) -> None:
         self.database = database
-        self.lease = lease
+        self.lease_seconds = lease
         self.instances = [Instance(root, f"calrelay-{n}", database, lease, key) for n in range(count)]
         self.engine = sa.create_engine(database, isolation_level="AUTOCOMMIT")
 

@@ -12,6 +12,8 @@ The lease is short (3 s) so that takeovers fit the test's time; the mechanism is
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -88,18 +90,23 @@ def write(instances: list[Instance], user: str, number: int, summary: str = "Boo
     raise AssertionError(f"no instance took {uid}")
 
 
-def ready(cluster: Cluster, user: str, emulator: EmulatorThread) -> Instance:
-    """Link ``user`` through the first instance; the instance that relays it once its first pull is done."""
+@contextlib.contextmanager
+def ready(cluster: Cluster, user: str, emulator: EmulatorThread) -> Iterator[Instance]:
+    """Link ``user`` through the first instance; the instance that relays it once its first pull is done.
+    Unlinked at the end (one Apple ID serves one user, and every test's emulator has the same one)."""
     link(cluster.instances[0], user, emulator)
-    holder = cluster.wait_holder(user, LEASE * 3)
-    wait_for(lambda: requests.get(holder.url + f"api/v1/users/{user}/status", auth=CRM, timeout=5)
-             .json()["calendars"][0]["last_pull"], 30, "the first pull is done")
-    return holder
+    try:
+        holder = cluster.wait_holder(user, LEASE * 3)
+        wait_for(lambda: requests.get(holder.url + f"api/v1/users/{user}/status", auth=CRM, timeout=5)
+                 .json()["calendars"][0]["last_pull"], 30, "the first pull is done")
+        yield holder
+    finally:
+        live = cluster.live()[0]
+        assert requests.delete(live.url + f"api/v1/users/{user}/link", auth=CRM, timeout=30).status_code in (200, 204)
 
 
 def test_status_and_health_show_the_holder(cluster: Cluster) -> None:
-    with EmulatorThread() as emulator:
-        holder = ready(cluster, "carol", emulator)
+    with EmulatorThread() as emulator, ready(cluster, "carol", emulator) as holder:
         for instance in cluster.instances:  # any instance tells who relays the link
             report = requests.get(instance.url + "api/v1/users/carol/status", auth=CRM, timeout=5).json()
             assert report["relayed_by"]["instance"] == holder.instance_id
@@ -111,8 +118,7 @@ def test_status_and_health_show_the_holder(cluster: Cluster) -> None:
 
 
 def test_a_write_to_an_instance_not_holding_the_link_reaches_icloud_within_a_second(cluster: Cluster) -> None:
-    with EmulatorThread() as emulator:
-        holder = ready(cluster, "dave", emulator)
+    with EmulatorThread() as emulator, ready(cluster, "dave", emulator) as holder:
         others = [instance for instance in cluster.instances if instance is not holder]
         latencies = []
         for number in range(10):
@@ -127,14 +133,14 @@ def test_a_write_to_an_instance_not_holding_the_link_reaches_icloud_within_a_sec
 
 
 def test_a_paused_holder_resumed_after_a_takeover_writes_nothing(cluster: Cluster) -> None:
-    with EmulatorThread(latency_ms=150) as emulator:  # slow enough that the pause lands mid-burst
-        paused = ready(cluster, "bob", emulator)
+    # The emulator is slow enough that the pause lands in the middle of the burst.
+    with EmulatorThread(latency_ms=150) as emulator, ready(cluster, "bob", emulator) as paused:
         writer = next(instance for instance in cluster.instances if instance is not paused)
         _, old_token, _ = cluster.lease("bob")
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: write([writer], "bob", n), range(40)))
         wait_for(lambda: len(emulator.uids()) >= 4, 30, "the holder is pushing")
-        paused.signal(__import__("signal").SIGSTOP)
+        paused.signal(signal.SIGSTOP)
         stopped_at = time.time()
         try:
             successor = cluster.wait_holder("bob", LEASE * 4, other_than=[paused])
@@ -143,7 +149,7 @@ def test_a_paused_holder_resumed_after_a_takeover_writes_nothing(cluster: Cluste
             print(f"\ntakeover of a paused holder: {acquired_at - stopped_at:.2f} s (lease {LEASE} s)")
             wait_for(lambda: len(emulator.uids()) == 40, 60, "the successor pushed the rest")
         finally:
-            paused.signal(__import__("signal").SIGCONT)
+            paused.signal(signal.SIGCONT)
         # The resumed instance notices, by itself, that its lease is gone, and stops its worker.
         wait_for(lambda: "relay for bob stopped" in paused.log_text(), 30, "the resumed instance stops relaying bob")
         with cluster.engine.connect() as connection:
@@ -159,8 +165,7 @@ def test_a_paused_holder_resumed_after_a_takeover_writes_nothing(cluster: Cluste
 
 
 def test_500_appointments_round_robin_with_the_holder_killed_twice(cluster: Cluster) -> None:
-    with EmulatorThread(latency_ms=20) as emulator:
-        ready(cluster, "alice", emulator)
+    with EmulatorThread(latency_ms=20) as emulator, ready(cluster, "alice", emulator):
         takeovers: list[float] = []
         written = 0
 
