@@ -112,6 +112,7 @@ class Instance:
                 [sys.executable, "-m", "proxy", "serve", "--config", str(self.config), "--port", str(self.port)],
                 stdout=log, stderr=log, env=environment,
             )
+        self.instance_id = None
         if wait:
             self.wait_healthy()
         return self
@@ -191,6 +192,11 @@ class Cluster:
 
     def holder(self, user: str) -> Instance | None:
         holder, _, _ = self.lease(user)
+        if holder is None:
+            return None
+        for instance in self.instances:
+            if instance.alive and instance.instance_id != holder and (health := instance.health()):
+                instance.instance_id = health["instance"]  # restarted: a new process is a new instance
         return next((i for i in self.instances if i.alive and i.instance_id == holder), None)
 
     def wait_holder(self, user: str, timeout: float, other_than: Iterable[Instance] = ()) -> Instance:

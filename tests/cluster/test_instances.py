@@ -154,8 +154,9 @@ def test_a_paused_holder_resumed_after_a_takeover_writes_nothing(cluster: Cluste
         wait_for(lambda: "relay for bob stopped" in paused.log_text(), 30, "the resumed instance stops relaying bob")
         with cluster.engine.connect() as connection:
             stale = connection.execute(sa.text(
-                "SELECT tbl, op, holder, at FROM test_writes WHERE link = 'bob' AND app = :app "
-                "AND holder IS DISTINCT FROM :me"), {"app": paused.name, "me": paused.instance_id}).all()
+                "SELECT tbl, op, holder, at FROM test_writes WHERE link = 'bob' AND app = :app AND at > :stopped "
+                "AND holder IS DISTINCT FROM :me"),
+                {"app": paused.name, "me": paused.instance_id, "stopped": stopped_at}).all()
             ours = connection.execute(sa.text(
                 "SELECT count(*) FROM test_writes WHERE link = 'bob' AND app = :app"), {"app": successor.name}).scalar()
         assert stale == [], f"the paused instance wrote for bob without holding the lease: {stale}"
@@ -181,7 +182,7 @@ def test_500_appointments_round_robin_with_the_holder_killed_twice(cluster: Clus
             victim.kill()
             cluster.wait_holder("alice", LEASE * 4, other_than=[victim])
             takeovers.append(cluster.lease("alice")[2] - killed_at)
-            victim.start(wait=False)  # back as a new instance, which gets its share again
+            victim.start()  # back as a new instance, which gets its share again
 
         with ThreadPoolExecutor(2) as background:
             writing = background.submit(burst, range(500))
