@@ -125,6 +125,7 @@ def _insert(connection: sa.Connection, table: sa.Table) -> sa.Insert:
 def heartbeat(engine: Engine, instance_id: str, *, now: float, ttl: float = DEFAULT_LEASE_SECONDS) -> None:
     """Register ``instance_id`` or extend its life (an upsert)."""
     with writing(engine) as connection:
+        limit_idle(connection)  # its row locks must not outlive a pause of this process
         statement = _insert(connection, instances).values(
             instance_id=instance_id, started_at=now, heartbeat_at=now, expires_at=now + ttl
         )
@@ -150,6 +151,7 @@ def leave(engine: Engine, instance_id: str) -> int:
     Returns the number of leases released; others can take them over immediately, with no expiry gap.
     """
     with writing(engine) as connection:
+        limit_idle(connection)  # its row locks must not outlive a pause of this process
         released = connection.execute(
             cluster_leases.update().where(cluster_leases.c.holder == instance_id).values(holder=None, expires_at=0.0)
         ).rowcount
@@ -171,6 +173,7 @@ def acquire(
     :func:`renew`.
     """
     with writing(engine) as connection:
+        limit_idle(connection)  # its row locks must not outlive a pause of this process
         connection.execute(_insert(connection, cluster_leases).values(link_key=link_key).on_conflict_do_nothing())
         row = connection.execute(
             cluster_leases.update()
@@ -206,6 +209,7 @@ def release(engine: Engine, lease: Lease) -> bool:
 def _update_while_held(engine: Engine, lease: Lease, **values: object) -> bool:
     """Change the lease's row only while ``lease`` still holds it (same holder and token); False if lost."""
     with writing(engine) as connection:
+        limit_idle(connection)  # its row locks must not outlive a pause of this process
         count = connection.execute(
             cluster_leases.update()
             .where(
