@@ -10,6 +10,7 @@ its own ``application_name``, so the database can tell who wrote what.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -25,11 +26,13 @@ import requests
 import sqlalchemy as sa
 
 from proxy.emulator import EmulatorServer
+from proxy.emulator.accounts import Account, default_accounts
 from tests.conftest import write_users
 from tests.helpers import free_port
 
 CRM = ("crm", "crm-secret")
-USERS = {name: (f"{name}-secret", False) for name in ("alice", "bob", "carol", "dave")} | {"crm": ("crm-secret", True)}
+USERS = ({name: (f"{name}-secret", False) for name in ("alice", "bob", "carol", "dave")}
+         | {f"user{n}": (f"user{n}-secret", False) for n in range(12)} | {"crm": ("crm-secret", True)})
 APPLE_ID = "demo@icloud.test"
 APP_PASSWORD = "abcd-efgh-ijkl-mnop"
 
@@ -48,10 +51,10 @@ def wait_for(condition: Callable[[], Any], timeout: float, message: str, interva
 class EmulatorThread:
     """The iCloud emulator on loopback, in a thread of this process (it outlives every calrelay instance)."""
 
-    def __init__(self, latency_ms: int = 0) -> None:
+    def __init__(self, latency_ms: int = 0, accounts: list[Account] | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.server = EmulatorServer(host="127.0.0.1", port=0, partition_port=0)
+        self.server = EmulatorServer(host="127.0.0.1", port=0, partition_port=0, accounts=accounts)
         self.latency_ms = latency_ms
 
     def __enter__(self) -> EmulatorThread:
@@ -71,9 +74,9 @@ class EmulatorThread:
         return self.server.discovery_url
 
     def uids(self, calendar: str = "work") -> Counter[str]:
-        """How many objects carry each UID in the account's calendar (a duplicate counts twice)."""
-        (state,) = self.server.emulator.store.accounts.values()
-        return Counter(obj.uid for obj in list(state.collections[calendar].objects.values()))
+        """How many objects carry each UID in the calendar of every account (a duplicate counts twice)."""
+        return Counter(obj.uid for state in list(self.server.emulator.store.accounts.values())
+                       for obj in list(state.collections[calendar].objects.values()))
 
     def bodies(self, calendar: str = "work") -> dict[str, str]:
         (state,) = self.server.emulator.store.accounts.values()
@@ -205,11 +208,17 @@ class Cluster:
                         timeout, f"a live instance holds {user}'s link")
 
 
-def link(instance: Instance, user: str, emulator: EmulatorThread) -> None:
+def accounts(count: int) -> list[Account]:
+    """``count`` emulator accounts like the built-in one: ``demo0@icloud.test``, ``demo1@icloud.test``, ..."""
+    (demo,) = default_accounts()
+    return [dataclasses.replace(demo, apple_id=f"demo{n}@icloud.test", dsid=str(1234567890 + n)) for n in range(count)]
+
+
+def link(instance: Instance, user: str, emulator: EmulatorThread, apple_id: str = APPLE_ID) -> None:
     """A round-robin booking calendar for ``user`` and its link to the emulator, made through ``instance``."""
     from tests.helpers import mkcalendar
 
     assert mkcalendar(instance.url + f"{user}/sales/", CRM, "Sales", kind="round-robin").status_code == 201
     response = requests.put(instance.url + f"api/v1/users/{user}/link", auth=CRM, timeout=60, json={
-        "apple_id": APPLE_ID, "app_password": APP_PASSWORD, "primary": "work", "server": emulator.url})
+        "apple_id": apple_id, "app_password": APP_PASSWORD, "primary": "work", "server": emulator.url})
     assert response.status_code == 200, response.text

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from tests.cluster.conftest import _postgres_database
-from tests.cluster.instances import CRM, Cluster, EmulatorThread, Instance, link, wait_for
+from tests.cluster.instances import APPLE_ID, CRM, Cluster, EmulatorThread, Instance, link, wait_for
 from tests.helpers import event, put
 
 START = datetime(2027, 3, 1, 8, 0, tzinfo=UTC)
@@ -163,6 +163,30 @@ def test_a_paused_holder_resumed_after_a_takeover_writes_nothing(cluster: Cluste
         assert ours, "the successor's writes are recorded (the write log works)"
         uids = emulator.uids()
         assert set(uids) == {f"bob-{n}" for n in range(40)} and set(uids.values()) == {1}
+
+
+def test_a_throttle_met_by_one_instance_holds_back_the_instance_that_takes_over(cluster: Cluster) -> None:
+    """The Apple ID's budget is shared: the back-off the holder recorded (longer than Retry-After) binds its
+    successor, which pushes the pending appointment only once the back-off is over."""
+    with EmulatorThread() as emulator, ready(cluster, "user0", emulator) as holder:
+        emulator.server.set_faults(throttle_seconds=0.5, retry_after=6)  # a short throttle, a long Retry-After
+        write([holder], "user0", 1)
+        query = sa.text("SELECT blocked_until, updated_at FROM apple_id_budgets WHERE apple_id = :id AND strikes > 0")
+        with cluster.engine.connect() as connection:
+            blocked_until, throttled_at = wait_for(
+                lambda: connection.execute(query, {"id": APPLE_ID}).first(), 20, "the throttle is recorded")
+        assert blocked_until - throttled_at > 6, "the back-off outlasts Retry-After"
+        holder.kill()
+        successor = cluster.wait_holder("user0", LEASE * 4, other_than=[holder])
+        taken_at = cluster.lease("user0")[2]
+        assert taken_at < blocked_until, "taken over while the back-off still holds"
+        wait_for(lambda: "user0-1" in emulator.uids(), 30, "the successor pushes once the back-off is over")
+        arrived = time.time()
+        print(f"\nthrottled at {throttled_at:.1f}, back-off until +{blocked_until - throttled_at:.1f} s, taken over "
+              f"at +{taken_at - throttled_at:.1f} s, pushed at +{arrived - throttled_at:.1f} s")
+        assert arrived >= blocked_until
+        assert successor.alive
+        holder.start()
 
 
 def test_500_appointments_round_robin_with_the_holder_killed_twice(cluster: Cluster) -> None:
