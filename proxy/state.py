@@ -345,6 +345,8 @@ class StateDB:
             deleted = db.execute(links_table.delete().where(links_table.c.user == user)).rowcount
             for table in (link_calendars_table, items_table, pending_table, outbox_table, progress_table):
                 db.execute(table.delete().where(table.c.user == user))
+            # Its lease too: a worker still running for it elsewhere finds its next write refused, and stops.
+            db.execute(cluster_leases.delete().where(cluster_leases.c.link_key == user))
             if deleted:
                 self._bump(db)
         return bool(deleted)
@@ -369,6 +371,15 @@ class StateDB:
     def link_calendars(self, user: str) -> list[LinkCalendar]:
         with reading(self.engine) as db:
             return self._link_calendars(db, user)
+
+    def all_link_calendars(self) -> dict[str, list[LinkCalendar]]:
+        """Every link's calendars, by user (one query: every instance reads it on each lease tick)."""
+        table = link_calendars_table
+        found: dict[str, list[LinkCalendar]] = {}
+        with reading(self.engine) as db:
+            for row in db.execute(sa.select(table).order_by(table.c.user, table.c.role.desc(), table.c.remote_name)):
+                found.setdefault(row.user, []).append(_row(LinkCalendar, row))
+        return found
 
     def _link_calendars(self, db: sa.Connection, user: str) -> list[LinkCalendar]:
         rows = db.execute(

@@ -34,6 +34,7 @@ from proxy.cluster.leases import Changes, Member
 from proxy.outage import database_unavailable, outage
 from proxy.relay import outbox
 from proxy.relay.worker import LinkWorker, RelayContext
+from proxy.state import Link, LinkCalendar
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,10 @@ class Relay:
         self.member = Member(context.state.db.engine, self.instance_id, lease_seconds=lease * LEASE_SHARE)
         self._tick = lease * TICK_SHARE
         self._workers: dict[str, tuple[LinkWorker, asyncio.Task[None], float]] = {}
-        self._linked: set[str] = set()  # every linked user, whoever relays them
+        # Every link and its calendars, whoever relays them, as of the last reload: availability on an instance
+        # that does not relay a user still knows the user's iCloud address and how fresh the mirrors are.
+        self._links: dict[str, Link] = {}
+        self._calendars: dict[str, list[LinkCalendar]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stepping: asyncio.Future[Changes] | None = None  # the lease step running in a thread
         self._reloading = asyncio.Lock()
@@ -77,7 +81,7 @@ class Relay:
 
     def linked(self, user: str) -> bool:
         """Whether ``user`` has a link, relayed here or by another instance (as of the last reload)."""
-        return user in self._linked
+        return user in self._links
 
     async def start(self) -> None:
         await self.reload()
@@ -133,7 +137,8 @@ class Relay:
         state = self.context.state
         async with self._reloading:
             links = {link.user: link for link in await state.call(state.db.links)}
-            self._linked = set(links)
+            self._links = links
+            self._calendars = await state.call(state.db.all_link_calendars)
             for user in list(self._workers):
                 worker, task, updated_at = self._workers[user]
                 if user not in links:
@@ -235,23 +240,28 @@ class Relay:
     def addresses(self, user: str) -> list[str]:
         """The user's own calendar-user addresses, so availability recognises their declines."""
         worker = self.worker(user)
+        link = worker.link if worker is not None else self._links.get(user)
         own = [user] if "@" in user else []
-        return own + ([f"mailto:{worker.link.apple_id}"] if worker is not None else [])
+        return own + ([f"mailto:{link.apple_id}"] if link is not None else [])
 
     def freshness(self, user: str) -> Mapping[str, SourceFreshness]:
+        """How recent each mirror of ``user`` is: from the worker if this instance relays the user, else as the
+        relaying instance last recorded it (at most one lease tick old)."""
         worker = self.worker(user)
-        if worker is None:
+        link = worker.link if worker is not None else self._links.get(user)
+        if link is None:
             return {}
-        reconnect = worker.link.state != "connected"
+        calendars = list(worker.calendars.values()) if worker is not None else self._calendars.get(user, [])
+        reconnect = link.state != "connected"
         return {
             calendar.mirror_path: SourceFreshness(
                 last_success=datetime.fromtimestamp(calendar.last_success_at, UTC)
                 if calendar.last_success_at
                 else None,
                 stale=reconnect,
-                error=worker.link.last_error if reconnect else calendar.last_error,
+                error=link.last_error if reconnect else calendar.last_error,
             )
-            for calendar in worker.calendars.values()
+            for calendar in calendars
         }
 
     async def _watch(self) -> None:
@@ -274,7 +284,7 @@ class Relay:
                 for user in users:
                     if (worker := self.worker(user)) is not None:
                         worker.wake()
-                if unlinked := [user for user in users if user not in self._linked]:
+                if unlinked := [user for user in users if user not in self._links]:
                     await state.call(outbox.drop_users, state.db.engine, unlinked)
             except Exception as error:  # keep watching whatever happened
                 if not database_unavailable(error):  # an outage is logged once, by proxy.outage
