@@ -127,9 +127,6 @@ class ClusterSettings:
         15.0, "Seconds within which a dead instance's iCloud links are taken over by the live ones (each link is "
         "relayed by one instance, which renews its lease every quarter of this)."
     )
-    wakeup_poll: float = option(
-        30.0, "Seconds between full rescans of the held links, the fallback for lost PostgreSQL notifications."
-    )
 
 
 @dataclass(frozen=True)
@@ -384,7 +381,6 @@ def _validate(settings: Settings) -> None:
         (settings.upstream.account_rate > 0, "upstream.account_rate must be positive"),
         (settings.upstream.account_burst >= 1, "upstream.account_burst must be at least 1"),
         (settings.cluster.lease >= 0.5, "cluster.lease must be at least 0.5 seconds"),
-        (settings.cluster.wakeup_poll >= 1, "cluster.wakeup_poll must be at least 1 second"),
         (settings.audit.retention_days >= 0, "audit.retention_days must not be negative"),
         (
             (settings.server.tls_certificate is None) == (settings.server.tls_key is None),

@@ -76,9 +76,6 @@ class Relay:
     def leases_held(self) -> int:
         return len(self.member.held)
 
-    def holds(self, user: str) -> bool:
-        return user in self.member.held
-
     def linked(self, user: str) -> bool:
         """Whether ``user`` has a link, relayed here or by another instance (as of the last reload)."""
         return user in self._links
@@ -110,11 +107,9 @@ class Relay:
                 await task
         self._workers.clear()
         self._tasks.clear()
-        if self._stepping is not None:
+        if self._stepping is not None:  # a step cut short by the cancel: let it finish before leaving
             with contextlib.suppress(Exception):
                 await self._stepping
-        for user in list(self._workers):  # started by that step
-            await self._stop_worker(user, "stopping")
         async with self._reloading:
             try:
                 await asyncio.to_thread(self.member.leave)
