@@ -333,11 +333,13 @@ class StateDB:
 
     def delete_link(self, user: str) -> bool:
         with self.transaction() as db:
+            # The lease first, in the order a fenced write locks rows (the lease row, then the state rows), so
+            # the two wait for each other instead of deadlocking. A worker still running for the link elsewhere
+            # then finds its next write refused, and stops.
+            db.execute(cluster_leases.delete().where(cluster_leases.c.link_key == user))
             deleted = db.execute(links_table.delete().where(links_table.c.user == user)).rowcount
             for table in (link_calendars_table, items_table, pending_table, outbox_table, progress_table):
                 db.execute(table.delete().where(table.c.user == user))
-            # Its lease too: a worker still running for it elsewhere finds its next write refused, and stops.
-            db.execute(cluster_leases.delete().where(cluster_leases.c.link_key == user))
             if deleted:
                 self._bump(db)
         return bool(deleted)
