@@ -34,10 +34,11 @@ DEFAULT_USERS: dict[str, tuple[str, bool]] = {
 }
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _own_test_database() -> Iterator[None]:
     """With ``CALRELAY_TEST_DATABASE`` set to a PostgreSQL server, the suite runs on PostgreSQL: every data
-    directory gets a database of its own there (``proxy.database.default_url``), dropped after the test."""
+    directory gets a database of its own there (``proxy.database.default_url``), dropped after the test
+    module (not after each test: a module's server may outlive one test)."""
     yield
     server = os.environ.get(database.TEST_DATABASE_ENV, "")
     if server and not database.is_sqlite(server):
