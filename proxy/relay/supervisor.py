@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from plugins.scope import Change
 from proxy.availability.sources import SourceFreshness
 from proxy.cluster import wakeup
-from proxy.cluster.leases import Changes, Member
+from proxy.cluster.leases import Changes, Member, leave, live_instances
 from proxy.outage import database_unavailable, outage
 from proxy.relay import outbox
 from proxy.relay.worker import LinkWorker, RelayContext
@@ -51,6 +51,21 @@ REBALANCE = "cluster:rebalance"
 def new_instance_id() -> str:
     """Who this process is in ``calrelay status``: host, process id, and a random part (pids are reused)."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def dead_here(instance_id: str) -> bool:
+    """Whether ``instance_id`` was a process on this host that no longer runs (a crash, a SIGKILL): its leases
+    need not wait for their expiry. A process of another host, or one whose pid cannot be told, is not."""
+    host, _, pid = instance_id.rpartition("-")[0].rpartition("-")  # new_instance_id's host-pid-random
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, another user's
+        return False
+    return False
 
 
 class Relay:
@@ -81,12 +96,21 @@ class Relay:
         return user in self._links
 
     async def start(self) -> None:
+        await asyncio.to_thread(self._reap)
         await self.reload()
         self._tasks.append(asyncio.create_task(self._watch(), name="relay-watch"))
         self._tasks.append(asyncio.create_task(self._lease_ticks(), name="relay-leases"))
         if self._shared:
             self._tasks.append(asyncio.create_task(self._listen(), name="relay-wakeup"))
             await self._rebalance_everywhere()  # joined: an instance over its new share gives links up now
+
+    def _reap(self) -> None:
+        """Release at once the leases of instances of this host that died (restarted after a crash, the
+        relay resumes now rather than after the dead process's leases expire)."""
+        for instance_id in live_instances(self.member.engine, now=time.time()):
+            if dead_here(instance_id):
+                logger.info("instance %s on this host is gone: taking its leases over now", instance_id)
+                leave(self.member.engine, instance_id)
 
     @property
     def _shared(self) -> bool:
