@@ -8,16 +8,33 @@
 
     python bench/cluster.py --database postgresql+psycopg://postgres@127.0.0.1:PORT/DB [--samples 200]
     python bench/cluster.py --database sqlite:////tmp/bench.db
+
+With ``--relay``, the relay itself across real ``calrelay serve`` processes on that PostgreSQL server (each run
+in a database of its own, created and dropped): for 1 and 3 instances, ``--links`` users each linked to an
+account of one iCloud emulator (in this process), CRM appointments written round-robin over the instances and
+the users:
+
+- push latency: one appointment at a time, from the PUT's answer to the object being in iCloud (p50, p95);
+- appointments/s: a burst written by 8 threads, from the first PUT to the last object in iCloud;
+- takeover (3 instances): the holder of a link SIGKILLed, until another instance holds its lease, and until an
+  appointment written right after the kill is in iCloud; with the default 15 s lease unless ``--lease``.
+
+    python -m bench.cluster --relay --database postgresql+psycopg://postgres@127.0.0.1:PORT/postgres
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
+import tempfile
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -53,6 +70,82 @@ async def wakeup_latency(url: str, samples: int) -> list[float]:
     return latencies
 
 
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+def relay_figures(server: str, count: int, links: int, latency_samples: int, burst: int, lease: float) -> None:
+    """One cluster of ``count`` instances: push latency, throughput and (with several) takeover after SIGKILL."""
+    from cryptography.fernet import Fernet
+    from sqlalchemy.engine import make_url
+
+    from tests.cluster.instances import Cluster, EmulatorThread, accounts, link, wait_for
+    from tests.helpers import event, put
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    database = make_url(server).set(database=name).render_as_string(hide_password=False)
+    start = datetime(2027, 6, 1, 8, tzinfo=UTC)
+    users = [f"user{n}" for n in range(links)]
+    crm = ("crm", "crm-secret")
+    with tempfile.TemporaryDirectory() as root, EmulatorThread(accounts=accounts(links)) as emulator:
+        cluster = Cluster(Path(root), database, count, lease, Fernet.generate_key().decode())
+        try:
+            cluster.start()
+            for n, user in enumerate(users):
+                link(cluster.instances[n % count], user, emulator, f"demo{n}@icloud.test")
+            for user in users:
+                cluster.wait_holder(user, lease * 2)
+            held = Counter(cluster.holder(user).name for user in users)  # type: ignore[union-attr]
+            numbers = itertools.count(1)
+
+            def write(instance_index: int, user: str) -> str:
+                number = next(numbers)  # atomic: the burst's threads each get their own
+                uid = f"bench-{number}"
+                body = event(uid, start + timedelta(hours=number))
+                assert put(cluster.instances[instance_index].url + f"{user}/sales/{uid}.ics", crm, body).ok
+                return uid
+
+            latencies = []
+            for n in range(latency_samples):
+                uid = write(n % count, users[n % links])
+                began = time.perf_counter()
+                wait_for(lambda uid=uid: uid in emulator.uids(), 30, uid, interval=0.002)
+                latencies.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(write, [n % count for n in range(burst)], [users[n % links] for n in range(burst)]))
+            written = time.perf_counter() - began
+            wait_for(lambda: len(emulator.uids()) >= latency_samples + burst, 300, "the burst in iCloud", 0.01)
+            relayed = time.perf_counter() - began
+            print(f"{count} instance(s), {links} links (held {dict(sorted(held.items()))}):")
+            print(f"  push latency        p50 {statistics.median(latencies) * 1000:6.0f} ms   "
+                  f"p95 {percentile(latencies, 0.95) * 1000:6.0f} ms   ({latency_samples} appointments, one at a time)")
+            print(f"  burst of {burst}       written {burst / written:5.0f}/s   relayed {burst / relayed:5.0f}/s "
+                  f"(first PUT to last object in iCloud, {relayed:.1f} s)")
+            if count > 1:
+                victim = cluster.holder(users[0])
+                assert victim is not None
+                others = [n for n, instance in enumerate(cluster.instances) if instance is not victim]
+                killed = time.time()
+                victim.kill()
+                uid = write(others[0], users[0])
+                cluster.wait_holder(users[0], lease * 3, other_than=[victim])
+                taken = cluster.lease(users[0])[2] - killed
+                wait_for(lambda: uid in emulator.uids(), lease * 3, "the write after the kill", 0.01)
+                pushed = time.time() - killed
+                print(f"  takeover after SIGKILL   lease taken {taken:5.1f} s   write made at the kill in iCloud "
+                      f"{pushed:5.1f} s   (lease {lease:g} s)")
+        finally:
+            cluster.stop()
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.dispose()
+
+
 def rate(count: int, seconds: float) -> str:
     return f"{count / seconds:8.0f}/s"
 
@@ -63,7 +156,15 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--links", type=int, default=500)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--relay", action="store_true", help="bench the relay across calrelay serve processes")
+    parser.add_argument("--relay-links", type=int, default=6)
+    parser.add_argument("--burst", type=int, default=300)
+    parser.add_argument("--lease", type=float, default=15.0)
     args = parser.parse_args()
+    if args.relay:
+        for count in (1, 3):
+            relay_figures(args.database, count, args.relay_links, min(args.samples, 60), args.burst, args.lease)
+        return
     engine = create_engine(args.database, pool_size=args.threads + 2)
     # Rows of this run only: the database may be a real one; the bench leaves it as it found it.
     run = uuid.uuid4().hex[:8]

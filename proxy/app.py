@@ -220,7 +220,22 @@ async def _relay_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "version": __version__})
+    """Liveness for a load balancer: this instance, its database connection, and the leases it holds.
+
+    503 when the database does not answer: an instance without its database can serve nothing that matters."""
+    state, relay = request.app[STATE], request.app[RELAY]
+    try:
+        await state.call(state.db.ping)
+        database = "ok"
+    except Exception as error:
+        if not database_unavailable(error):
+            raise
+        database = "unavailable"
+    return web.json_response(
+        {"status": "ok" if database == "ok" else "degraded", "version": __version__, "instance": relay.instance_id,
+         "database": database, "leases": relay.leases_held},
+        status=200 if database == "ok" else 503,
+    )
 
 
 async def root(request: web.Request) -> web.StreamResponse:

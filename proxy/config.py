@@ -125,6 +125,19 @@ class UpstreamSettings:
     )
     max_imports: int = option(4, "Most pulls (imports) of different users running at the same time.")
     import_batch: int = option(50, "Objects fetched from iCloud and written to storage per batch of a pull.")
+    account_rate: float = option(
+        10.0, "Requests per second allowed per Apple ID, sustained, shared by every instance (Apple throttles per "
+        "account)."
+    )
+    account_burst: int = option(100, "Requests one Apple ID may send at once after a quiet spell.")
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    lease: float = option(
+        15.0, "Seconds within which a dead instance's iCloud links are taken over by the live ones (each link is "
+        "relayed by one instance, which renews its lease every quarter of this)."
+    )
 
 
 @dataclass(frozen=True)
@@ -223,6 +236,7 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @property
     def uses_emulator(self) -> bool:
@@ -381,6 +395,9 @@ def _validate(settings: Settings) -> None:
             settings.metrics.access != "token" or len(settings.metrics.token) >= 16,
             'metrics.token must be at least 16 characters when metrics.access = "token"',
         ),
+        (settings.upstream.account_rate > 0, "upstream.account_rate must be positive"),
+        (settings.upstream.account_burst >= 1, "upstream.account_burst must be at least 1"),
+        (settings.cluster.lease >= 0.5, "cluster.lease must be at least 0.5 seconds"),
         (settings.audit.retention_days >= 0, "audit.retention_days must not be negative"),
         (
             (settings.server.tls_certificate is None) == (settings.server.tls_key is None),

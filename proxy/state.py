@@ -22,6 +22,7 @@ Tables:
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,8 +34,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from proxy.cluster.budget import apple_id_budgets
+from proxy.cluster.leases import LeaseRow, cluster_leases, fenced, instances
 from proxy.database import create_engine, metadata, reading, writing
 from proxy.outage import database_unavailable, outage, reachable
+from proxy.relay import outbox
 from proxy.relay.outbox import outbox_table
 
 T = TypeVar("T")
@@ -124,7 +128,7 @@ generation_table = sa.Table(
 
 RELAY_TABLES = [
     links_table, link_calendars_table, items_table, sync_requests_table, pending_table, generation_table,
-    outbox_table, progress_table,
+    outbox_table, progress_table, instances, cluster_leases, apple_id_budgets,
 ]
 
 
@@ -237,7 +241,13 @@ def _upsert(connection: sa.Connection, table: sa.Table, rows: list[Mapping[str, 
 
 class StateDB:
     """Blocking access to the relay's state. Safe to share between threads: each call takes a pooled
-    connection for one transaction."""
+    connection for one transaction.
+
+    A link's worker writes through :meth:`fenced_by`: a view whose every writing transaction first checks the
+    link's lease token (:func:`proxy.cluster.leases.fenced`), so an instance that lost the lease writes nothing.
+    """
+
+    _fence: tuple[str, int] | None = None
 
     def __init__(self, target: str | Engine) -> None:
         self._owns_engine = not isinstance(target, Engine)
@@ -251,9 +261,31 @@ class StateDB:
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
-        """One writing transaction: committed on success, rolled back (nothing half-written) on error."""
+        """One writing transaction: committed on success, rolled back (nothing half-written) on error.
+
+        In a fenced view, refused with :class:`~proxy.cluster.leases.LeaseLost` unless the lease is still held;
+        the check locks the lease row until the commit, so no takeover slips in between."""
         with writing(self.engine) as connection:
+            if self._fence is not None:
+                fenced(connection, *self._fence)
             yield connection
+
+    def fenced_by(self, link_key: str, token: int) -> StateDB:
+        """The same database, every write of it carrying the lease token ``token`` of ``link_key``."""
+        view = copy.copy(self)
+        view._owns_engine = False
+        view._fence = (link_key, token)
+        return view
+
+    def remove_outbox(self, ids: list[int]) -> None:
+        """Drop outbox rows whose relay work is done (:func:`proxy.relay.outbox.reconciled`)."""
+        with self.transaction() as db:
+            outbox.remove_rows(db, ids)
+
+    def ping(self) -> None:
+        """One round trip to the database (``/health``)."""
+        with reading(self.engine) as connection:
+            connection.execute(sa.select(1))
 
     def data_version(self) -> int:
         """Changes whenever anyone (e.g. the CLI, another instance) changes the set of links or asks for a sync:
@@ -306,6 +338,10 @@ class StateDB:
 
     def delete_link(self, user: str) -> bool:
         with self.transaction() as db:
+            # The lease first, in the order a fenced write locks rows (the lease row, then the state rows), so
+            # the two wait for each other instead of deadlocking. A worker still running for the link elsewhere
+            # then finds its next write refused, and stops.
+            db.execute(cluster_leases.delete().where(cluster_leases.c.link_key == user))
             deleted = db.execute(links_table.delete().where(links_table.c.user == user)).rowcount
             for table in (link_calendars_table, items_table, pending_table, outbox_table, progress_table):
                 db.execute(table.delete().where(table.c.user == user))
@@ -333,6 +369,15 @@ class StateDB:
     def link_calendars(self, user: str) -> list[LinkCalendar]:
         with reading(self.engine) as db:
             return self._link_calendars(db, user)
+
+    def all_link_calendars(self) -> dict[str, list[LinkCalendar]]:
+        """Every link's calendars, by user (one query: every instance reads it on each lease tick)."""
+        table = link_calendars_table
+        found: dict[str, list[LinkCalendar]] = {}
+        with reading(self.engine) as db:
+            for row in db.execute(sa.select(table).order_by(table.c.user, table.c.role.desc(), table.c.remote_name)):
+                found.setdefault(row.user, []).append(_row(LinkCalendar, row))
+        return found
 
     def _link_calendars(self, db: sa.Connection, user: str) -> list[LinkCalendar]:
         rows = db.execute(
@@ -443,9 +488,13 @@ class StateDB:
         with self.transaction() as db:
             _upsert(db, sync_requests_table, {"user": user, "requested_at": time.time()})
 
-    def take_sync_requests(self) -> list[str]:
+    def take_sync_requests(self, relayed: list[str] | None = None) -> list[str]:
+        """Take the pending requests (only those of the ``relayed`` users: another instance takes the rest)."""
+        query = sa.select(sync_requests_table.c.user)
+        if relayed is not None:
+            query = query.where(sync_requests_table.c.user.in_(relayed))
         with self.transaction() as db:
-            users = list(db.execute(sa.select(sync_requests_table.c.user)).scalars())
+            users = list(db.execute(query).scalars())
             if users:
                 db.execute(sync_requests_table.delete().where(sync_requests_table.c.user.in_(users)))
         return users
@@ -462,6 +511,12 @@ class StateDB:
         query = sa.select(table).where(table.c.user == user).order_by(table.c.first_at, table.c.uid)
         with reading(self.engine) as db:
             return [_row(Pending, r) for r in db.execute(query)]
+
+    def lease(self, user: str) -> LeaseRow | None:
+        """Who relays ``user``'s link: the lease row (holder None once released), or None if never taken."""
+        with reading(self.engine) as db:
+            row = db.execute(sa.select(cluster_leases).where(cluster_leases.c.link_key == user)).first()
+        return LeaseRow(row.link_key, row.holder, row.token, row.acquired_at, row.expires_at) if row else None
 
     # -- running pulls (progress of an import, for `calrelay status` and the API) -------------------------
 
@@ -507,6 +562,12 @@ class AsyncState:
     def __init__(self, target: str | Engine) -> None:
         self._executor = ThreadPoolExecutor(STATE_THREADS, thread_name_prefix="state-db")
         self.db = self._executor.submit(StateDB, target).result()
+
+    def fenced_by(self, link_key: str, token: int) -> AsyncState:
+        """A view for one link's worker: the same threads, every write fenced by the link's lease."""
+        view = copy.copy(self)
+        view.db = self.db.fenced_by(link_key, token)
+        return view
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()

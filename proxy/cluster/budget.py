@@ -15,12 +15,16 @@ than in a burst. A success resets the exponential step. The arithmetic is pure (
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from proxy.cluster.leases import limit_idle
 from proxy.database import metadata, writing
 
 apple_id_budgets = sa.Table(
@@ -94,6 +98,7 @@ def _insert(connection: sa.Connection) -> sa.Insert:
 
 
 def _locked(connection: sa.Connection, apple_id: str, now: float, policy: Policy) -> Bucket:
+    limit_idle(connection)  # the row lock must not outlive a pause of this process: every instance needs it
     start = full(policy, now)
     connection.execute(
         _insert(connection)
@@ -143,3 +148,38 @@ def succeeded_db(engine: Engine, apple_id: str) -> None:
             .where(apple_id_budgets.c.apple_id == apple_id, apple_id_budgets.c.strikes > 0)
             .values(strikes=0)
         )
+
+
+class AccountBudget:
+    """One link's use of its Apple ID's shared budget, from the event loop (the database calls run in threads).
+
+    :meth:`spend` before every iCloud request waits until the shared bucket grants one (the wait is served in
+    steps of at most a second, calling ``check`` between them, so a worker whose lease was lost stops waiting);
+    :meth:`throttled` records a 429/503 for every instance; :meth:`succeeded` resets the back-off step.
+    """
+
+    def __init__(self, engine: Engine, apple_id: str, policy: Policy) -> None:
+        self.engine = engine
+        self.apple_id = apple_id.lower()
+        self.policy = policy
+        self._struck = True  # a previous holder may have left strikes: the first success clears them
+
+    async def spend(self, check: Callable[[], None] = lambda: None) -> None:
+        while True:
+            check()
+            wait = await asyncio.to_thread(take_db, self.engine, self.apple_id, now=time.time(), policy=self.policy)
+            if wait <= 0:
+                return
+            await asyncio.sleep(min(wait, 1.0))
+
+    async def throttled(self, retry_after: float | None) -> float:
+        """Record the throttle; the wall-clock time until which every instance holds off this Apple ID."""
+        self._struck = True
+        return await asyncio.to_thread(
+            throttled_db, self.engine, self.apple_id, now=time.time(), retry_after=retry_after, policy=self.policy
+        )
+
+    async def succeeded(self) -> None:
+        if self._struck:
+            self._struck = False
+            await asyncio.to_thread(succeeded_db, self.engine, self.apple_id)

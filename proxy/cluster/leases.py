@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -53,6 +54,10 @@ logger = logging.getLogger(__name__)
 
 #: A lease not renewed for this long may be taken over (the issue's "within 15 s").
 DEFAULT_LEASE_SECONDS = 15.0
+#: PostgreSQL ends a fenced transaction left idle this long (its process paused or hung mid-write), which
+#: frees the lease row it locked: otherwise a holder paused inside a write would block every takeover of the
+#: link until it resumed. Relay transactions are a few statements, never near this.
+FENCE_IDLE_LIMIT = 2.0
 
 instances = sa.Table(
     "cluster_instances",
@@ -120,6 +125,7 @@ def _insert(connection: sa.Connection, table: sa.Table) -> sa.Insert:
 def heartbeat(engine: Engine, instance_id: str, *, now: float, ttl: float = DEFAULT_LEASE_SECONDS) -> None:
     """Register ``instance_id`` or extend its life (an upsert)."""
     with writing(engine) as connection:
+        limit_idle(connection)  # its row locks must not outlive a pause of this process
         statement = _insert(connection, instances).values(
             instance_id=instance_id, started_at=now, heartbeat_at=now, expires_at=now + ttl
         )
@@ -145,6 +151,7 @@ def leave(engine: Engine, instance_id: str) -> int:
     Returns the number of leases released; others can take them over immediately, with no expiry gap.
     """
     with writing(engine) as connection:
+        limit_idle(connection)  # its row locks must not outlive a pause of this process
         released = connection.execute(
             cluster_leases.update().where(cluster_leases.c.holder == instance_id).values(holder=None, expires_at=0.0)
         ).rowcount
@@ -166,6 +173,7 @@ def acquire(
     :func:`renew`.
     """
     with writing(engine) as connection:
+        limit_idle(connection)  # its row locks must not outlive a pause of this process
         connection.execute(_insert(connection, cluster_leases).values(link_key=link_key).on_conflict_do_nothing())
         row = connection.execute(
             cluster_leases.update()
@@ -201,6 +209,7 @@ def release(engine: Engine, lease: Lease) -> bool:
 def _update_while_held(engine: Engine, lease: Lease, **values: object) -> bool:
     """Change the lease's row only while ``lease`` still holds it (same holder and token); False if lost."""
     with writing(engine) as connection:
+        limit_idle(connection)  # its row locks must not outlive a pause of this process
         count = connection.execute(
             cluster_leases.update()
             .where(
@@ -220,6 +229,7 @@ def fenced(connection: sa.Connection, link_key: str, token: int) -> None:
     ``link_key``. The no-op UPDATE locks the lease row until the transaction ends, so a takeover cannot slip in
     between this check and the commit.
     """
+    limit_idle(connection)
     count = connection.execute(
         cluster_leases.update()
         .where(
@@ -231,6 +241,13 @@ def fenced(connection: sa.Connection, link_key: str, token: int) -> None:
     ).rowcount
     if count != 1:
         raise LeaseLost(link_key, token)
+
+
+def limit_idle(connection: sa.Connection, seconds: float = FENCE_IDLE_LIMIT) -> None:
+    """On PostgreSQL, end this transaction (and its session) if it sits idle for ``seconds``: a transaction
+    holding a row lock that other instances need must not outlive a pause of its process."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text(f"SET LOCAL idle_in_transaction_session_timeout = {int(seconds * 1000)}"))
 
 
 def leases(engine: Engine) -> list[LeaseRow]:
@@ -287,7 +304,7 @@ def plan(instance_id: str, live: Iterable[str], links: Iterable[str], holders: M
     return Plan(take=tuple(ranked[: target - len(mine)]), give_up=())
 
 
-# --- one instance's membership (the loop the relay supervisor will run) -----------------------------------------
+# --- one instance's membership (the loop the relay supervisor runs) -----------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,12 +315,38 @@ class Changes:
     lost: tuple[str, ...]
 
 
+@dataclass(slots=True)
+class LeaseGuard:
+    """A held lease as the link's worker sees it: the token its writes carry, and until when it is known valid.
+
+    The database refuses a stale token (:func:`fenced`), but requests to iCloud and writes to calendars are not
+    database writes of the lease's. So the worker also checks, before each of them, that the lease was renewed
+    recently enough that nobody can have taken it over: ``valid_until`` is a monotonic time, the start of the
+    last successful renewal plus the lease's length. A process resumed after a pause longer than that finds it
+    passed and stops before sending anything, even before its renewal is refused.
+    """
+
+    link_key: str
+    token: int
+    valid_until: float  # time.monotonic()
+    lost: bool = False
+
+    def valid(self) -> bool:
+        return not self.lost and time.monotonic() < self.valid_until
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLost` unless the lease is still certainly held."""
+        if not self.valid():
+            raise LeaseLost(self.link_key, self.token)
+
+
 class Member:
     """One instance in the cluster: heartbeats, renews its leases and rebalances, one :meth:`step` per tick.
 
-    Call :meth:`step` every ``lease_seconds / 3`` (blocking I/O: in a thread from asyncio). The caller starts a
-    worker for each acquired lease (writing fenced with its token) and stops the worker of each lost link; a
-    worker that meets :class:`LeaseLost` in between stops by itself. :meth:`leave` on a clean shutdown.
+    Call :meth:`step` several times per ``lease_seconds`` (blocking I/O: in a thread from asyncio). The caller
+    starts a worker for each acquired lease (writing fenced with its token, checking its :meth:`guard`) and stops
+    the worker of each lost link; a worker that meets :class:`LeaseLost` in between stops by itself.
+    :meth:`leave` on a clean shutdown.
     """
 
     def __init__(self, engine: Engine, instance_id: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
@@ -311,37 +354,67 @@ class Member:
         self.instance_id = instance_id
         self.lease_seconds = lease_seconds
         self.held: dict[str, Lease] = {}
+        self._guards: dict[str, LeaseGuard] = {}
 
-    def step(self, links: Iterable[str], *, now: float) -> Changes:
+    def guard(self, link_key: str) -> LeaseGuard | None:
+        """The guard of a lease held now, for the link's worker."""
+        return self._guards.get(link_key)
+
+    def step(self, links: Iterable[str], *, now: float,
+             before_release: Callable[[str], None] | None = None) -> Changes:
+        """One tick. ``before_release(link_key)`` is called before a link this instance gives up is released,
+        so that its worker is stopped first and the next holder never overlaps with it."""
         ttl = self.lease_seconds
+        started = time.monotonic()  # a renewal counts from before it was sent
         links = set(links)
         heartbeat(self.engine, self.instance_id, now=now, ttl=ttl)
         lost: list[str] = []
         for link_key in [key for key in self.held if key not in links]:  # unlinked meanwhile: stop relaying it
-            release(self.engine, self.held.pop(link_key))
+            self._give_up(link_key, before_release)
             lost.append(link_key)
         for link_key, lease in list(self.held.items()):
             renewed = renew(self.engine, lease, now=now, ttl=ttl)
             if renewed is None:
                 logger.warning("%s lost the lease on %s", self.instance_id, link_key)
                 del self.held[link_key]
+                self._lose(link_key)
                 lost.append(link_key)
             else:
                 self.held[link_key] = renewed
+                self._guards[link_key].valid_until = started + ttl
         holders = {row.link_key: row.live_holder(now) for row in leases(self.engine)}
         holders.update(dict.fromkeys(self.held, self.instance_id))
         decision = plan(self.instance_id, live_instances(self.engine, now=now), links, holders)
         for link_key in decision.give_up:
-            release(self.engine, self.held.pop(link_key))
+            self._give_up(link_key, before_release)
             lost.append(link_key)
         acquired: list[Lease] = []
         for link_key in decision.take:
             lease = acquire(self.engine, link_key, self.instance_id, now=now, ttl=ttl)
             if lease is not None:
                 self.held[link_key] = lease
+                self._guards[link_key] = LeaseGuard(link_key, lease.token, started + ttl)
                 acquired.append(lease)
         return Changes(tuple(acquired), tuple(lost))
 
+    def drop(self, link_key: str) -> None:
+        """Forget a lease found lost outside :meth:`step` (a worker's write was refused)."""
+        self.held.pop(link_key, None)
+        self._lose(link_key)
+
+    def _give_up(self, link_key: str, before_release: Callable[[str], None] | None) -> None:
+        self._lose(link_key)
+        if before_release is not None:
+            before_release(link_key)
+        release(self.engine, self.held.pop(link_key))
+
+    def _lose(self, link_key: str) -> None:
+        guard = self._guards.pop(link_key, None)
+        if guard is not None:
+            guard.lost = True
+
     def leave(self) -> None:
+        for link_key in list(self._guards):
+            self._lose(link_key)
         leave(self.engine, self.instance_id)
         self.held.clear()

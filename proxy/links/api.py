@@ -137,8 +137,13 @@ async def sync_now(request: web.Request) -> web.Response:
     user = request.match_info["user"]
     if (denied := require_access(request, user)) is not None:
         return denied
-    if not request.app[RELAY].sync_now(user):
-        return json_error(404, f"{user} has no iCloud link", code="not_linked")
+    relay = request.app[RELAY]
+    if not relay.sync_now(user):
+        if not relay.linked(user):
+            return json_error(404, f"{user} has no iCloud link", code="not_linked")
+        # Relayed by another instance: it takes the request from the database within a second.
+        service = request.app[LINKS]
+        await service.state.call(service.state.db.request_sync, user)
     return web.json_response({"user": user, "sync": "started"}, status=202)
 
 

@@ -290,6 +290,9 @@ def _print_status(report: dict[str, Any], as_json: bool) -> None:
         return
     print(f"{report['user']}: {report['state']} — {report['apple_id']} at {report['server']} ({report['mode']}, "
           f"iCloud deletions: {report['icloud_deletions']})")
+    relayed_by = report.get("relayed_by")
+    print(f"  relayed by: {relayed_by['instance']} since {relayed_by['since']} (lease token {relayed_by['token']})"
+          if relayed_by else "  relayed by: no instance right now")
     print("  policies: " + ", ".join(f"{key}={value!r}" for key, value in report.get("policies", {}).items()))
     if report["last_error"]:
         print(f"  last error ({report['last_error_at']}): {report['last_error']}")

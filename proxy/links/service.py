@@ -307,10 +307,15 @@ def link_status(db: StateDB, user: str) -> dict[str, Any]:
     if link is None:
         return {"user": user, "linked": False}
     running = db.progress(user)
+    lease = db.lease(user)
+    holder = lease.live_holder(time.time()) if lease is not None else None
     chosen = policies.policy_set(link.policies)
     return {
         "user": user,
         "linked": True,
+        # Which instance relays the link, since when, with which fencing token (None: nobody right now).
+        "relayed_by": {"instance": holder, "since": _when(lease.acquired_at), "token": lease.token}
+        if lease is not None and holder is not None else None,
         "apple_id": link.apple_id,
         "server": link.server_url,
         "mode": link.mode,

@@ -8,7 +8,7 @@ have their own gate and share the account's concurrency limit.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from proxy.upstream import AuthenticationFailed, Throttled, TransientError, UpstreamError
@@ -28,8 +28,10 @@ class StopPass(Exception):
 
 
 class Gate:
-    def __init__(self, limit: asyncio.Semaphore) -> None:
+    def __init__(self, limit: asyncio.Semaphore, before: Callable[[], Awaitable[None]] | None = None) -> None:
         self._limit = limit
+        # Awaited before each request: the lease check and the Apple ID's shared budget (it may raise).
+        self._before = before
         self.stop_reason: StopPass | None = None
         self.failed = 0  # items (push) or calendars (pull) that failed transiently in this pass
         self._streak = 0  # consecutive transient failures: an outage, not a glitch
@@ -42,6 +44,12 @@ class Gate:
             if self.stop_reason is not None:
                 work.close()  # type: ignore[attr-defined]
                 raise self.stop_reason
+            if self._before is not None:
+                try:
+                    await self._before()
+                except BaseException:
+                    work.close()  # type: ignore[attr-defined]
+                    raise
             try:
                 result = await work
             except (Throttled, AuthenticationFailed) as error:

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from plugins.scope import Change, ChangeAction
+from proxy.cluster import wakeup
 from proxy.database import metadata, reading, writing
 from proxy.outage import database_unavailable, outage
 
@@ -62,10 +63,16 @@ class OutboxRow:
 
 
 def record(connection: sa.Connection, user: str, collection_path: str, href: str | None, action: str) -> None:
-    """Record relay work in the caller's transaction (it commits, or rolls back, with the write)."""
+    """Record relay work in the caller's transaction (it commits, or rolls back, with the write).
+
+    On PostgreSQL the same transaction notifies every instance (:mod:`proxy.cluster.wakeup`): PostgreSQL
+    delivers the notification when, and only if, the write commits, so the instance relaying ``user`` wakes the
+    moment the row is there to be seen (repeated notifications in one transaction are delivered once)."""
     connection.execute(outbox_table.insert().values(
         user=user, collection_path=collection_path, href=href, action=str(action), recorded_at=time.time()
     ))
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.select(sa.func.pg_notify(wakeup.CHANNEL, user)))
 
 
 def record_changes(connection: sa.Connection, changes: Iterable[Change]) -> None:
@@ -119,13 +126,11 @@ def drop_users(engine: Engine, users: Iterable[str]) -> None:
             connection.execute(outbox_table.delete().where(outbox_table.c.user.in_(wanted)))
 
 
-def remove(engine: Engine, ids: Iterable[int]) -> None:
+def remove_rows(connection: sa.Connection, ids: Iterable[int]) -> None:
+    """Delete rows in the caller's transaction (the relay's is fenced by the link's lease)."""
     wanted = list(ids)
-    if not wanted:
-        return
-    with writing(engine) as connection:
-        for start in range(0, len(wanted), 500):
-            connection.execute(outbox_table.delete().where(outbox_table.c.id.in_(wanted[start:start + 500])))
+    for start in range(0, len(wanted), 500):
+        connection.execute(outbox_table.delete().where(outbox_table.c.id.in_(wanted[start:start + 500])))
 
 
 def reconciled(

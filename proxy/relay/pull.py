@@ -305,6 +305,7 @@ class PullExecutor:
         elif isinstance(action, RemoteDeleted):
             status = action.status
             if action.remove_mirror and status.local_path and status.local_href:
+                w.check_lease()
                 w.expect_own(status.local_path, [status.local_href])
                 await w.store.delete_item(status.local_path, status.local_href)
                 await w.state.call(db.delete_item, w.user, status.calendar_url, status.uid)

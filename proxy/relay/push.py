@@ -141,7 +141,7 @@ class PushExecutor:
             places = {(s.local_path, s.local_href): s.uid for s in statuses if s.local_path and s.local_href}
             places |= {(i.path, i.href): i.uid for i in [*mirror.values(), *appointments.values()]}
             pending = {p.uid for p in await w.state.call(db.pending, w.user)}
-            await w.state.call(outbox.remove, db.engine, outbox.reconciled(taken, places, pending))
+            await w.state.call(db.remove_outbox, outbox.reconciled(taken, places, pending))
 
     def _kept(self, keep: Keep) -> None:
         """Record why an appointment is held back (a state: noted once, not on every pass)."""

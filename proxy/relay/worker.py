@@ -10,6 +10,11 @@ concurrently up to ``[upstream] max_imports``.
 Failures are normal events. A throttled or failing upstream backs the whole link off (exponential, jittered,
 never shorter than Retry-After); a 401 puts the link into *needs-reconnect*; either way the work stays
 pending, with its reason, in the state database until it is done.
+
+In a cluster a worker runs only while its instance holds the link's lease (:mod:`proxy.cluster.leases`):
+every state write it makes is fenced by the lease's token, every iCloud request and calendar write first
+checks the lease's guard, and every iCloud request spends from the Apple ID's budget shared by all instances
+(:mod:`proxy.cluster.budget`). When the lease is lost the worker stops at once, writing nothing more.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import Any
 
 from plugins.scope import Change, ChangeAction
 from proxy.audit import AuditLog
+from proxy.cluster.budget import AccountBudget, Policy
+from proxy.cluster.leases import LeaseGuard, LeaseLost
 from proxy.config import Settings
 from proxy.engine import Engine
 from proxy.logs import pass_summary
@@ -118,12 +125,14 @@ class LinkWorker:
         calendars: list[LinkCalendar],
         context: RelayContext,
         import_slots: asyncio.Semaphore | None = None,
+        guard: LeaseGuard | None = None,
     ) -> None:
         self.link = link
         self.calendars = {c.remote_url: c for c in calendars}
         self.context = context
         self.store = context.local_store
-        self.state = context.state
+        self.guard = guard  # None: not under a lease (a test driving the worker by hand)
+        self.state = context.state.fenced_by(guard.link_key, guard.token) if guard is not None else context.state
         self.user = link.user
         self.two_way = link.mode == "two-way"
         self.policies = policies.from_json(link.policies)
@@ -135,6 +144,9 @@ class LinkWorker:
         self.window = window.SyncWindow(upstream.window_past_days, upstream.window_future_days)
         self._account = account_key(link.server_url, link.apple_id)
         self.backoff = Backoff(upstream.min_backoff, upstream.max_backoff)
+        self.budget = AccountBudget(context.state.db.engine, link.apple_id,
+                                    Policy(rate=upstream.account_rate, burst=upstream.account_burst,
+                                           backoff_min=upstream.min_backoff, backoff_max=upstream.max_backoff))
         self._db_backoff = Backoff(RELAY_MIN_PAUSE, RELAY_MAX_PAUSE)  # while the database is unavailable
         self.schedule = Schedule(lambda: context.holds.until(self._account))
         self.status_lock = asyncio.Lock()  # a push pass, or one batch of a pull
@@ -144,6 +156,7 @@ class LinkWorker:
         self.locator: LinkLocator | None = None  # set once the password is decrypted (run)
         self.pusher = PushExecutor(self)
         self.puller = PullExecutor(self)
+        self.fenced_off = False  # stopped because the lease was lost
         self.passes = 0  # completed pull passes (every linked calendar pulled once)
         self.push_passes = 0
         #: Running totals for the status report and the benchmarks: what crossed the wire and was written.
@@ -190,9 +203,29 @@ class LinkWorker:
         for href in hrefs:
             self._own[(path.strip("/"), href)] += 1
 
+    def check_lease(self) -> None:
+        """Raise :class:`LeaseLost` unless this instance still certainly holds the link (before iCloud requests
+        and calendar writes, which the database's fence does not cover)."""
+        if self.guard is not None:
+            self.guard.check()
+
+    async def _before_request(self) -> None:
+        await self.budget.spend(self.check_lease)
+
+    def _gate(self) -> Gate:
+        return Gate(self._limit, self._before_request)
+
     # -- the loops ----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Relay until cancelled; returns early, having written nothing more, once the lease is lost."""
+        try:
+            await self._run()
+        except* LeaseLost:
+            self.fenced_off = True
+            logger.warning("relay for %s stopped: this instance no longer holds the link's lease", self.user)
+
+    async def _run(self) -> None:
         try:
             password = self.context.box.decrypt(self.link.secret)
         except SecretError as error:
@@ -204,14 +237,16 @@ class LinkWorker:
             self.link.server_url, self.link.apple_id, password, timeout=self.context.settings.upstream.timeout
         ) as client:
             client.use_home(self.primary.remote_url)  # everything after discovery goes to the home's host
-            await asyncio.gather(self._push_loop(client), self._pull_loop(client))
+            async with asyncio.TaskGroup() as loops:  # one loop failing (a lost lease) stops the other
+                loops.create_task(self._push_loop(client))
+                loops.create_task(self._pull_loop(client))
 
     async def _push_loop(self, client: Upstream) -> None:
         schedule = self.schedule
         while True:
             await schedule.wait(lambda: schedule.push_due, schedule.push_event)
             schedule.push_due = None
-            gate = Gate(self._limit)
+            gate = self._gate()
             ok = await self._guarded(self.push_pass(client, gate))
             if ok and gate.failed:  # requests failed on their own: retry soon, backing off
                 retry = time.monotonic() + self.backoff.next_delay(None, random.random)
@@ -224,7 +259,7 @@ class LinkWorker:
         while True:
             await schedule.wait(lambda: schedule.pull_due, schedule.pull_event)
             schedule.pull_due = time.monotonic() + self.context.settings.upstream.poll_interval
-            gate = Gate(self._limit)
+            gate = self._gate()
             async with self._import_slots:
                 ok = await self._guarded(self.pull_pass(client, gate))
             if ok and gate.failed:
@@ -237,10 +272,14 @@ class LinkWorker:
         """Run one pass; False if it stopped early (the link then backs off)."""
         try:
             await work
+        except LeaseLost:
+            raise  # not a failure to retry: the worker stops
         except StopPass as stop:
             await self._stopped(stop.cause)
             return False
         except Exception as error:
+            if lease_lost(error):  # refused inside a batch of concurrent actions
+                raise LeaseLost(self.user, self.guard.token if self.guard else 0) from error
             if database_unavailable(error):  # an outage (logged once by proxy.outage): pause, resume
                 delay = self._db_backoff.next_delay(None, random.random)
             else:  # a bug must not end the link's relay: log it and try again later
@@ -267,6 +306,7 @@ class LinkWorker:
     async def _passed(self, gate: Gate, before: dict[str, int]) -> None:
         if not gate.failed:
             self.backoff.succeeded()
+            await self.budget.succeeded()
         if self.link.state != "connected":
             await self._set_state("connected")
         if self.link.last_error and not gate.failed:
@@ -289,6 +329,8 @@ class LinkWorker:
         else:
             retry_after = cause.retry_after if isinstance(cause, Throttled) else None
             delay = self.backoff.next_delay(retry_after, random.random)
+            if isinstance(cause, Throttled):  # every instance holds off this Apple ID, longer than Retry-After
+                delay = max(delay, await self.budget.throttled(retry_after) - time.time())
             await self._set_state("connected", f"{cause} (retrying in {delay:.0f} s)")
         logger.warning("relay for %s paused %.1f s: %s", self.user, delay, cause)
         self.schedule.hold(time.monotonic() + delay)
@@ -311,6 +353,7 @@ class LinkWorker:
         prepared = await asyncio.to_thread(self._mirror_texts, writes, calendar, failed)
         if not prepared:
             return failed
+        self.check_lease()
         path = calendar.mirror_path
         self.expect_own(path, [href for _, href, _ in prepared])
         try:
@@ -350,6 +393,7 @@ class LinkWorker:
         """Merge iCloud's version into the CRM appointment ``local``, stored where ``status`` says."""
         assert status.local_path is not None and status.local_href is not None
         merged = transforms.merge_icloud_edit(local, current.text, self.policies)
+        self.check_lease()
         self.expect_own(status.local_path, [status.local_href])
         etag = await self.store.put_item(status.local_path, status.local_href, merged)
         await self.save(replace(
@@ -371,3 +415,12 @@ class LinkWorker:
 
     async def save(self, status: ItemStatus) -> None:
         await self.state.call(self.state.db.save_item, status)
+
+
+def lease_lost(error: BaseException) -> bool:
+    """Whether ``error`` is, or carries, a :class:`LeaseLost` (raised by one of several concurrent actions)."""
+    if isinstance(error, LeaseLost):
+        return True
+    if isinstance(error, BaseExceptionGroup):
+        return any(lease_lost(inner) for inner in error.exceptions)
+    return error.__cause__ is not None and lease_lost(error.__cause__)

@@ -211,3 +211,48 @@ def test_members_share_links_and_follow_unlinking(engine: Engine) -> None:
     changes = a.step([link for link in links if link != gone], now=4.0)
     assert gone in changes.lost and gone not in a.held
     assert all(row.holder is None for row in leases.leases(engine) if row.link_key == gone)
+
+
+def test_a_member_stops_the_worker_before_releasing_and_its_guards_follow_the_leases(engine: Engine) -> None:
+    first = leases.Member(engine, "a", lease_seconds=30)
+    links = ["alice", "bob"]
+    now = time.time()
+    acquired = first.step(links, now=now).acquired
+    assert {lease.link_key for lease in acquired} == set(links)
+    guards = {link: first.guard(link) for link in links}
+    assert all(guard is not None and guard.valid() for guard in guards.values())
+
+    second = leases.Member(engine, "b", lease_seconds=30)
+    second.step(links, now=now)  # joins: "a" is over its new share of one
+
+    def still_held_when_asked(link_key: str) -> None:  # the worker is stopped while the lease is still "a"'s
+        (row,) = [row for row in leases.leases(engine) if row.link_key == link_key]
+        released.append((link_key, row.holder))
+
+    released: list[tuple[str, str | None]] = []
+    changes = first.step(links, now=now + 1, before_release=still_held_when_asked)
+    (given_up,) = changes.lost
+    assert released == [(given_up, "a")]
+    assert [row.holder for row in leases.leases(engine) if row.link_key == given_up] == [None]
+    given_up_guard = guards[given_up]
+    assert given_up_guard is not None and not given_up_guard.valid()
+    with pytest.raises(LeaseLost):
+        given_up_guard.check()
+    kept = next(link for link in links if link != given_up)
+    kept_guard = first.guard(kept)
+    assert kept_guard is not None and kept_guard.valid()
+    first.leave()
+    assert not kept_guard.valid()
+
+
+def test_a_guard_expires_on_the_monotonic_clock_without_a_renewal(engine: Engine) -> None:
+    member = leases.Member(engine, "a", lease_seconds=1.0)
+    member.step(["alice"], now=time.time())
+    guard = member.guard("alice")
+    assert guard is not None and guard.valid()
+    deadline = time.monotonic() + 5
+    while guard.valid() and time.monotonic() < deadline:  # no step: nothing renews it
+        time.sleep(0.02)
+    assert not guard.valid()
+    member.step(["alice"], now=time.time())  # renewed late, nobody took it: valid again, same token
+    assert guard.valid() and member.guard("alice") is guard

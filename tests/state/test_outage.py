@@ -38,6 +38,8 @@ def test_postgres_outage_gives_503_pauses_the_relay_and_recovers_without_restart
             assert response.status_code == 503, response.text
             assert response.headers["Retry-After"].isdigit()
             assert response.json()["error"]["code"] == "database_unavailable"
+        health = requests.get(relay.url + "health", timeout=10)  # what a load balancer's check sees
+        assert health.status_code == 503 and health.json()["database"] == "unavailable"
         relinked = requests.put(relay.url + "api/v1/users/alice/link", auth=crm, timeout=10,
                                 json={"apple_id": "demo@icloud.test", "app_password": "abcd-efgh-ijkl-mnop",
                                       "primary": "work"})
@@ -65,6 +67,9 @@ def test_postgres_outage_gives_503_pauses_the_relay_and_recovers_without_restart
         assert relay.app[RELAY]._workers["alice"][1] is worker_task and not worker_task.done()  # never restarted
         status = linked.status()
         assert status["linked"] and status["state"] == "connected"
+        health = requests.get(relay.url + "health", timeout=10).json()
+        assert health["database"] == "ok" and health["leases"] == 1
+        assert status["relayed_by"]["instance"] == health["instance"]
         assert len(stored_events(linked.emulator)) == len(expected)  # nothing duplicated
         outage_logs = [r.getMessage() for r in caplog.records if r.name == "proxy.outage"]
         assert sum("unavailable" in m for m in outage_logs) == 1, outage_logs  # logged once, not per request
