@@ -29,7 +29,7 @@ from radicale.storage import multifilesystem
 
 from plugins import scope
 from plugins.scope import Change, ChangeAction
-from proxy import validation
+from proxy import stopping, validation
 from proxy.config import LimitsSettings
 from proxy.model import (
     CALENDAR_KIND_PROP,
@@ -143,9 +143,16 @@ class Collection(multifilesystem.Collection):
         self._storage.emit(Change(ChangeAction.ITEM_PUT, self.path_with_slash, href))
         return result
 
+    def get_all(self):
+        # A PROPFIND or REPORT over a large collection reads item after item; its request may stop in between.
+        for item in super().get_all():
+            stopping.check()
+            yield item
+
     def get_filtered(self, filters):
         # Radicale expands what a calendar-query returns; a stored runaway rule would keep it busy for minutes.
         for item, matched in super().get_filtered(filters):
+            stopping.check()
             problem = self._storage.runaway_problem(self.path, item)
             if problem:
                 raise _reject(problem)
@@ -154,6 +161,7 @@ class Collection(multifilesystem.Collection):
     def get_multi(self, hrefs):
         # A calendar-multiget with expand reads its items here; the same refusal as for a calendar-query.
         for href, item in super().get_multi(hrefs):
+            stopping.check()
             if item is not None and expanding.get():
                 problem = self._storage.runaway_problem(self.path, item)
                 if problem:

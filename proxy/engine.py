@@ -28,6 +28,7 @@ from plugins import scope as request_scope
 from plugins.rights import Rights
 from plugins.scope import Change
 from plugins.storage import Collection, Stamp, Storage, expanding, one_sync
+from proxy import stopping
 from proxy.auth import UsersFile
 from proxy.config import Settings
 from proxy.outage import database_unavailable
@@ -156,9 +157,11 @@ class Engine:
         self._pool.shutdown(wait=True, cancel_futures=False)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking function in the engine's pool, keeping the caller's context variables."""
+        """Run a blocking function in the engine's pool, keeping the caller's context variables (among them
+        the request's stop signal: a call whose request was stopped while it waited for a thread does not
+        start)."""
         context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, _unless_stopped, fn, *args)
 
     # -- CalDAV requests ---------------------------------------------------------------------------------
 
@@ -330,6 +333,11 @@ class Engine:
             if not isinstance(collection, radicale.storage.BaseCollection):
                 return []
             return [StoredItem(item.href or "", item.etag, item.serialize()) for item in collection.get_all()]
+
+
+def _unless_stopped(fn: Callable[..., T], *args: Any) -> T:
+    stopping.check()
+    return fn(*args)
 
 
 def _environ(request: web.Request, body: bytes, user: str) -> dict[str, Any]:

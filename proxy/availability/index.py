@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
+from proxy import stopping
 from proxy.availability.instances import DEFAULT_MAX_INSTANCES, Instance, ParsedItem
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ _budget: ContextVar[Budget | None] = ContextVar("calrelay_expansion_budget", def
 
 
 def _charge(instances: int) -> None:
+    stopping.check()  # between two buckets: where a request whose client went away stops expanding
     budget = _budget.get()
     if budget is not None:
         budget.charge(instances)
