@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from enum import StrEnum
 
@@ -69,6 +70,16 @@ class StopSignal:
 _current: ContextVar[StopSignal | None] = ContextVar("calrelay_stop_signal", default=None)
 
 
+@contextmanager
+def signalled_by(signal: StopSignal) -> Iterator[None]:
+    """Inside, :func:`check` (also in threads that ``Engine.call`` starts) answers to ``signal``."""
+    token = _current.set(signal)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
 def check() -> None:
     """Raise :class:`RequestStopped` if the current request was stopped; nothing outside a request."""
     signal = _current.get()
@@ -114,11 +125,11 @@ async def _stopping_middleware(request: web.Request, handler: Handler) -> web.St
     signal = StopSignal()
     signals = request.app[STOP_SIGNALS]
     signals.add(signal)
-    token = _current.set(signal)
     watcher = asyncio.create_task(_watch(request, signal), name="calrelay-client-watch")
     started = time.monotonic()
     try:
-        return await handler(request)
+        with signalled_by(signal):
+            return await handler(request)
     except RequestStopped as stopped:
         logger.info("stopped %s %s after %.1f s: %s", request.method, request.path, time.monotonic() - started,
                     stopped.reason.value)
@@ -129,4 +140,3 @@ async def _stopping_middleware(request: web.Request, handler: Handler) -> web.St
     finally:
         watcher.cancel()
         signals.discard(signal)
-        _current.reset(token)

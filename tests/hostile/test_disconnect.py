@@ -19,6 +19,8 @@ import pytest
 import requests
 
 from proxy.availability.routes import INDEX
+from proxy.keys import ENGINE
+from proxy.stopping import RequestStopped, StopReason, StopSignal, signalled_by
 from tests.conftest import Calrelay
 from tests.helpers import mkcalendar, put
 
@@ -145,3 +147,28 @@ def test_a_shutdown_stops_a_busy_request_and_tells_its_client(busy_alice, caplog
     assert answer.headers["Retry-After"]
     assert stopped_lines(caplog, "the server is shutting down")
     assert sum(expanded_buckets(busy_alice)) < EVENTS * YEAR_BUCKETS
+
+
+def test_storage_reads_and_queued_calls_stop_at_the_next_check(calrelay):
+    """The checks themselves, on the engine of a running server: a stopped request reads no further item,
+    and a call still waiting for a thread does not start."""
+    alice = calrelay.auth("alice")
+    assert mkcalendar(f"{calrelay.url}alice/sales/", alice, "Sales", kind="round-robin").ok
+    for number in range(3):
+        assert put(f"{calrelay.url}alice/sales/e{number}.ics", alice, dense(f"e{number}")).status_code == 201
+    engine = calrelay.app[ENGINE]
+    assert len(engine.read_items("/alice/sales/")) == 3
+    signal = StopSignal()
+    signal.stop(StopReason.CLIENT_GONE)
+    with signalled_by(signal), pytest.raises(RequestStopped):
+        engine.read_items("/alice/sales/")
+    ran: list[str] = []
+
+    async def call_when_stopped() -> None:
+        with signalled_by(signal):
+            await engine.call(ran.append, "ran")
+
+    with pytest.raises(RequestStopped):
+        calrelay.run(call_when_stopped())
+    assert ran == []
+    assert calrelay.run(engine.call(engine.read_items, "/alice/sales/"))  # outside a stopped request: reads
