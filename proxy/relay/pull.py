@@ -124,7 +124,7 @@ class PullExecutor:
                 last = index == len(chunks) - 1
                 async with w.status_lock:  # a push waits at most one batch
                     rows = await w.state.call(db.items, w.user, url) if index else statuses
-                    remote = self._in_window(remote, rows)
+                    remote = await asyncio.to_thread(self._in_window, remote, rows)  # expands rules: CPU work
                     actions = plan_pull(remote, delta.deleted if last else [], rows, two_way, propagate)
                     if actions and len(chunks) == 1:
                         logger.debug("pull of %s for %s: %s", calendar.remote_name, w.user, summary(actions))
@@ -165,7 +165,9 @@ class PullExecutor:
         """New events outside the sync window are not imported; known ones are followed wherever they go."""
         known = {unquote(status.remote_href) for status in statuses if status.remote_href}
         start, end = self.w.window.bounds(datetime.now(UTC))
-        return [r for r in remote if unquote(r.href) in known or window.in_window(r.text, start, end)]
+        settings = self.w.context.settings
+        return [r for r in remote if unquote(r.href) in known
+                or window.in_window(r.text, start, end, settings.limits, settings.storage.max_occurrences)]
 
     async def _report(self, url: str, progress: PullProgress) -> None:
         if progress.total:  # only pulls that fetch something: an unchanged calendar costs no write
