@@ -99,21 +99,21 @@ CASES = {**runaway_cases(), **malformed_cases()}
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_hostile_object_is_refused_and_nothing_stored(hostile, case):
     body, message = CASES[case]
-    before = stored(hostile.data_dir)
+    before = stored(hostile)
     status, text = send(hostile, "PUT", "/alice/sales/hostile.ics", body, headers=CT)
     assert status == 400, text
     assert any(alternative in text for alternative in message.split("|")), text
-    assert stored(hostile.data_dir) == before
+    assert stored(hostile) == before
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/json", "application/xml", "text/html"])
 def test_calendar_object_needs_text_calendar(hostile, content_type):
-    before = stored(hostile.data_dir)
+    before = stored(hostile)
     status, text = send(hostile, "PUT", "/alice/sales/typed.ics", event("t", START).encode(),
                         headers={"Content-Type": content_type})
     assert status == 400, text
     assert "text/calendar" in text and "5.3.2.1" in text
-    assert stored(hostile.data_dir) == before
+    assert stored(hostile) == before
 
 
 @pytest.mark.parametrize("rule", [

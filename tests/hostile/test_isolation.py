@@ -47,12 +47,12 @@ OTHER_SERVER = {"MOVE into bob (absolute URL)"}
 @pytest.mark.parametrize("case", list(METHODS), ids=list(METHODS))
 def test_alice_cannot_touch_bobs_home(hostile, case):
     method, path, body, headers = METHODS[case]
-    before = stored(hostile.data_dir)
+    before = stored(hostile)
     status, text = send(hostile, method, path, body, headers=headers)
     allowed = {403, 404, 405, 501} | ({502} if case in OTHER_SERVER else set())
     assert status in allowed, (status, text)  # refused, never a 2xx
     assert "bob-a" not in text
-    assert stored(hostile.data_dir) == before
+    assert stored(hostile) == before
 
 
 def test_multiget_hrefs_into_bobs_home_return_nothing_of_his(hostile):

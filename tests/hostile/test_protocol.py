@@ -31,11 +31,11 @@ DEEP_CASES = {
 @pytest.mark.parametrize("case", list(DEEP_CASES), ids=list(DEEP_CASES))
 def test_deep_xml_is_refused_before_the_engine(hostile, case):
     method, path, body = DEEP_CASES[case]
-    before = stored(hostile.data_dir)
+    before = stored(hostile)
     status, text = send(hostile, method, path, body, headers={**XML, "Depth": "0"})
     assert status == 400, text
     assert "limits.max_xml_depth" in text
-    assert stored(hostile.data_dir) == before
+    assert stored(hostile) == before
 
 
 def test_too_many_elements_are_refused(hostile):
@@ -60,21 +60,21 @@ REFUSED = {
 @pytest.mark.parametrize("case", list(REFUSED), ids=list(REFUSED))
 def test_malformed_requests_are_refused(hostile, case):
     method, path, body, message = REFUSED[case]
-    before = stored(hostile.data_dir)
+    before = stored(hostile)
     status, text = send(hostile, method, path, body, headers={**XML, "Depth": "1"})
     assert status == 400, text
     assert message in text
-    assert stored(hostile.data_dir) == before
+    assert stored(hostile) == before
 
 
 @pytest.mark.parametrize("method", ["MOVE", "COPY"])
 @pytest.mark.parametrize("destination", ["/alice/sales/a.ics", "http://127.0.0.1/alice/sales/a.ics"])
 def test_move_or_copy_onto_itself_is_forbidden(hostile, method, destination):
-    before = stored(hostile.data_dir)
+    before = stored(hostile)
     status, text = send(hostile, method, "/alice/sales/a.ics", headers={"Destination": destination})
     assert status == 403, text
     assert "onto itself" in text
-    assert stored(hostile.data_dir) == before
+    assert stored(hostile) == before
 
 
 def header_request(hostile, headers: list[tuple[str, str]]) -> int:
