@@ -65,9 +65,11 @@ def raw_report(server: Calrelay, user: str, path: str, body: bytes) -> socket.so
 def expanded_buckets(server: Calrelay) -> list[int]:
     """How many buckets of each of alice's events the availability index holds."""
     index = server.app[INDEX]
+    with index._lock:  # the lock that guards its dictionaries against the worker threads
+        collections = list(index._collections.items())
     return [
         len(item._buckets._data)
-        for (path, _), collection in list(index._collections.items())
+        for (path, _), collection in collections
         if path == "/alice/sales/"
         for item in collection.recurring
     ]
