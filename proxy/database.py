@@ -31,9 +31,49 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "calrelay_write"
 
 
+#: For the test suite on PostgreSQL: the URL of a server on which every data directory gets its own database.
+TEST_DATABASE_ENV = "CALRELAY_TEST_DATABASE"
+TEST_DATABASE_PREFIX = "calrelay_test_"
+
+
 def default_url(data_dir: Path) -> str:
-    """The embedded default: a SQLite file in the data directory."""
+    """The embedded default: a SQLite file in the data directory.
+
+    When ``CALRELAY_TEST_DATABASE`` names a PostgreSQL server (the test suite's second backend), the
+    default is instead a database of its own for this data directory on that server, created on first use,
+    so that every test, and every process a test starts on the same directory, shares one fresh database.
+    """
+    server = os.environ.get(TEST_DATABASE_ENV, "")
+    if server and not is_sqlite(server):
+        return _test_database(server, data_dir)
     return f"sqlite:///{(data_dir / 'calrelay.db').resolve()}"
+
+
+def _test_database(server: str, data_dir: Path) -> str:
+    import hashlib
+
+    import psycopg
+
+    name = TEST_DATABASE_PREFIX + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:24]
+    url = make_url(server).set(drivername="postgresql+psycopg")
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            with suppress(psycopg.errors.DuplicateDatabase):  # another process of the same test won
+                connection.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_test_databases(server: str) -> None:
+    """Drop every database :func:`default_url` made on ``server`` (after each test)."""
+    import psycopg
+
+    admin = make_url(server).set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        names = [row[0] for row in connection.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (TEST_DATABASE_PREFIX + "%",))]
+        for name in names:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -119,8 +159,17 @@ def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
 
 
 def _touch_private(path: Path) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
+    """Create a missing database file private from the start.
+
+    An existing file is never opened here: closing any descriptor of a SQLite file drops every POSIX lock
+    this process holds on it, including those of its open connections, and the database can be corrupted
+    (https://www.sqlite.org/howtocorrupt.html, section 2.2).
+    """
+    if path.exists():
+        _make_private(path)
+        return
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
     _make_private(path)
 
 

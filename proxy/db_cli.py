@@ -1,22 +1,32 @@
-"""``calrelay db``: the database's own commands. ``db import-files DIR`` moves a data directory of the file
-layout in (see :mod:`proxy.file_import`)."""
+"""``calrelay db …``: the database's own commands: the schema (``db upgrade``, ``db check``) and
+``db import-files DIR``, which moves a data directory of the file layout in (see :mod:`proxy.file_import`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from proxy.database import redacted
+import sqlalchemy as sa
+
+from proxy import database, schema
+from proxy.outage import reachable
 from proxy.settings_cli import settings_from_args
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    db = subparsers.add_parser("db", help="the database: import a data directory of the file layout",
+    db = subparsers.add_parser("db", help="the database: schema upgrades and checks, importing the file layout",
                                description="Commands for calrelay's database ([storage] database).")
     commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    upgrade = commands.add_parser("upgrade", parents=[common], help="create or upgrade the schema",
+                                  description=run_upgrade.__doc__)
+    upgrade.set_defaults(func=run_upgrade)
+    check = commands.add_parser("check", parents=[common], help="exit 1 unless the schema is current",
+                                description=run_check.__doc__)
+    check.set_defaults(func=run_check)
     imports = commands.add_parser(
         "import-files", parents=[common], help="import collections and relay state of a file-layout data directory",
         description="Copy DIR/collections (Radicale's file storage) and DIR/state.sqlite3 (links, item status, "
@@ -59,10 +69,48 @@ def run_import_files(args: argparse.Namespace) -> int:
         print(f"calrelay: {error}", file=sys.stderr)
         return 1
     state = ", ".join(f"{count} {name}" for name, count in report.state_rows.items()) or "no state"
-    where = "collections already in place" if report.skipped_collections else (
-        f"{report.collections} collections, {report.items} items"
-    )
-    print(f"imported {args.directory}: {where}; {state}; into {redacted(settings.database_url)}")
+    where = f"{report.collections} collections, {report.items} items"
+    print(f"imported {args.directory}: {where}; {state}; into {database.redacted(settings.database_url)}")
     if report.reencrypted:
         print(f"re-encrypted {report.reencrypted} iCloud passwords with {settings.storage.data_dir}'s key")
     return 0
+
+
+def _on_schema(args: argparse.Namespace, action: Callable[[sa.Engine], str]) -> int:
+    """Run ``action`` on the configured database and print what it says; a schema error is one line, exit 1."""
+    settings = settings_from_args(args)
+    engine = database.create_engine(settings.database_url)
+    try:
+        with reachable(engine):
+            said = action(engine)
+    except schema.SchemaError as error:
+        print(f"calrelay: {error}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"{database.redacted(settings.database_url)}: {said}")
+    return 0
+
+
+def run_upgrade(args: argparse.Namespace) -> int:
+    """Create the schema in an empty database, or bring an older one to this calrelay's version."""
+
+    def upgrade(engine: sa.Engine) -> str:
+        before, after = schema.upgrade(engine)
+        if before is None:
+            return f"schema created at version {after}"
+        if before == after:
+            return f"schema already at version {after}"
+        return f"schema upgraded from version {before} to {after}"
+
+    return _on_schema(args, upgrade)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Say whether the database's schema is the one this calrelay uses (exit 0) or not (exit 1)."""
+
+    def check(engine: sa.Engine) -> str:
+        schema.check(engine)
+        return f"schema version {schema.VERSION}"
+
+    return _on_schema(args, check)

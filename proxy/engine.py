@@ -26,8 +26,10 @@ from radicale import pathutils
 
 from plugins import scope as request_scope
 from plugins.rights import Rights
+from plugins.rules import expanding
 from plugins.scope import Change
-from plugins.storage import Collection, Stamp, Storage, expanding, one_sync
+from plugins.sqlstore import Collection, Stamp, Storage
+from plugins.sqlstore.hint import expand_hint
 from proxy import stopping
 from proxy.auth import UsersFile
 from proxy.config import Settings
@@ -93,7 +95,6 @@ class ChangeBus:
 def radicale_configuration(settings: Settings) -> radicale_config.Configuration:
     """Radicale's configuration for calrelay's engine, derived from calrelay's settings."""
     configuration = radicale_config.load()
-    collections = settings.storage.data_dir / "collections"
     configuration.update(
         {
             "server": {
@@ -107,7 +108,8 @@ def radicale_configuration(settings: Settings) -> radicale_config.Configuration:
             # The front door authenticates; Radicale takes the user from REMOTE_USER.
             "auth": {"type": "remote_user", "delay": "0", "cache_logins": "False"},
             "rights": {"type": "plugins.rights", "permit_delete_collection": "True"},
-            "storage": {"type": "plugins.storage", "filesystem_folder": str(collections), "folder_umask": "0077"},
+            # The SQL storage (plugins/sqlstore); extra options of an external plugin are passed through.
+            "storage": {"type": "plugins.sqlstore", "calrelay_database": settings.database_url},
             "web": {"type": "none"},
             # Radicale's own expansion (calendar-query with expand, its free-busy) stops at the same cap.
             "reporting": {
@@ -128,7 +130,6 @@ class Engine:
     def __init__(self, settings: Settings, users: UsersFile) -> None:
         # Made here so that Radicale does not warn about a missing storage folder on every first start.
         private_dir(settings.storage.data_dir)
-        private_dir(settings.storage.data_dir / "collections" / "collection-root")
         self.settings = settings
         self.users = users
         self.application = radicale.Application(radicale_configuration(settings))
@@ -155,6 +156,7 @@ class Engine:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
+        self.storage.close()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking function in the engine's pool, keeping the caller's context variables (among them
@@ -168,7 +170,7 @@ class Engine:
     async def handle(self, request: web.Request, body: bytes, user: str) -> web.Response:
         """Answer a CalDAV request as ``user`` (the authenticated name, or "" for anonymous paths)."""
         environ = _environ(request, body, user)
-        # Tells the storage plugin that the items this REPORT reads will be expanded (see plugins.storage).
+        # Tells the storage plugin that the items this REPORT reads will be expanded (see plugins.rules).
         token = expanding.set(request.method == "REPORT" and b"expand" in body)
         try:
             status, headers, payload, scope = await self.call(self._run_wsgi, environ)
@@ -196,7 +198,8 @@ class Engine:
         def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
             captured["status"], captured["headers"] = status, headers
 
-        with request_scope.request_scope() as scope:
+        body = environ["wsgi.input"].getvalue()
+        with request_scope.request_scope() as scope, expand_hint(environ["REQUEST_METHOD"], body):
             payload = b"".join(self.application(environ, start_response))
         if self.outbox is not None and scope.changes:
             self.outbox(scope.changes)
@@ -252,8 +255,8 @@ class Engine:
             return stored.etag
 
     def put_items(self, path: str, items: list[tuple[str, str]]) -> list[str]:
-        """Store several ``(href, text)`` in the calendar at ``path`` under one lock acquisition (the relay's
-        batched mirror writes; a transactional storage makes the batch one transaction). Returns the ETags."""
+        """Store several ``(href, text)`` in the calendar at ``path`` under one lock (the relay's batched mirror
+        writes: the lock is one database transaction, so the batch commits at once). Returns the ETags."""
         sane_path = pathutils.strip_path(path)
         prepared = []
         for href, text in items:
@@ -269,8 +272,7 @@ class Engine:
             collection = next(iter(self.storage.discover(path)), None)
             if not isinstance(collection, radicale.storage.BaseCollection):
                 raise LookupError(f"no calendar at {path}")
-            with one_sync():
-                return [collection.upload(href, item)[0].etag for href, item in prepared]
+            return [collection.upload(href, item)[0].etag for href, item in prepared]
 
     def delete_item(self, path: str, href: str) -> bool:
         sane_path = pathutils.strip_path(path)

@@ -32,7 +32,6 @@ import radicale.storage
 from radicale import config as radicale_config
 from radicale import item as radicale_item
 from radicale import pathutils
-from radicale.storage import multifilesystem
 
 from proxy.config import Settings
 from proxy.engine import radicale_configuration
@@ -53,7 +52,6 @@ class ImportReport:
     collections: int = 0
     items: int = 0
     state_rows: dict[str, int] = field(default_factory=dict)
-    skipped_collections: bool = False
     reencrypted: int = 0
 
 
@@ -104,15 +102,14 @@ def _item_count(collection_dir: Path) -> int:
 
 
 def _import_collections(collections_dir: Path, settings: Settings, report: ImportReport, progress: Progress) -> None:
-    # As the engine does, so that Radicale does not warn about a missing storage folder.
-    (settings.storage.data_dir / "collections" / "collection-root").mkdir(parents=True, exist_ok=True)
     target = radicale.storage.load(radicale_configuration(settings))
-    if isinstance(target, multifilesystem.Storage):
-        folder = Path(target._get_collection_root_folder()).parent.resolve()
-        if folder == collections_dir.resolve():
-            logger.info("the configured storage already keeps its collections in %s: nothing to copy", folder)
-            report.skipped_collections = True
-            return
+    try:
+        _copy_collections(collections_dir, target, report, progress)
+    finally:
+        target.close()
+
+
+def _copy_collections(collections_dir: Path, target: Any, report: ImportReport, progress: Progress) -> None:
     source = _source_storage(collections_dir)
     with source.acquire_lock("r"):
         collections = list(_walk(source))

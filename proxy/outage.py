@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 import psycopg
 import sqlalchemy as sa
@@ -35,6 +36,22 @@ MESSAGE = (
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached at start (a command, or the server starting): the message says which."""
+
+
+@contextmanager
+def reachable(engine: sa.Engine) -> Iterator[None]:
+    """Turn an unreachable database inside the block (opening it at start) into :class:`DatabaseUnavailable`."""
+    try:
+        yield
+    except Exception as error:
+        if not database_unavailable(error):
+            raise
+        engine.dispose()
+        reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+        raise DatabaseUnavailable(
+            f"the database {engine.url.render_as_string(hide_password=True)} is unavailable ({reason}); "
+            "check [storage] database and that the database server is running"
+        ) from error
 
 
 def database_unavailable(error: BaseException | None) -> bool:

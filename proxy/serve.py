@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from proxy import database, schema
 from proxy.app import make_app
 from proxy.logs import use_json
 from proxy.settings_cli import settings_from_args
@@ -41,6 +42,14 @@ def run(args: argparse.Namespace) -> int:
     emulator_ports = {"port": args.emulator_port, "partition_port": args.emulator_partition_port}
     if any(value is not None for value in emulator_ports.values()):
         settings = settings.replace("emulator", **{k: v for k, v in emulator_ports.items() if v is not None})
+    engine = database.create_engine(settings.database_url)
+    try:
+        schema.check(engine)  # a newer or older schema: refuse before touching anything
+    except schema.SchemaError as error:
+        print(f"calrelay: {error}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
     tls = server_context(settings)  # before anything starts, so a bad certificate stops calrelay at once
     app = make_app(settings)
     logger.info("data directory: %s", settings.storage.data_dir)

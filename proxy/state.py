@@ -33,8 +33,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from proxy.database import create_engine, metadata, reading, redacted, writing
-from proxy.outage import DatabaseUnavailable, database_unavailable, outage
+from proxy.database import create_engine, metadata, reading, writing
+from proxy.outage import database_unavailable, outage, reachable
 from proxy.relay.outbox import outbox_table
 
 T = TypeVar("T")
@@ -238,17 +238,8 @@ class StateDB:
     def __init__(self, target: str | Engine) -> None:
         self._owns_engine = not isinstance(target, Engine)
         self.engine = create_engine(target) if isinstance(target, str) else target
-        try:
+        with reachable(self.engine):
             create_tables(self.engine)
-        except Exception as error:
-            if not database_unavailable(error):
-                raise
-            self.engine.dispose()
-            reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
-            raise DatabaseUnavailable(
-                f"the database {redacted(self.engine.url)} is unavailable ({reason}); check [storage] database "
-                "and that the database server is running"
-            ) from error
 
     def close(self) -> None:
         if self._owns_engine:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import caldav
 import pytest
 from aiohttp import web
 
-from proxy import config
+from proxy import config, database
 from proxy.app import make_app
 from proxy.auth import UserRecord, UsersFile
 
@@ -31,6 +32,16 @@ DEFAULT_USERS: dict[str, tuple[str, bool]] = {
     "bob": ("bob-secret", False),
     "crm": ("crm-secret", True),
 }
+
+
+@pytest.fixture(autouse=True)
+def _own_test_database() -> Iterator[None]:
+    """With ``CALRELAY_TEST_DATABASE`` set to a PostgreSQL server, the suite runs on PostgreSQL: every data
+    directory gets a database of its own there (``proxy.database.default_url``), dropped after the test."""
+    yield
+    server = os.environ.get(database.TEST_DATABASE_ENV, "")
+    if server and not database.is_sqlite(server):
+        database.drop_test_databases(server)
 
 
 def write_users(path: Path, users: dict[str, tuple[str, bool]]) -> None:

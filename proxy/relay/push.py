@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-from plugins.storage import Stamp
+from plugins.sqlstore import Stamp
 from proxy.audit import Decision
 from proxy.engine import CalendarInfo
 from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP, CalendarKind, EventKind, Origin

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
-from plugins.storage import Stamp
+from plugins.sqlstore import Stamp
 from proxy.engine import CalendarInfo, Engine, StoredItem
 from proxy.upstream import Changes, RemoteObject
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import sqlalchemy as sa
 
+from proxy import database
 from proxy.keys import AUTHENTICATOR
 from tests.helpers import event, mkcalendar, put
 
@@ -27,16 +29,23 @@ EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
 <D:propfind xmlns:D="DAV:"><D:prop><D:displayname>&xxe;</D:displayname></D:prop></D:propfind>"""
 
 
-def snapshot(data_dir: Path) -> dict[str, bytes]:
-    """Every stored file except Radicale's caches and locks, which may change on reads."""
-    files = {}
-    for root, dirs, names in os.walk(data_dir):
-        dirs[:] = [d for d in dirs if d != ".Radicale.cache"]
+def snapshot(calrelay) -> dict[str, object]:
+    """Every stored file except the database's, and every row of the database."""
+    files: dict[str, object] = {}
+    data_dir = calrelay.data_dir
+    for root, _dirs, names in os.walk(data_dir):
         for name in names:
-            if name.startswith(".Radicale.lock"):
-                continue
-            path = Path(root, name)
-            files[str(path.relative_to(data_dir))] = path.read_bytes()
+            if not name.startswith("calrelay.db"):
+                path = Path(root, name)
+                files[str(path.relative_to(data_dir))] = path.read_bytes()
+    engine = database.create_engine(calrelay.settings.database_url)
+    try:
+        with database.reading(engine) as connection:
+            for table in database.metadata.sorted_tables:
+                if sa.inspect(connection).has_table(table.name):
+                    files[f"table {table.name}"] = sorted(map(tuple, connection.execute(sa.select(table))))
+    finally:
+        engine.dispose()
     return files
 
 
@@ -104,11 +113,11 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_refused_with_a_message_and_store_unchanged(prepared, case):
     method, path, body, headers, status, message = CASES[case]
-    before = snapshot(prepared.data_dir)
+    before = snapshot(prepared)
     got_status, text = raw(prepared, method, path, body, **headers)
     assert got_status == status, text
     assert message in text
-    assert snapshot(prepared.data_dir) == before
+    assert snapshot(prepared) == before
 
 
 def test_wrong_password_is_refused_and_slowed_down(calrelay_factory):

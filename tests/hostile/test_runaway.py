@@ -1,7 +1,7 @@
 """The runaway recurrence end to end, against a real ``calrelay serve`` process (issue 13).
 
 A SECONDLY or MINUTELY rule without an end is refused on write. One that is already stored (written before the
-check existed; here straight into the data directory) is capped: availability for a year, busy-reasons, the
+check existed; here straight into the storage, past its checks) is capped: availability for a year, busy-reasons, the
 free-busy REPORT and calendar-query (with and without ``expand``) each answer in under a second with a 4xx or
 a capped answer, the server's RSS stays under its bound, bob's requests keep answering, and SIGTERM right
 after still stops the server within its shutdown time.
@@ -21,7 +21,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from radicale import item as radicale_item
 
+from plugins.sqlstore import collection as sqlstore_collection
+from plugins.sqlstore import storage as sqlstore_storage
+from proxy import config
+from proxy.engine import radicale_configuration
 from tests.conftest import write_users
 from tests.helpers import free_port, mkcalendar, put
 
@@ -95,24 +100,45 @@ def timed(method: str, url: str, auth: tuple[str, str], **kwargs) -> tuple[reque
     return response, time.monotonic() - started
 
 
-def listing(url: str, auth: tuple[str, str]) -> str:
-    """The sales calendar's members and ETags as a PROPFIND answers them (so on any storage backend)."""
-    response = requests.request("PROPFIND", url + f"{auth[0]}/sales/", auth=auth, timeout=30,
-                                headers={"Depth": "1", "Content-Type": "application/xml"},
-                                data='<D:propfind xmlns:D="DAV:"><D:prop><D:getetag/></D:prop></D:propfind>')
-    assert response.status_code == 207
-    return response.text
+def collection_files(data: Path, user: str) -> set[str]:
+    """The hrefs stored in ``user``'s booking calendar."""
+    storage = _plain_storage(data)
+    try:
+        with storage.acquire_lock("r"):
+            collection = next(iter(storage.discover(f"/{user}/sales/")))
+            return {item.href for item in collection.get_all()}
+    finally:
+        storage.close()
+
+
+def _plain_storage(data: Path) -> sqlstore_storage.Storage:
+    """The SQL storage without calrelay's write-time checks: what stored objects before those checks existed."""
+    settings = config.load(overrides={"storage": {"data_dir": str(data)}})
+    return sqlstore_storage.Storage(radicale_configuration(settings))
+
+
+def store_behind_calrelays_back(data: Path, path: str, href: str, text: str) -> None:
+    storage = _plain_storage(data)
+    try:
+        with storage.acquire_lock("w"):
+            collection = next(iter(storage.discover(path)))
+            components = radicale_item.read_components(text)
+            item = radicale_item.Item(collection_path=path.strip("/"), vobject_item=components[0])
+            item.prepare()
+            sqlstore_collection.Collection.upload(collection, href, item)
+    finally:
+        storage.close()
 
 
 @pytest.mark.parametrize("freq", ["SECONDLY", "MINUTELY"])
 def test_runaway_put_is_refused_at_once(served, freq):
-    before = listing(served.url, ALICE)
+    before = collection_files(served.data, "alice")
     response, elapsed = timed("PUT", served.url + f"alice/sales/{freq}.ics", ALICE, data=runaway(freq, freq),
                               headers={"Content-Type": "text/calendar"})
     assert response.status_code == 400, response.text
     assert f"FREQ={freq}" in response.text and "limits.min_frequency" in response.text
     assert elapsed < 1.0
-    assert listing(served.url, ALICE) == before
+    assert collection_files(served.data, "alice") == before
 
 
 FREEBUSY = (
@@ -145,9 +171,9 @@ def hostile_requests(url: str) -> list[tuple[str, str, dict]]:
 
 def test_stored_runaway_is_capped_everywhere(served):
     # Written behind calrelay's back, as an object stored before the write-time check existed would be.
-    folder = served.data / "collections" / "collection-root" / "alice" / "sales"
-    (folder / "legacy-secondly.ics").write_text(runaway("legacy-secondly", "SECONDLY"))
-    (folder / "legacy-minutely.ics").write_text(runaway("legacy-minutely", "MINUTELY"))
+    for freq in ("SECONDLY", "MINUTELY"):
+        uid = f"legacy-{freq.lower()}"
+        store_behind_calrelays_back(served.data, "/alice/sales/", f"{uid}.ics", runaway(uid, freq))
     assert put(served.url + "bob/sales/b.ics", BOB, runaway("b", "WEEKLY")).status_code == 201
 
     availability, elapsed = timed("GET", f"{served.url}api/v1/users/alice/availability?{YEAR}", ALICE)

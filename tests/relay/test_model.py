@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from plugins.storage import Stamp
+from plugins.sqlstore import Stamp
 from proxy.audit import AuditLog
 from proxy.config import Settings
 from proxy.engine import CalendarInfo, StoredItem

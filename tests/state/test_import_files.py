@@ -12,6 +12,7 @@ from typing import Any
 import radicale.storage
 import sqlalchemy as sa
 from radicale import config as radicale_config
+from radicale import item as radicale_item
 from radicale import pathutils
 
 from proxy import cli, config
@@ -53,6 +54,19 @@ def _file_storage(collections: Path) -> radicale.storage.BaseStorage:
     return radicale.storage.load(configuration)
 
 
+def _write_file_layout(collections: dict[str, tuple[dict[str, str], dict[str, tuple]]], folder: Path) -> None:
+    """Write ``collections`` (see :func:`_collections`) with Radicale's multifilesystem storage."""
+    storage = _file_storage(folder)
+    with storage.acquire_lock("w"):
+        for path, (props, items) in sorted(collections.items()):
+            storage.create_collection(path, props=props or None)
+            collection = next(iter(storage.discover(path)))
+            for href, (_etag, text) in items.items():
+                item = radicale_item.Item(collection_path=path.strip("/"), text=text)
+                item.prepare()
+                collection.upload(href, item)
+
+
 def _state_rows(url: str) -> dict[str, list[dict[str, Any]]]:
     db = StateDB(url)
     try:
@@ -86,14 +100,14 @@ def _make_file_layout(calrelay_factory, tmp_path: Path) -> tuple[Path, dict, dic
     wait_until(lambda: len(relay.app[STATE].db.items("alice")) == 5, message="pulled")
     relay.server.stop()
 
-    collections = _collections(_file_storage(relay.data_dir / "collections"))
+    collections = _collections(radicale.storage.load(radicale_configuration(relay.settings)))
     state = _state_rows(relay.settings.database_url)
     assert state["links"] and state["link_calendars"] and len(state["items"]) == 5 and state["pending"]
     assert any("lunch" in text for _, items in collections.values() for _, text in items.values())
     # The file layout: the same collections and users, the state in state.sqlite3.
     legacy = tmp_path / "legacy"
     legacy.mkdir()
-    shutil.copytree(relay.data_dir / "collections", legacy / "collections")
+    _write_file_layout(collections, legacy / "collections")
     for name in ("users", "secret.key"):
         shutil.copy2(relay.data_dir / name, legacy / name)
     write_legacy_state(legacy / "state.sqlite3", state)
@@ -142,9 +156,11 @@ def test_import_files_refuses_what_is_not_a_data_directory(tmp_path, capsys):
     assert "not a calrelay data directory" in capsys.readouterr().err
 
 
-def test_import_files_in_place_takes_the_state_and_leaves_the_collections(calrelay_factory, tmp_path, capsys):
+def test_import_files_in_place_takes_everything_and_leaves_the_files(calrelay_factory, tmp_path, capsys):
     legacy, collections, state = _make_file_layout(calrelay_factory, tmp_path)
     assert cli.main(["db", "import-files", str(legacy), "--data", str(legacy), "--quiet"]) == 0
-    assert "collections already in place" in capsys.readouterr().out
-    assert _collections(_file_storage(legacy / "collections")) == collections
+    assert f"{len(collections)} collections" in capsys.readouterr().out
+    settings = config.load(None, {"storage": {"data_dir": str(legacy)}})
+    assert _collections(radicale.storage.load(radicale_configuration(settings))) == collections
+    assert _collections(_file_storage(legacy / "collections")) == collections  # the source is only read
     assert _state_rows(config.load(None, {"storage": {"data_dir": str(legacy)}}).database_url) == state

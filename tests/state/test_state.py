@@ -149,13 +149,14 @@ def test_concurrent_writers_through_the_pool_lose_nothing(database_url):
         state.close()
 
 
-def test_an_unreachable_database_is_a_clear_message(tmp_path, capsys):
+@pytest.mark.parametrize("command", [["status"], ["db", "check"], ["db", "upgrade"]], ids=" ".join)
+def test_an_unreachable_database_is_a_clear_message(tmp_path, capsys, command):
     from proxy import cli
     from tests.helpers import free_port
 
     url = f"postgresql+psycopg://calrelay:hunter2@127.0.0.1:{free_port()}/calrelay"
     (tmp_path / "calrelay.toml").write_text(f'[storage]\ndata_dir = "{tmp_path}"\ndatabase = "{url}"\n')
-    assert cli.main(["status", "--config", str(tmp_path / "calrelay.toml")]) == 3
+    assert cli.main([*command, "--config", str(tmp_path / "calrelay.toml")]) == 3
     error = capsys.readouterr().err
     assert "is unavailable" in error and "[storage] database" in error
     assert "hunter2" not in error  # the password is never shown

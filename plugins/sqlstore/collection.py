@@ -1,0 +1,270 @@
+"""One collection: its metadata, items, time-range queries, uploads, deletions and sync (RFC 6578)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from radicale import item as radicale_item
+from radicale import pathutils
+from radicale import storage as radicale_storage
+from radicale.item import filter as radicale_filter
+
+from plugins.sqlstore import hint, tables
+from plugins.sqlstore.base import http_date
+from plugins.sqlstore.instances import expand
+
+if TYPE_CHECKING:
+    from plugins.sqlstore.storage import Storage
+
+SYNC_PREFIX = "http://radicale.org/ns/sync/"
+_CHUNK = 500
+
+
+class Collection(radicale_storage.BaseCollection):
+    """A row of ``dav_collections``, as read at discovery (inside the request's transaction)."""
+
+    def __init__(self, storage: Storage, row: Any) -> None:
+        self._storage = storage
+        self._path: str = row.path
+        self.id: int = row.id
+        self._props: dict[str, str] = json.loads(row.props)
+        self._revision: int = row.revision
+        self._sync_floor: int = row.sync_floor
+        self._modified: float = row.modified
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def path_with_slash(self) -> str:
+        return pathutils.unstrip_path(self.path, True)
+
+    # -- metadata ------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str | None = None):
+        props = radicale_item.check_and_sanitize_props(dict(self._props))
+        return props if key is None else props.get(key)
+
+    def set_meta(self, props: Mapping[str, str]) -> None:
+        with self._storage.transaction("w") as connection:
+            self._props = dict(props)
+            self._bump(connection, props=json.dumps(self._props, sort_keys=True))
+
+    @property
+    def etag(self) -> str:
+        # Every change bumps the revision; the id tells a re-created collection from its predecessor.
+        digest = hashlib.sha256(f"{self.id}:{self._revision}".encode()).hexdigest()
+        return f'"{digest}"'
+
+    @property
+    def last_modified(self) -> str:
+        return http_date(self._modified)
+
+    def _bump(self, connection: sa.Connection, **values: Any) -> int:
+        now = time.time()
+        row = connection.execute(
+            tables.collections.update()
+            .where(tables.collections.c.id == self.id)
+            .values(revision=tables.collections.c.revision + 1, modified=now, **values)
+            .returning(tables.collections.c.revision)
+        ).one()
+        self._revision, self._modified = row.revision, now
+        return row.revision
+
+    # -- reading items -------------------------------------------------------------------------------
+
+    def _item(self, row: Any) -> radicale_item.Item:
+        return radicale_item.Item(
+            collection=self, href=row.href, last_modified=http_date(row.modified), text=row.text,
+            etag=row.etag, uid=row.uid, name=row.name, component_name=row.component,
+            time_range=(row.first_start, row.last_end),
+        )
+
+    def _select(self) -> sa.Select:
+        return sa.select(tables.items).where(tables.items.c.collection_id == self.id)
+
+    def get_multi(self, hrefs: Iterable[str]) -> Iterator[tuple[str, radicale_item.Item | None]]:
+        # Read everything before yielding: a caller may abandon the iterator, and a transaction must
+        # never stay open (or bound to the caller's context) across a yield.
+        wanted = list(dict.fromkeys(hrefs))
+        found: dict[str, radicale_item.Item] = {}
+        with self._storage.transaction("r") as connection:
+            for start in range(0, len(wanted), _CHUNK):
+                found.update((row.href, self._item(row)) for row in connection.execute(
+                    self._select().where(tables.items.c.href.in_(wanted[start:start + _CHUNK]))))
+        return iter([(href, found.get(href)) for href in wanted])
+
+    def get_all(self) -> Iterator[radicale_item.Item]:
+        with self._storage.transaction("r") as connection:
+            rows = connection.execute(self._select().order_by(tables.items.c.href)).all()
+        return (self._item(row) for row in rows)
+
+    def get_filtered(self, filters: Iterable[Any]) -> Iterator[tuple[radicale_item.Item, bool]]:
+        """Candidates of a REPORT: the items whose instances may meet the time range (Radicale re-checks).
+
+        A non-recurring item is judged by its bounds; a recurring event by the instance index, or by its
+        bounds when the range reaches past what the index lists for it (horizon or per-event cap).
+        """
+        if not self.tag:
+            return
+        tag, start, end, simple = radicale_filter.simplify_prefilters(filters, self.tag)
+        unbounded = start <= radicale_filter.TIMESTAMP_MIN and end >= radicale_filter.TIMESTAMP_MAX
+        hinted = hint.current() if unbounded else None
+        if hinted is not None:
+            # An expanding query: Radicale applies this range itself after expanding, so it narrows the
+            # candidates only; what the filters ask (the component) is matched as Radicale's would be.
+            start, end = hinted
+        query = self._select()
+        if tag is not None:
+            query = query.where(tables.items.c.component == tag)
+        if start > radicale_filter.TIMESTAMP_MIN or end < radicale_filter.TIMESTAMP_MAX:
+            i, n = tables.items.c, tables.instances.c
+            in_index = sa.exists().where(
+                n.collection_id == self.id, n.href == i.href, n.start < end, n.end > start)
+            query = query.where(
+                i.first_start < end, i.last_end > start,
+                sa.or_(sa.not_(i.recurring), i.indexed_until < end, in_index),
+            )
+        with self._storage.transaction("r") as connection:
+            rows = connection.execute(query).all()
+        for row in rows:
+            item = self._item(row)
+            istart, iend = row.first_start, row.last_end
+            yield item, simple and (hinted is not None or start <= istart or iend <= end)
+
+    def has_uid(self, uid: str) -> bool:
+        with self._storage.transaction("r") as connection:
+            return connection.execute(
+                sa.select(sa.literal(1)).where(tables.items.c.collection_id == self.id,
+                                               tables.items.c.uid == uid).limit(1)
+            ).first() is not None
+
+    def stamps(self) -> dict[str, str]:
+        """href -> ETag of every item, without reading the items' text."""
+        with self._storage.transaction("r") as connection:
+            rows = connection.execute(sa.select(tables.items.c.href, tables.items.c.etag)
+                                      .where(tables.items.c.collection_id == self.id))
+            return {href: etag for href, etag in rows}
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def upload(self, href: str, item: radicale_item.Item
+               ) -> tuple[radicale_item.Item, radicale_item.Item | None]:
+        if not pathutils.is_safe_filesystem_path_component(href):
+            raise pathutils.UnsafePathError(href)
+        with self._storage.transaction("w") as connection:
+            revision = self._bump(connection)
+            old = next(iter(self.get_multi([href])))[1]
+            if old is not None:
+                connection.execute(tables.items.delete().where(
+                    tables.items.c.collection_id == self.id, tables.items.c.href == href))
+            self._insert(connection, href, item)
+            self._log_change(connection, href, revision, deleted=False)
+            stored = next(iter(self.get_multi([href])))[1]
+        assert stored is not None
+        return stored, old
+
+    def _insert(self, connection: sa.Connection, href: str, item: radicale_item.Item) -> None:
+        now = time.time()
+        first, last = item.time_range
+        text = item.serialize()
+        recurring = False
+        if item.name == "VCALENDAR":
+            recurring = any(
+                name in getattr(component, "contents", {})
+                for component in item.vobject_item.getChildren()
+                for name in ("rrule", "rdate"))
+        rows: list[dict[str, Any]] = []
+        indexed_until = first
+        if item.component_name == "VEVENT":
+            horizon = int(now) + self._storage.instance_horizon
+            expansion = expand(text, first, min(horizon, last), self._storage.instance_cap)
+            indexed_until = expansion.complete_until if recurring else radicale_filter.TIMESTAMP_MAX
+            rows = [
+                {"collection_id": self.id, "href": href, "start": instance.start, "end": instance.end,
+                 "floating": instance.floating, "transparent": instance.transparent,
+                 "status": instance.status}
+                for instance in expansion.instances
+            ]
+        elif not recurring:
+            indexed_until = radicale_filter.TIMESTAMP_MAX
+        connection.execute(tables.items.insert().values(
+            collection_id=self.id, href=href, uid=item.uid, etag=item.etag, name=item.name,
+            component=item.component_name, text=text, first_start=first, last_end=last,
+            recurring=recurring, indexed_until=indexed_until, modified=now,
+        ))
+        if rows:
+            connection.execute(tables.instances.insert(), rows)
+
+    def _log_change(self, connection: sa.Connection, href: str, revision: int, *, deleted: bool) -> None:
+        c = tables.changes.c
+        values = {"revision": revision, "deleted": deleted, "changed": time.time()}
+        updated = connection.execute(
+            tables.changes.update().where(c.collection_id == self.id, c.href == href).values(**values))
+        if updated.rowcount == 0:
+            connection.execute(tables.changes.insert().values(collection_id=self.id, href=href, **values))
+        if deleted:
+            self._expire_tombstones(connection)
+
+    def _expire_tombstones(self, connection: sa.Connection) -> None:
+        """Forget deletions older than the token age; tokens from before them can no longer be served."""
+        c = tables.changes.c
+        old = sa.and_(c.collection_id == self.id, c.deleted,
+                      c.changed < time.time() - self._storage.max_sync_token_age)
+        floor = connection.execute(sa.select(sa.func.max(c.revision)).where(old)).scalar()
+        if floor is not None:
+            connection.execute(tables.changes.delete().where(old))
+            connection.execute(tables.collections.update().where(tables.collections.c.id == self.id)
+                               .values(sync_floor=sa.func.max(tables.collections.c.sync_floor, floor)
+                                       if connection.dialect.name == "sqlite"
+                                       else sa.func.greatest(tables.collections.c.sync_floor, floor)))
+            self._sync_floor = max(self._sync_floor, floor)
+
+    def delete(self, href: str | None = None) -> None:
+        with self._storage.transaction("w") as connection:
+            if href is None:
+                self._storage.delete_tree(connection, self.path)
+                return
+            if not pathutils.is_safe_filesystem_path_component(href):
+                raise pathutils.UnsafePathError(href)
+            deleted = connection.execute(tables.items.delete().where(
+                tables.items.c.collection_id == self.id, tables.items.c.href == href))
+            if deleted.rowcount == 0:
+                raise radicale_storage.ComponentNotFoundError(href)
+            self._log_change(connection, href, self._bump(connection), deleted=True)
+
+    # -- sync ----------------------------------------------------------------------------------------
+
+    def sync(self, old_token: str = "") -> tuple[str, Iterable[str]]:
+        """The token names (collection, revision, issue time); changes since a token cost O(changes)."""
+        token = f"{SYNC_PREFIX}{self.id}-{self._revision}-{int(time.time())}"
+        c = tables.changes.c
+        with self._storage.transaction("r") as connection:
+            if not old_token:
+                return token, [row.href for row in connection.execute(
+                    sa.select(tables.items.c.href).where(tables.items.c.collection_id == self.id))]
+            revision = self._parse_token(old_token)
+            if revision == self._revision:
+                return token, []
+            return token, [row.href for row in connection.execute(
+                sa.select(c.href).where(c.collection_id == self.id, c.revision > revision))]
+
+    def _parse_token(self, token: str) -> int:
+        """The revision of a token of this collection; ValueError (403 valid-sync-token) otherwise."""
+        try:
+            if not token.startswith(SYNC_PREFIX):
+                raise ValueError
+            collection_id, revision, issued = (int(part) for part in token[len(SYNC_PREFIX):].split("-"))
+        except ValueError:
+            raise ValueError(f"Malformed token: {token!r}") from None
+        if collection_id != self.id or revision > self._revision:
+            raise ValueError(f"Token not found: {token!r}")
+        if revision < self._sync_floor or time.time() - issued > self._storage.max_sync_token_age:
+            raise ValueError(f"Token expired: {token!r}")
+        return revision
