@@ -14,13 +14,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
 
+from proxy.availability.index import AvailabilityIndex
 from proxy.availability.routes import INDEX
 from proxy.keys import ENGINE
 from proxy.stopping import RequestStopped, StopReason, StopSignal, signalled_by
+from tests.availability.conftest import FakeStore, vcalendar, vevent
 from tests.conftest import Calrelay
 from tests.helpers import mkcalendar, put
 
@@ -174,3 +177,53 @@ def test_storage_reads_and_queued_calls_stop_at_the_next_check(calrelay):
         calrelay.run(call_when_stopped())
     assert ran == []
     assert calrelay.run(engine.call(engine.read_items, "/alice/sales/"))  # outside a stopped request: reads
+
+
+def test_a_request_stopped_while_parsing_a_cold_calendar_leaves_what_it_parsed():
+    """The index checks between two items it parses; what a stopped request parsed serves the next one."""
+    store = FakeStore()
+    store.add_calendar("/alice/work/")
+    for number in range(10):
+        store.put("/alice/work/", f"e{number}.ics", vcalendar(vevent(f"e{number}", "DTSTART:20260302T090000Z",
+                                                                     "DURATION:PT1H", "RRULE:FREQ=DAILY")))
+    index = AvailabilityIndex()
+    signal = StopSignal()
+
+    def hanging_up_after(count: int):
+        def read(path: str):
+            for number, item in enumerate(store.read_items(path)):
+                if number == count:
+                    signal.stop(StopReason.CLIENT_GONE)
+                yield item
+        return read
+
+    with signalled_by(signal), pytest.raises(RequestStopped):
+        index.collection("/alice/work/", "e1", ZoneInfo("UTC"), hanging_up_after(4))
+    assert index.parsed_items == 4
+    built = index.collection("/alice/work/", "e1", ZoneInfo("UTC"), store.read_items)
+    assert len(built.items) == 10
+    assert index.parsed_items == 10  # the first four were not parsed again
+    assert index.collection("/alice/work/", "e1", ZoneInfo("Europe/Paris"), store.read_items).items
+    assert index.parsed_items == 20  # another zone's items are its own
+
+
+def test_a_request_waiting_for_anothers_work_on_the_calendar_stops_waiting(calrelay):
+    """Work on one calendar is serialized; a stopped request does not wait for the lock to be free."""
+    index = calrelay.app[INDEX]
+    signal = StopSignal()
+    signal.stop(StopReason.CLIENT_GONE)
+    outcomes: list[bool] = []
+    with index._holding("/alice/work/"):  # another request's work on the calendar
+        waiter = threading.Thread(target=lambda: outcomes.append(_stopped_while_waiting(index, signal)))
+        waiter.start()
+        waiter.join(30)
+    assert outcomes == [True]
+
+
+def _stopped_while_waiting(index, signal: StopSignal) -> bool:
+    with signalled_by(signal):
+        try:
+            with index._holding("/alice/work/"):
+                return False
+        except RequestStopped:
+            return True
