@@ -4,7 +4,8 @@ The CalDAV engine and the availability index do their work in worker threads, wh
 from outside. So every read request carries a :class:`StopSignal` in a context variable, which
 ``Engine.call`` copies into the worker thread together with the rest of the request's context. The places
 that loop over an amount of work the client chooses call :func:`check` between two steps: the storage
-plugin between two items it reads, the availability index between two buckets it expands, and the engine
+plugin between two items it reads, the availability index between two items it parses, between two
+buckets it expands and while it waits for another request's work on the same calendar, and the engine
 before it starts a queued call. Once the signal is set, :func:`check` raises :class:`RequestStopped`; the
 thread unwinds through its ``with`` blocks (storage locks, transactions) and its pool slot serves the next
 request.
