@@ -64,23 +64,15 @@ def _test_database(server: str, data_dir: Path) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
-def test_databases(server: str) -> set[str]:
-    """The databases :func:`default_url` made on ``server``."""
+def drop_test_databases(server: str) -> None:
+    """Drop every database :func:`default_url` made on ``server`` (after each test)."""
     import psycopg
 
     admin = make_url(server).set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as connection:
-        return {row[0] for row in connection.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s", (TEST_DATABASE_PREFIX + "%",))}
-
-
-def drop_test_databases(server: str, keep: frozenset[str] | set[str] = frozenset()) -> None:
-    """Drop every database :func:`default_url` made on ``server`` but those in ``keep`` (after each test)."""
-    import psycopg
-
-    admin = make_url(server).set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        for name in test_databases(server) - set(keep):
+        names = [row[0] for row in connection.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (TEST_DATABASE_PREFIX + "%",))]
+        for name in names:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -34,22 +34,11 @@ DEFAULT_USERS: dict[str, tuple[str, bool]] = {
 }
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _own_test_database() -> Iterator[None]:
     """With ``CALRELAY_TEST_DATABASE`` set to a PostgreSQL server, the suite runs on PostgreSQL: every data
-    directory gets a database of its own there (``proxy.database.default_url``), dropped after the test.
-    Those that exist when the test starts belong to module-scoped servers (set up first): they are kept for
-    the module's other tests and dropped at the end of the session."""
-    server = os.environ.get(database.TEST_DATABASE_ENV, "")
-    on_postgresql = bool(server) and not database.is_sqlite(server)
-    before = database.test_databases(server) if on_postgresql else set()
-    yield
-    if on_postgresql:
-        database.drop_test_databases(server, keep=before)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _drop_test_databases_at_the_end() -> Iterator[None]:
+    directory gets a database of its own there (``proxy.database.default_url``), dropped after the test
+    module (not after each test: a module's server may outlive one test)."""
     yield
     server = os.environ.get(database.TEST_DATABASE_ENV, "")
     if server and not database.is_sqlite(server):
