@@ -24,6 +24,7 @@ from proxy.model import (
     CALENDAR_KIND_PROP,
     EVENT_KIND_PROPERTY,
     MIRROR_BLOCKS_PROP,
+    MIRROR_POLICIES_PROP,
     MIRROR_ROLE_PROP,
     MIRROR_SOURCE_PROP,
     CalendarKind,
@@ -32,7 +33,7 @@ from proxy.model import (
 
 logger = logging.getLogger(__name__)
 
-RELAY_ONLY_PROPS = (MIRROR_ROLE_PROP, MIRROR_SOURCE_PROP, MIRROR_BLOCKS_PROP)
+RELAY_ONLY_PROPS = (MIRROR_ROLE_PROP, MIRROR_SOURCE_PROP, MIRROR_BLOCKS_PROP, MIRROR_POLICIES_PROP)
 
 # Radicale writes a new collection's props through set_meta while creating it; that is part of the one
 # "collection created" change, not a PROPPATCH of its own.

@@ -49,6 +49,7 @@ from proxy.state import AsyncState
 from proxy.status import STATUS_PATH, wants_html
 from proxy.status import setup_routes as setup_status
 from proxy.upstream import UpstreamClient
+from proxy.upstream.discovery import DiscoveryCache
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,9 @@ def make_app(settings: Settings) -> web.Application:
     database = app[STATE].db.engine  # one engine, one connection pool for the whole process
     app[AUDIT] = AuditLog(database, settings.audit.retention_days, on_record=metrics.decision)
     client_factory = functools.partial(UpstreamClient, observer=metrics.upstream_request)
-    app[RELAY] = Relay(RelayContext(settings, engine, app[STATE], box, client_factory, app[AUDIT], metrics))
+    discovery = DiscoveryCache(settings.upstream.discovery_ttl)  # one per process: the relay and linking share it
+    app[RELAY] = Relay(RelayContext(settings, engine, app[STATE], box, client_factory, app[AUDIT], metrics,
+                                    discovery=discovery))
     app[FRESHNESS] = app[RELAY].freshness
     app[USER_ADDRESSES] = app[RELAY].addresses
     if settings.uses_emulator:
@@ -99,6 +102,7 @@ def make_app(settings: Settings) -> web.Application:
     app[LINKS] = LinkService(
         settings, engine, app[STATE], box, on_change=app[RELAY].link_changed,
         default_server_url=lambda: app[EMULATOR].discovery_url if EMULATOR in app else settings.default_server_url,
+        discovery=discovery,
     )
     app.cleanup_ctx.append(_engine_lifecycle)
     if settings.uses_emulator:

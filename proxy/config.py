@@ -112,6 +112,9 @@ class UpstreamSettings:
     full_pull_interval: float = option(
         86400.0, "Seconds between full listings of each iCloud calendar (catches events entering the window)."
     )
+    discovery_ttl: float = option(
+        900.0, "Seconds a discovery of an iCloud account (its home and calendars) is reused before asking again."
+    )
     max_imports: int = option(4, "Most pulls (imports) of different users running at the same time.")
     import_batch: int = option(50, "Objects fetched from iCloud and written to storage per batch of a pull.")
 
@@ -129,6 +132,7 @@ class PolicySettings:
     all_day: str = option("as-marked", 'All-day iCloud events: "as-marked", "always-busy" or "never-busy".')
     travel_time_busy: bool = option(True, "iCloud travel time (X-APPLE-TRAVEL-DURATION) is busy before an event.")
     unanswered: str = option("busy", 'Invitations not answered yet (PARTSTAT=NEEDS-ACTION): "busy" or "free".')
+    tentative: str = option("busy", 'Invitations answered "maybe" (PARTSTAT=TENTATIVE): "busy" or "free".')
 
 
 @dataclass(frozen=True)
@@ -354,6 +358,7 @@ def _validate(settings: Settings) -> None:
         (settings.upstream.timeout > 0, "upstream.timeout must be positive"),
         (settings.upstream.max_concurrency >= 1, "upstream.max_concurrency must be at least 1"),
         (settings.upstream.poll_interval >= 1, "upstream.poll_interval must be at least 1 second"),
+        (settings.upstream.discovery_ttl >= 0, "upstream.discovery_ttl must not be negative (0: never reuse)"),
         (
             0 < settings.upstream.min_backoff <= settings.upstream.max_backoff,
             "upstream.min_backoff must be positive and at most upstream.max_backoff",

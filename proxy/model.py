@@ -19,6 +19,9 @@ MIRROR_SOURCE_PROP = "{urn:calrelay}mirror-source"
 #: Collection property of a mirror: "false" when its events do not block availability (a primary calendar
 #: explicitly excluded from the conflict calendars, rule 3); absent or "true" means they block.
 MIRROR_BLOCKS_PROP = "{urn:calrelay}mirror-blocks"
+#: Collection property of a mirror: the availability policies its events were mirrored under (JSON,
+#: proxy.relay.policies.availability), reported with availability answers.
+MIRROR_POLICIES_PROP = "{urn:calrelay}mirror-policies"
 #: RFC 6638 §9.1 CALDAV:schedule-calendar-transp as stored (text "opaque" or "transparent", see
 #: proxy.interop.transp): a transparent calendar never blocks availability.
 SCHEDULE_TRANSP_PROP = "C:schedule-calendar-transp"

@@ -161,7 +161,7 @@ class LinkCalendar:
     mirror_path: str
     ctag: str | None = None
     sync_token: str | None = None
-    token_state: str = "none"  # none | valid | refused (fell back to listing)
+    token_state: str = "none"  # none | valid | refused (fell back to listing) | remirror (policies changed)
     last_success_at: float | None = None
     last_attempt_at: float | None = None
     last_error: str | None = None
@@ -196,6 +196,10 @@ class Pending:
     last_at: float
 
 
+
+#: A calendar's ``token_state`` when its availability policies changed: the next pull lists it whole and
+#: writes every mirrored event again under the new policies (proxy.relay.decide.TokenState.REMIRROR).
+REMIRROR = "remirror"
 
 _PULL_STATE = ("ctag", "sync_token", "token_state", "last_success_at", "last_attempt_at", "last_error")
 
@@ -282,9 +286,10 @@ class StateDB:
             for calendar in calendars:
                 kept = previous.get(calendar.remote_url)
                 if kept is not None and kept.mirror_path == calendar.mirror_path:
-                    calendar = LinkCalendar(
-                        **{**calendar.__dict__, **{k: getattr(kept, k) for k in _PULL_STATE}}
-                    )
+                    pull_state = {k: getattr(kept, k) for k in _PULL_STATE}
+                    if calendar.token_state == REMIRROR:  # asked for by the caller: its policies changed
+                        pull_state["token_state"] = REMIRROR
+                    calendar = LinkCalendar(**{**calendar.__dict__, **pull_state})
                 rows.append({c: getattr(calendar, c) for c in _columns(LinkCalendar)})
             if rows:
                 db.execute(link_calendars_table.insert(), rows)
@@ -337,11 +342,15 @@ class StateDB:
         )
         return [_row(LinkCalendar, r) for r in rows]
 
-    def update_pull_state(self, user: str, remote_url: str, **values: Any) -> None:
+    def update_pull_state(self, user: str, remote_url: str, keep_remirror: bool = False, **values: Any) -> None:
+        """``keep_remirror``: a ``token_state`` of REMIRROR set meanwhile (a policy change while this pull ran)
+        stays, so the re-mirror is not lost to a pull that began under the old policies."""
         unknown = set(values) - set(_PULL_STATE)
         if unknown:
             raise ValueError(f"not pull state: {sorted(unknown)}")
         table = link_calendars_table
+        if keep_remirror and "token_state" in values:
+            values["token_state"] = sa.case((table.c.token_state == REMIRROR, REMIRROR), else_=values["token_state"])
         with self.transaction() as db:
             db.execute(table.update().where(table.c.user == user, table.c.remote_url == remote_url).values(**values))
 

@@ -97,8 +97,13 @@ def _default_addresses(user: str) -> Iterable[str]:
 def freshness_of(app: web.Application, user: str) -> Freshness:
     provider = app.get(FRESHNESS)
     by_path = provider(user) if provider is not None else {}
-    stale_after = timedelta(seconds=app[SETTINGS].availability.stale_after)
-    return Freshness(datetime.now(UTC), stale_after, by_path, provider is not None)
+    settings = app[SETTINGS]
+    stale_after = timedelta(seconds=settings.availability.stale_after)
+    now = datetime.now(UTC)
+    # What the relay mirrors of iCloud: an answer reaching beyond it cannot know iCloud's events there.
+    synced = (now - timedelta(days=settings.upstream.window_past_days),
+              now + timedelta(days=settings.upstream.window_future_days))
+    return Freshness(now, stale_after, by_path, provider is not None, synced)
 
 
 def service(app: web.Application) -> AvailabilityService:
@@ -265,6 +270,8 @@ def _source_json(source: SourceStatus, problems: dict[str, str], default_kind: s
         "last_success": None if source.last_success is None else _iso(source.last_success),
         "stale": source.stale,
         "error": source.error,
+        "policies": source.policies,  # a mirror's availability policies (docs/relay.md, "Policies")
+        "beyond_sync_window": source.beyond_sync_window,
         "unreadable_items": problems,
     }
 
@@ -275,8 +282,9 @@ def _sources_json(snapshot: Snapshot, default_kind: str) -> dict[str, Any]:
         _source_json(source, snapshot.problems.get(source.path, {}), default_kind) for source in snapshot.sources
     ]
     stale = sorted(snapshot.stale_paths)
+    beyond = any(source.beyond_sync_window for source in snapshot.sources)
     return {
         "sources": sources,
         "stale_sources": stale,
-        "complete": not stale and not snapshot.problems,
+        "complete": not stale and not snapshot.problems and not beyond,
     }

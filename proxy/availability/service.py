@@ -54,6 +54,8 @@ class Freshness:
     stale_after: timedelta
     by_path: Mapping[str, SourceFreshness]
     relay_present: bool
+    #: the relay's sync window [start, end): iCloud events outside it are not mirrored (None: unknown)
+    synced: tuple[datetime, datetime] | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,8 @@ class AvailabilityService:
                     freshness.relay_present,
                     freshness.now,
                     freshness.stale_after,
+                    beyond_window=freshness.synced is not None
+                    and (start < freshness.synced[0] or end > freshness.synced[1]),
                 )
             )
         return Snapshot(sources, problems, instances)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP
+from proxy.model import CALENDAR_KIND_PROP, MIRROR_POLICIES_PROP, MIRROR_ROLE_PROP
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class SourceStatus:
     last_success: datetime | None
     stale: bool
     error: str | None
+    #: a mirror's availability policies (all-day events, travel time, invitations), as the link set them
+    policies: Mapping[str, Any] | None = None
+    #: the answer reaches beyond the relay's sync window, where this mirror may lack iCloud's events
+    beyond_sync_window: bool = False
 
 
 def source_status(
@@ -41,6 +47,7 @@ def source_status(
     have_relay_info: bool,
     now: datetime,
     stale_after: timedelta,
+    beyond_window: bool = False,
 ) -> SourceStatus:
     """Judge one calendar's freshness.
 
@@ -53,8 +60,20 @@ def source_status(
     kind = props.get(CALENDAR_KIND_PROP)
     if role is None:
         return SourceStatus(path, None, kind, None, False, None)
+    chosen = _policies(props.get(MIRROR_POLICIES_PROP))
+    beyond = beyond_window and have_relay_info  # without a relay, nothing is known of its window either
     if freshness is None:
         never = "never synced from iCloud" if have_relay_info else None
-        return SourceStatus(path, role, kind, None, have_relay_info, never)
+        return SourceStatus(path, role, kind, None, have_relay_info, never, chosen, beyond)
     too_old = freshness.last_success is None or now - freshness.last_success > stale_after
-    return SourceStatus(path, role, kind, freshness.last_success, freshness.stale or too_old, freshness.error)
+    return SourceStatus(path, role, kind, freshness.last_success, freshness.stale or too_old, freshness.error,
+                        chosen, beyond)
+
+
+def _policies(text: str | None) -> Mapping[str, Any] | None:
+    """The mirror's policies property (written by the link service; absent on mirrors made before it)."""
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -88,6 +88,7 @@ async def inject_faults(request: web.Request, handler: Any) -> web.StreamRespons
     credentials = basic_credentials(request)
     refusal = emulator.faults.check(credentials[0].lower() if credentials else None)
     emulator.requests[refusal.kind if refusal else "served"] += 1
+    emulator.request_log.append((request.method, request.path, request.host))
     if refusal is not None and refusal.kind == "throttle":
         emulator.throttled_at.append(time.monotonic())
     if refusal is None:

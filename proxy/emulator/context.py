@@ -7,7 +7,7 @@ its own aiohttp application that knows its role.
 from __future__ import annotations
 
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -19,6 +19,9 @@ from proxy.emulator.store import Store
 
 Role = Literal["discovery", "partition"]
 
+
+#: requests kept in ``Emulator.request_log``
+REQUEST_LOG_SIZE = 10_000
 
 _BOOLEAN_OPTIONS = (
     "sync_token_error_element",
@@ -120,6 +123,8 @@ class Emulator:
     partition_url: str = ""
     #: requests seen per outcome ("served", "throttle", "error", "drop"): tests count what a client sent
     requests: Counter[str] = field(default_factory=Counter)
+    #: (method, path, Host) of the latest requests, oldest first: tests count what a client asked for
+    request_log: deque[tuple[str, str, str]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
     #: monotonic times of throttled answers: tests check a client's retries are spaced out
     throttled_at: list[float] = field(default_factory=list)
     #: the hex in ``Server: AppleHttpServer/<hex>``

@@ -6,6 +6,8 @@
 - ``GET    …/status``             link state, calendars with their last pull, and pending items with reasons
 - ``POST   …/icloud-calendars``   list an account's calendars (credentials in the body, or the stored link's)
 - ``POST   …/sync``               pull from iCloud now (and push whatever is pending), not at the next poll
+- ``GET    …/policies``           the link's policies and each linked calendar's (its own and in effect)
+- ``PATCH  …/policies``           change some of them, without linking again (docs/relay.md, "Policies")
 
 A user may act on themself; a service account on anyone. Errors are ``{"error": {"status", "code",
 "message"}}``. The app-specific password is accepted in request bodies only and never returned.
@@ -28,6 +30,7 @@ LINKS = web.AppKey("calrelay.links", LinkService)
 _FIELDS = {
     "apple_id": str, "app_password": str, "server": str, "primary": str, "conflicts": list,
     "primary_blocks": bool, "mode": str, "icloud_deletions": str, "calendars": list, "policies": dict,
+    "calendar_policies": dict,
 }
 
 
@@ -38,6 +41,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/users/{user}/status", get_status)
     app.router.add_post("/api/v1/users/{user}/icloud-calendars", list_icloud_calendars)
     app.router.add_post("/api/v1/users/{user}/sync", sync_now)
+    app.router.add_get("/api/v1/users/{user}/policies", get_policies)
+    app.router.add_patch("/api/v1/users/{user}/policies", patch_policies)
 
 
 def _error(error: LinkError) -> web.Response:
@@ -84,6 +89,7 @@ async def put_link(request: web.Request) -> web.Response:
             deletions=body.get("icloud_deletions", "keep"),
             calendars=tuple(body.get("calendars", ())),
             policies=body.get("policies", {}),
+            calendar_policies=body.get("calendar_policies", {}),
         ))
     except LinkError as error:
         return _error(error)
@@ -134,3 +140,40 @@ async def sync_now(request: web.Request) -> web.Response:
     if not request.app[RELAY].sync_now(user):
         return json_error(404, f"{user} has no iCloud link", code="not_linked")
     return web.json_response({"user": user, "sync": "started"}, status=202)
+
+
+def _policies_json(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "user": report["user"],
+        "policies": report["policies"],
+        "calendars": {c["name"]: {"role": c["role"], "policies": c["policies"], "own_policies": c["own_policies"]}
+                      for c in report["calendars"]},
+    }
+
+
+async def get_policies(request: web.Request) -> web.Response:
+    user = request.match_info["user"]
+    if (denied := require_access(request, user)) is not None:
+        return denied
+    service = request.app[LINKS]
+    report = await service.state.call(link_status, service.state.db, user)
+    if not report["linked"]:
+        return json_error(404, f"{user} has no iCloud link", code="not_linked")
+    return web.json_response(_policies_json(report))
+
+
+async def patch_policies(request: web.Request) -> web.Response:
+    user = request.match_info["user"]
+    if (denied := require_access(request, user)) is not None:
+        return denied
+    service = request.app[LINKS]
+    try:
+        try:
+            changes = await request.json() if await request.read() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise LinkError("invalid_json", f"the request body is not valid JSON: {error}") from None
+        await service.set_policies(user, changes)
+    except LinkError as error:
+        return _error(error)
+    report = await service.state.call(link_status, service.state.db, user)
+    return web.json_response(_policies_json(report))

@@ -63,11 +63,38 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         help="iCloud travel time before an event does not count as busy")
     policy.add_argument("--unanswered", choices=("busy", "free"),
                         help="invitations not answered yet (PARTSTAT=NEEDS-ACTION): busy (default) or free")
+    policy.add_argument("--tentative", choices=("busy", "free"),
+                        help='invitations answered "maybe" (PARTSTAT=TENTATIVE): busy (default) or free')
+    policy.add_argument("--calendar-policy", metavar="NAME:POLICY=VALUE", action="append", default=[],
+                        help="an availability policy of one linked iCloud calendar (repeatable), e.g. "
+                        "home:all_day=always-busy; the calendar takes the link's for the others")
     link.add_argument("--list", action="store_true", help="list the account's calendars instead of linking")
     link.add_argument("--json", action="store_true", help="print JSON")
     link.add_argument("--wait", action="store_true",
                       help="show a progress bar until the first sync of every linked calendar is done")
     link.set_defaults(func=run_link)
+
+    policy_cmd = subparsers.add_parser(
+        "policy", parents=[common], help="show or change a link's policies, or one iCloud calendar's",
+        description="Show USER's link policies and each linked iCloud calendar's; with options, change them "
+        "without linking again. With --calendar, the availability options set that calendar's own policies "
+        "(the link's apply to what it does not set). docs/relay.md, \"Policies\".",
+    )
+    policy_cmd.add_argument("user")
+    policy_cmd.add_argument("--calendar", metavar="NAME", help="the linked iCloud calendar to change (its name)")
+    policy_cmd.add_argument("--attendees", choices=("description", "schedule-agent-client"))
+    policy_cmd.add_argument("--privacy-title", metavar="TEMPLATE")
+    policy_cmd.add_argument("--all-day", choices=("as-marked", "always-busy", "never-busy"))
+    policy_cmd.add_argument("--travel-time", dest="travel_time_busy", action=argparse.BooleanOptionalAction,
+                            default=None, help="iCloud travel time counts as busy before an event")
+    policy_cmd.add_argument("--unanswered", choices=("busy", "free"))
+    policy_cmd.add_argument("--tentative", choices=("busy", "free"))
+    policy_cmd.add_argument("--reset", metavar="POLICY", action="append", default=[],
+                            help="put one policy back (the link's to the default, a calendar's to the link's)")
+    policy_cmd.add_argument("--inherit", action="store_true",
+                            help="with --calendar: drop all of that calendar's own policies")
+    policy_cmd.add_argument("--json", action="store_true", help="print JSON")
+    policy_cmd.set_defaults(func=run_policy)
 
     unlink = subparsers.add_parser("unlink", parents=[common], help="remove a user's iCloud link and mirrors")
     unlink.add_argument("user")
@@ -145,6 +172,7 @@ def run_link(args: argparse.Namespace) -> int:
             server_url=args.server or service.default_server_url(), primary=args.primary,
             conflicts=tuple(args.conflict), primary_blocks=not args.primary_not_conflict, mode=args.mode,
             deletions=args.icloud_deletions, calendars=tuple(args.calendar), policies=_policy_changes(args),
+            calendar_policies=_calendar_policies(args.calendar_policy),
         ))
         for note in notes:
             print(f"calrelay: note: {note}", file=sys.stderr)
@@ -279,8 +307,62 @@ def _print_status(report: dict[str, Any], as_json: bool) -> None:
 
 
 def _policy_changes(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("attendees", "privacy_title", "all_day", "travel_time_busy", "unanswered")
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    names = ("attendees", "privacy_title", "all_day", "travel_time_busy", "unanswered", "tentative")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _calendar_policies(options: list[str]) -> dict[str, dict[str, Any]]:
+    """``NAME:POLICY=VALUE`` options as the link request's calendar_policies (checked by the service)."""
+    result: dict[str, dict[str, Any]] = {}
+    for option in options:
+        name, _, setting = option.rpartition(":")
+        key, equals, value = setting.partition("=")
+        if not name or not equals:
+            raise LinkError("invalid_policy", f"--calendar-policy {option!r}: write NAME:POLICY=VALUE, e.g. "
+                            "home:all_day=always-busy")
+        key = key.strip().replace("-", "_")
+        result.setdefault(name, {})[key] = _policy_value(key, value.strip())
+    return result
+
+
+def _policy_value(key: str, value: str) -> Any:
+    if key != "travel_time_busy":
+        return value
+    if value.lower() in ("true", "yes", "on"):
+        return True
+    if value.lower() in ("false", "no", "off"):
+        return False
+    raise LinkError("invalid_policy", f"policy travel_time_busy must be true or false, not {value!r}")
+
+
+def run_policy(args: argparse.Namespace) -> int:
+    async def work(service: LinkService) -> int:
+        changes: dict[str, Any] = _policy_changes(args)
+        changes.update(dict.fromkeys((key.replace("-", "_") for key in args.reset), None))
+        if args.inherit and not args.calendar:
+            raise LinkError("invalid_policy", "--inherit needs --calendar NAME (the calendar whose own policies go)")
+        if args.calendar:
+            changes = {"calendars": {args.calendar: None if args.inherit and not changes else changes}}
+            if args.inherit and changes["calendars"][args.calendar]:
+                raise LinkError("invalid_policy", "--inherit drops the calendar's own policies; give no others")
+        if changes:
+            await service.set_policies(args.user, changes)
+        report = await service.state.call(link_status, service.state.db, args.user)
+        if not report["linked"]:
+            raise LinkError("not_linked", f"{args.user} has no iCloud link", 404)
+        if args.json:
+            print(json.dumps({"policies": report["policies"],
+                              "calendars": {c["name"]: {"policies": c["policies"], "own_policies": c["own_policies"]}
+                                            for c in report["calendars"]}}, indent=2))
+            return 0
+        print(f"{args.user}: " + ", ".join(f"{key}={value!r}" for key, value in report["policies"].items()))
+        for c in report["calendars"]:
+            own = c["own_policies"]
+            print(f"  {c['role']:<8} {c['name']}: " + ", ".join(
+                f"{key}={value!r}" + (" (own)" if key in own else "") for key, value in c["policies"].items()))
+        return 0
+
+    return _run(args, work)
 
 
 def _yes(value: bool) -> str:

@@ -21,6 +21,7 @@ from proxy.links import rules
 from proxy.links.rules import LinkError
 from proxy.model import (
     MIRROR_BLOCKS_PROP,
+    MIRROR_POLICIES_PROP,
     MIRROR_ROLE_PROP,
     MIRROR_SOURCE_PROP,
     CalendarKind,
@@ -28,8 +29,9 @@ from proxy.model import (
 from proxy.relay import policies
 from proxy.relay.progress import import_report
 from proxy.secretbox import SecretBox
-from proxy.state import AsyncState, Link, LinkCalendar, StateDB
+from proxy.state import REMIRROR, AsyncState, Link, LinkCalendar, StateDB
 from proxy.upstream import Account, AuthenticationFailed, RemoteCalendar, UpstreamClient, UpstreamError
+from proxy.upstream.discovery import DiscoveryCache
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,36 @@ class LinkRequest:
     calendars: tuple[str, ...] = ()  # booking calendars to integrate; empty = all of the integrating kinds
     #: policy changes from the defaults (proxy.relay.policies), e.g. {"attendees": "schedule-agent-client"}
     policies: dict[str, Any] = field(default_factory=dict)
+    #: iCloud calendar name -> the availability policies it sets for itself (proxy.relay.policies)
+    calendar_policies: dict[str, Any] = field(default_factory=dict)
+
+
+def checked_calendar_policies(raw: Any, linked: list[str]) -> dict[str, dict[str, Any]]:
+    """The per-calendar policies of a request, checked: each names a linked calendar and only availability
+    policies (errors say which and what to write instead)."""
+    if not isinstance(raw, dict):
+        raise LinkError("invalid_policy", 'calendar_policies must be an object: {"<calendar>": {"all_day": …}}')
+    checked = {}
+    for name, own in raw.items():
+        if name not in linked:
+            raise LinkError("invalid_policy", f"calendar_policies names {name!r}, which this link does not "
+                            f"include; its calendars: {', '.join(linked)}")
+        try:
+            checked[name] = policies.check_calendar_overrides(name, own)
+        except ValueError as error:
+            raise LinkError("invalid_policy", str(error)) from None
+    return {name: own for name, own in checked.items() if own}
+
+
+def with_remirror(calendars: list[LinkCalendar], before: policies.PolicySet | None,
+                  after: policies.PolicySet) -> list[LinkCalendar]:
+    """Calendars whose availability policies change are marked to be mirrored again (state.REMIRROR)."""
+    if before is None:
+        return calendars
+    return [dataclasses.replace(c, token_state=REMIRROR)
+            if policies.availability(before.for_calendar(c.remote_name))
+            != policies.availability(after.for_calendar(c.remote_name)) else c
+            for c in calendars]
 
 
 class LinkService:
@@ -62,6 +94,7 @@ class LinkService:
         client_factory: ClientFactory = UpstreamClient,
         on_change: Callable[[str], None] = lambda user: None,
         default_server_url: Callable[[], str] | None = None,
+        discovery: DiscoveryCache | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -71,14 +104,24 @@ class LinkService:
         self.on_change = on_change  # told the user whose link changed (the relay reloads it)
         #: Where a link goes when the request names no server (the embedded emulator knows its port late).
         self.default_server_url = default_server_url or (lambda: settings.default_server_url)
+        #: discovery answers, shared with the relay of this process (proxy.upstream.discovery)
+        self.discovery = discovery or DiscoveryCache(settings.upstream.discovery_ttl)
 
     # -- reading the account ----------------------------------------------------------------------------
 
-    async def discover(self, apple_id: str, app_password: str, server_url: str) -> Account:
-        """The account's calendars, verifying the credentials (rule 2). Errors say what to do."""
-        try:
+    async def discover(self, apple_id: str, app_password: str, server_url: str, fresh: bool = False) -> Account:
+        """The account's calendars, verifying the credentials (rule 2). Errors say what to do.
+
+        An answer for the same credentials from the last 15 minutes is reused unless ``fresh``."""
+
+        async def ask() -> Account:
             async with self.client_factory(server_url, apple_id, app_password) as client:
                 return await client.discover()
+
+        if fresh:
+            self.discovery.invalidate(server_url, apple_id, "asked for a fresh listing")
+        try:
+            return await self.discovery.discover(server_url, apple_id, app_password, ask)
         except AuthenticationFailed:
             raise LinkError("credentials_rejected", rules.CREDENTIALS_REJECTED) from None
         except UpstreamError as error:
@@ -102,6 +145,8 @@ class LinkService:
             chosen_policies = policies.parse(request.policies, defaults)
         except ValueError as error:
             raise LinkError("invalid_policy", str(error)) from None
+        if not isinstance(request.calendar_policies, dict):
+            raise LinkError("invalid_policy", 'calendar_policies must be an object: {"<calendar>": {"all_day": …}}')
         users = await self.engine.call(self.engine.users.records)
         if request.user not in users:
             message = f"there is no calrelay user {request.user!r}; add one with `calrelay users add`"
@@ -120,8 +165,15 @@ class LinkService:
         default_kind = CalendarKind.parse(self.settings.storage.default_calendar_kind)
         booking = rules.booking_calendars(request.calendars, local, request.user, default_kind)
         account = await self.discover(request.apple_id, request.app_password, request.server_url)
-        chosen = rules.choose_calendars(account, request.primary, request.conflicts, request.primary_blocks)
+        try:
+            chosen = rules.choose_calendars(account, request.primary, request.conflicts, request.primary_blocks)
+        except LinkError:  # maybe made in iCloud since the listing was cached: look again before refusing
+            account = await self.discover(request.apple_id, request.app_password, request.server_url, fresh=True)
+            chosen = rules.choose_calendars(account, request.primary, request.conflicts, request.primary_blocks)
         notes = rules.primary_named_as_conflict(account, request.primary, request.conflicts)
+        chosen_set = policies.PolicySet(chosen_policies, checked_calendar_policies(
+            request.calendar_policies, [choice.remote.name for choice in chosen]))
+        existing = await self.state.call(self.state.db.link, request.user)
 
         previous = {c.remote_url: c for c in await self.state.call(self.state.db.link_calendars, request.user)}
         taken = {path for path in local if path not in {c.mirror_path for c in previous.values()}}
@@ -135,47 +187,110 @@ class LinkService:
                 display_name=choice.remote.display_name, role=choice.role.value, blocks=choice.blocks,
                 mirror_path=path,
             ))
-            await self.engine.call(self.engine.ensure_mirror, path, mirror_props(choice.remote, choice.role.value,
-                                                                                 choice.blocks))
+            props = mirror_props(choice.remote, choice.role.value, choice.blocks,
+                                 chosen_set.for_calendar(choice.remote.name))
+            await self.engine.call(self.engine.ensure_mirror, path, props)
         for gone in set(previous) - {c.remote_url for c in linked}:
             await self.engine.call(self.engine.delete_collection, previous[gone].mirror_path)
 
         now = time.time()
-        existing = await self.state.call(self.state.db.link, request.user)
         link = Link(
             user=request.user, apple_id=request.apple_id, server_url=request.server_url,
             secret=self.box.encrypt(request.app_password), mode=request.mode, deletions=request.deletions,
             calendars=",".join(booking), state="connected", last_error=None, last_error_at=None,
             created_at=existing.created_at if existing else now, updated_at=now,
-            policies=json.dumps(chosen_policies.as_dict()),
+            policies=chosen_set.as_json(),
         )
+        linked = with_remirror(linked, policies.policy_set(existing.policies) if existing else None, chosen_set)
         if chosen_policies.attendees is policies.AttendeeMode.SCHEDULE_AGENT_CLIENT:
             logger.warning("%s keeps attendees as ATTENDEEs with SCHEDULE-AGENT=CLIENT: iCloud still e-mails "
                            "attendees it hosts (@icloud.com, @me.com, @mac.com)", request.user)
         await self.state.call(self.state.db.save_link, link, linked)
+        # Made again after the link's change, so the relay's worker for it may use the answer (proxy.relay.locate).
+        self.discovery.put(request.server_url, request.apple_id, request.app_password, account)
         logger.info("linked %s to %s at %s (primary %s, %d conflict calendars, %s)", request.user,
                     request.apple_id, request.server_url, chosen[0].remote.name, len(chosen) - 1, request.mode)
         self.on_change(request.user)
         return link, linked, notes
+
+    async def set_policies(self, user: str, changes: Any) -> policies.PolicySet:
+        """Change a link's policies without linking again (no password needed); returns them all.
+
+        ``changes`` names only what changes: link policies (``"all_day": "never-busy"``), and under
+        ``"calendars"`` a calendar's own (``{"home": {"all_day": "always-busy"}}``). ``null`` puts a value
+        back: a link policy to the configured default, a calendar's to the link's, a calendar to all the link's.
+        Calendars whose availability policies change are mirrored again by the relay's next pull.
+        """
+        link = await self.state.call(self.state.db.link, user)
+        if link is None:
+            raise LinkError("not_linked", f"{user} has no iCloud link; link it first (calrelay link {user} ...)", 404)
+        if not isinstance(changes, dict):
+            raise LinkError("invalid_json", "the request body must be a JSON object of policy changes")
+        calendars = await self.state.call(self.state.db.link_calendars, user)
+        before = policies.policy_set(link.policies)
+        try:
+            defaults = policies.parse(dataclasses.asdict(self.settings.policies)).as_dict()
+            values = before.link.as_dict()
+            for key, value in changes.items():
+                if key != policies.CALENDARS_KEY:
+                    values[key] = defaults.get(key) if value is None else value
+            chosen = policies.parse(values)  # unknown keys and bad values are refused here, with the fix
+        except ValueError as error:
+            raise LinkError("invalid_policy", str(error)) from None
+        own = {name: dict(values) for name, values in before.calendars.items()}
+        asked = changes.get(policies.CALENDARS_KEY) or {}
+        if not isinstance(asked, dict):
+            raise LinkError("invalid_policy", 'calendars must be an object: {"<calendar>": {"all_day": …}}')
+        for name, change in asked.items():
+            if change is None:
+                own.pop(name, None)
+            elif isinstance(change, dict):
+                merged = {**own.get(name, {}), **change}
+                own[name] = {key: value for key, value in merged.items() if value is not None}
+            else:
+                own[name] = change  # refused below, with the calendar's name
+        after = policies.PolicySet(chosen, checked_calendar_policies(own, [c.remote_name for c in calendars]))
+        if after == before:
+            return after
+        if chosen.attendees is policies.AttendeeMode.SCHEDULE_AGENT_CLIENT:
+            logger.warning("%s keeps attendees as ATTENDEEs with SCHEDULE-AGENT=CLIENT: iCloud still e-mails "
+                           "attendees it hosts (@icloud.com, @me.com, @mac.com)", user)
+        mirrors = {c.path: c.props for c in await self.engine.call(self.engine.list_calendars, user)}
+        for calendar in calendars:
+            props = dict(mirrors.get(calendar.mirror_path, {}))
+            if props:
+                effective = after.for_calendar(calendar.remote_name)
+                props[MIRROR_POLICIES_PROP] = json.dumps(policies.availability(effective))
+                await self.engine.call(self.engine.ensure_mirror, calendar.mirror_path, props)
+        updated = dataclasses.replace(link, policies=after.as_json(), updated_at=time.time())
+        await self.state.call(self.state.db.save_link, updated, with_remirror(calendars, before, after))
+        logger.info("policies of %s changed: %s", user, after.as_json())
+        self.on_change(user)
+        return after
 
     async def unlink(self, user: str) -> bool:
         """Forget the link and remove its mirrors (their blocked time goes with them). What calrelay already
         wrote to iCloud stays there."""
         for calendar in await self.state.call(self.state.db.link_calendars, user):
             await self.engine.call(self.engine.delete_collection, calendar.mirror_path)
+        link = await self.state.call(self.state.db.link, user)
         removed = await self.state.call(self.state.db.delete_link, user)
+        if link is not None:
+            self.discovery.invalidate(link.server_url, link.apple_id, "unlinked")
         if removed:
             logger.info("unlinked %s", user)
             self.on_change(user)
         return removed
 
 
-def mirror_props(calendar: RemoteCalendar, role: str, blocks: bool) -> dict[str, str]:
+def mirror_props(calendar: RemoteCalendar, role: str, blocks: bool,
+                 chosen: policies.LinkPolicies | None = None) -> dict[str, str]:
     props = {
         "D:displayname": f"iCloud: {calendar.display_name}",
         MIRROR_ROLE_PROP: role,
         MIRROR_SOURCE_PROP: calendar.url,
         MIRROR_BLOCKS_PROP: "true" if blocks else "false",
+        MIRROR_POLICIES_PROP: json.dumps(policies.availability(chosen or policies.LinkPolicies())),
     }
     if calendar.color:
         props["ICAL:calendar-color"] = calendar.color
@@ -192,6 +307,7 @@ def link_status(db: StateDB, user: str) -> dict[str, Any]:
     if link is None:
         return {"user": user, "linked": False}
     running = db.progress(user)
+    chosen = policies.policy_set(link.policies)
     return {
         "user": user,
         "linked": True,
@@ -199,7 +315,7 @@ def link_status(db: StateDB, user: str) -> dict[str, Any]:
         "server": link.server_url,
         "mode": link.mode,
         "icloud_deletions": link.deletions,
-        "policies": json.loads(link.policies),
+        "policies": chosen.link.as_dict(),
         "booking_calendars": sorted(link.booking_calendars) or "all of the integrating kinds",
         "state": link.state,
         "last_error": link.last_error,
@@ -211,6 +327,9 @@ def link_status(db: StateDB, user: str) -> dict[str, Any]:
                 "url": c.remote_url,
                 "role": c.role,
                 "blocks_availability": c.blocks,
+                # What blocks availability in this calendar: its own policies, the link's for the rest.
+                "policies": policies.availability(chosen.for_calendar(c.remote_name)),
+                "own_policies": chosen.calendars.get(c.remote_name, {}),
                 "mirror": c.mirror_path,
                 "last_pull": _when(c.last_success_at),
                 "last_attempt": _when(c.last_attempt_at),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from proxy.model import Origin
-from proxy.relay.plan import outdated, vanished
+from proxy.relay.plan import outdated, same_href, vanished
 from proxy.state import ItemStatus
 
 
@@ -98,6 +98,7 @@ class TokenState(StrEnum):
     NONE = "none"  # never pulled
     VALID = "valid"  # incremental, from the stored sync token
     REFUSED = "refused"  # the server refused the token: the last pull compared a full listing
+    REMIRROR = "remirror"  # the availability policies changed: list it whole and write every mirror again
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,8 @@ def delta_from_changes(
     rows = list(statuses)
     if complete:
         return Delta(outdated(changed, rows), vanished(changed, rows))
-    known = {s.remote_href: s.remote_etag for s in rows}
-    return Delta(sorted(h for h, etag in changed.items() if known.get(h) != etag), sorted(set(deleted)))
+    known = {same_href(s.remote_href): s.remote_etag for s in rows}
+    return Delta(sorted(h for h, etag in changed.items() if known.get(same_href(h)) != etag), sorted(set(deleted)))
 
 
 def delta_from_listing(listing: Mapping[str, str], statuses: Iterable[ItemStatus]) -> Delta:
@@ -142,10 +143,21 @@ def next_cursor(
     yet (iCloud's visibility lag): then keep the old ones, so the server reports those objects again."""
     state = TokenState.REFUSED if refused else TokenState.VALID
     if fetched < wanted:
-        return PullCursor(previous.ctag, previous.token, state)
+        # A re-mirror not finished is asked for again, whole.
+        return PullCursor(previous.ctag, previous.token,
+                          TokenState.REMIRROR if previous.token_state is TokenState.REMIRROR else state)
     return PullCursor(ctag, token, state)
 
 
 def pull_unchanged(ctag: str | None, previous: PullCursor) -> bool:
     """The calendar's ctag is the one of the last complete pull: nothing to ask for."""
-    return bool(ctag) and ctag == previous.ctag and previous.token_state != TokenState.NONE
+    return bool(ctag) and ctag == previous.ctag and previous.token_state not in (TokenState.NONE,
+                                                                                  TokenState.REMIRROR)
+
+
+def remirror_delta(delta: Delta, listing: Mapping[str, str], statuses: Iterable[ItemStatus]) -> Delta:
+    """A re-mirror (changed policies) also fetches every listed event that has a mirror, changed or not."""
+    mirrored = {same_href(s.remote_href) for s in statuses
+                if s.origin == Origin.ICLOUD and s.local_href and s.remote_href}
+    return Delta(sorted(set(delta.wanted) | {href for href in listing if same_href(href) in mirrored}),
+                 delta.deleted)

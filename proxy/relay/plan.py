@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from proxy.model import EventKind, Origin
 from proxy.state import ItemStatus
@@ -204,15 +205,18 @@ def plan_pull(
     statuses: Iterable[ItemStatus],
     two_way: bool,
     propagate_deletions: bool,
+    remirror: bool = False,
 ) -> list[PullAction]:
     """What to do on the calrelay side so that it reflects one iCloud calendar.
 
     ``changed``: the remote items reported new or modified; ``deleted_hrefs``: hrefs reported deleted (for a
     full listing, every known href that is no longer listed). ``statuses``: the calendar's status rows.
+    ``remirror``: the availability policies changed, so every iCloud-born event's blocked slot is written
+    again, changed or not.
     """
     rows = list(statuses)
     by_uid = {status.uid: status for status in rows}
-    by_href = {status.remote_href: status for status in rows if status.remote_href}
+    by_href = {same_href(status.remote_href): status for status in rows if status.remote_href}
     actions: list[PullAction] = []
     seen: set[str] = set()
     for remote in sorted(changed, key=lambda r: r.uid):
@@ -220,7 +224,9 @@ def plan_pull(
         status = by_uid.get(remote.uid)
         if status is None:
             actions.append(Import(remote))
-        elif status.remote_hash == remote.hash and status.remote_href == remote.href:
+        elif remirror and status.origin == Origin.ICLOUD and status.local_href:
+            actions.append(RefreshMirror(remote, status))
+        elif status.remote_hash == remote.hash and same_href(status.remote_href) == same_href(remote.href):
             if status.remote_etag != remote.etag:
                 actions.append(NoteRemote(remote, status))  # housekeeping: nothing to apply
         elif status.origin == Origin.ICLOUD:
@@ -233,7 +239,7 @@ def plan_pull(
         else:
             actions.append(NoteRemote(remote, status))  # one-way: the CRM version stays (rule 9)
     for href in sorted(set(deleted_hrefs)):
-        status = by_href.get(href)
+        status = by_href.get(same_href(href))
         if status is None or status.uid in seen:
             continue
         if status.origin == Origin.ICLOUD and status.local_href is None:
@@ -243,12 +249,18 @@ def plan_pull(
     return actions
 
 
+def same_href(href: str | None) -> str:
+    """An href as compared: percent-decoded (iCloud lists ``abc%40x.ics`` for the ``abc@x.ics`` we wrote)."""
+    return unquote(href or "")
+
+
 def vanished(listing: Mapping[str, str], statuses: Iterable[ItemStatus]) -> list[str]:
     """Known remote hrefs missing from a full listing: deletions the server did not report as such."""
-    return sorted(s.remote_href for s in statuses if s.remote_href and s.remote_href not in listing)
+    listed = {same_href(href) for href in listing}
+    return sorted(s.remote_href for s in statuses if s.remote_href and same_href(s.remote_href) not in listed)
 
 
 def outdated(listing: Mapping[str, str], statuses: Iterable[ItemStatus]) -> list[str]:
     """Hrefs of a full listing whose ETag differs from the status: the only ones worth fetching."""
-    known = {s.remote_href: s.remote_etag for s in statuses if s.remote_href}
-    return sorted(href for href, etag in listing.items() if known.get(href) != etag)
+    known = {same_href(s.remote_href): s.remote_etag for s in statuses if s.remote_href}
+    return sorted(href for href, etag in listing.items() if known.get(same_href(href)) != etag)

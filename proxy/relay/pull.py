@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from proxy.audit import Decision
 from proxy.model import MirrorRole, Origin
-from proxy.relay import transforms, window
+from proxy.relay import locate, transforms, window
 from proxy.relay.conflicts import winner
 from proxy.relay.decide import (
     PullCursor,
@@ -27,6 +27,7 @@ from proxy.relay.decide import (
     delta_from_listing,
     next_cursor,
     pull_unchanged,
+    remirror_delta,
 )
 from proxy.relay.gate import Gate, StopPass, waiting
 from proxy.relay.plan import (
@@ -44,7 +45,7 @@ from proxy.relay.progress import import_report
 from proxy.relay.push import execute, summary
 from proxy.relay.sides import Upstream
 from proxy.state import ItemStatus, LinkCalendar
-from proxy.upstream import InvalidSyncToken, RemoteObject, UpstreamError
+from proxy.upstream import InvalidSyncToken, NotFound, RemoteObject, UpstreamError
 
 if TYPE_CHECKING:
     from proxy.relay.worker import LinkWorker
@@ -77,20 +78,47 @@ class PullExecutor:
         self._full_pulls: dict[str, float] = {}  # calendar URL -> wall time of its last full listing
 
     async def run(self, client: Upstream, gate: Gate) -> None:
+        located = await self._locate(client, gate)
         for calendar in list(self.w.calendars.values()):
+            if calendar.remote_url in located and located[calendar.remote_url] is None:
+                await self._missing(calendar)
+                continue
             await self.calendar(client, gate, calendar)
+
+    async def _locate(self, client: Upstream, gate: Gate) -> dict[str, str | None]:
+        """Where the linked calendars are now (cached discovery, proxy.relay.locate); {} if unknown."""
+        locator = self.w.locator
+        if locator is None:
+            return {}
+        try:
+            return await locator.locate(client, gate, list(self.w.calendars))  # type: ignore[arg-type]
+        except StopPass:
+            raise
+        except UpstreamError as error:  # pull from the stored URLs; the next pass asks again
+            logger.warning("could not discover the iCloud account of %s: %s", self.w.user, error)
+            return {}
+
+    async def _missing(self, calendar: LinkCalendar) -> None:
+        message = locate.missing_message(calendar.remote_name)
+        if calendar.last_error != message:
+            logger.warning("%s: %s", self.w.user, message)
+        await self._pulled(calendar, last_attempt_at=time.time(), last_error=message)
+        self.w.context.metrics.pulled("failed")
 
     async def calendar(self, client: Upstream, gate: Gate, calendar: LinkCalendar) -> None:
         w = self.w
         db = w.state.db
-        url = calendar.remote_url
+        url = calendar.remote_url  # the calendar as linked (the status rows' key)
+        where = w.locator.url(url) if w.locator is not None else url  # where it answers now
         started = time.time()
         previous = PullCursor(calendar.ctag, calendar.sync_token, TokenState(calendar.token_state))
         try:
-            ctag, token = await gate.call(client.calendar_state(url))
+            ctag, token = await gate.call(client.calendar_state(where))
             # Once a day the calendar is listed whole, changed or not: time brings events into the window.
             interval = w.context.settings.upstream.full_pull_interval
             full = window.full_pull_due(self._full_pulls.get(url), started, interval)
+            # Changed availability policies: every mirrored event is written again under the new ones.
+            remirror = previous.token_state is TokenState.REMIRROR
             if pull_unchanged(ctag, previous) and not full:
                 await self._pulled(calendar, last_success_at=time.time(), last_attempt_at=started, last_error=None)
                 w.context.metrics.pulled("unchanged")
@@ -99,12 +127,17 @@ class PullExecutor:
             refused = False
             try:
                 use = calendar.sync_token if previous.token_state is TokenState.VALID and not full else None
-                changes = await gate.call(client.changes(url, use))
+                changes = await gate.call(client.changes(where, use))
                 token = changes.token
                 delta = delta_from_changes(changes.changed, changes.deleted, changes.complete, statuses)
+                if remirror:
+                    delta = remirror_delta(delta, changes.changed, statuses)
             except InvalidSyncToken:
                 logger.info("%s refused the sync token of %s; comparing ETags instead", url, w.user)
-                delta = delta_from_listing(await gate.call(client.listing(url)), statuses)
+                listing = await gate.call(client.listing(where))
+                delta = delta_from_listing(listing, statuses)
+                if remirror:
+                    delta = remirror_delta(delta, listing, statuses)
                 # The token read with the ctag just before is new and not refused: the next pull uses it, so the
                 # status does not say "refused" until iCloud next changes.
                 refused = not token
@@ -116,7 +149,7 @@ class PullExecutor:
             two_way = w.two_way and calendar.role == MirrorRole.PRIMARY
             propagate = w.link.deletions == "propagate"
             for index, chunk in enumerate(chunks):
-                fetched = await gate.call(client.fetch(url, chunk)) if chunk else {}
+                fetched = await gate.call(client.fetch(where, chunk)) if chunk else {}
                 progress.fetched += len(fetched)
                 w.stats["fetched"] += len(fetched)
                 # Parsing is CPU work: off the event loop, so CalDAV requests are answered meanwhile.
@@ -125,10 +158,10 @@ class PullExecutor:
                 async with w.status_lock:  # a push waits at most one batch
                     rows = await w.state.call(db.items, w.user, url) if index else statuses
                     remote = await asyncio.to_thread(self._in_window, remote, rows)  # expands rules: CPU work
-                    actions = plan_pull(remote, delta.deleted if last else [], rows, two_way, propagate)
+                    actions = plan_pull(remote, delta.deleted if last else [], rows, two_way, propagate, remirror)
                     if actions and len(chunks) == 1:
                         logger.debug("pull of %s for %s: %s", calendar.remote_name, w.user, summary(actions))
-                    await self._execute(actions, calendar, gate)
+                    await self._execute(actions, calendar, gate, remirror)
                 progress.written += len(fetched)
                 await self._report(url, progress)
             cursor = next_cursor(previous, ctag, token, refused, len(delta.wanted), progress.fetched)
@@ -141,6 +174,8 @@ class PullExecutor:
             w.context.metrics.pulled("stopped")
             raise
         except UpstreamError as error:
+            if isinstance(error, NotFound) and w.locator is not None:
+                w.locator.forget(f"404 on {where}")  # moved or deleted: the next pass discovers again
             await self._pulled(calendar, last_attempt_at=started, last_error=str(error))
             w.context.metrics.pulled("failed")
             logger.warning("pull of %s for %s failed: %s", calendar.remote_name, w.user, error)
@@ -157,7 +192,7 @@ class PullExecutor:
             self._full_pulls[url] = started
         await self._pulled(
             calendar, ctag=cursor.ctag, sync_token=cursor.token, token_state=cursor.token_state.value,
-            last_success_at=time.time(), last_attempt_at=started, last_error=None,
+            last_success_at=time.time(), last_attempt_at=started, last_error=None, keep_remirror=not remirror,
         )
         w.context.metrics.pulled("changed")
 
@@ -175,13 +210,14 @@ class PullExecutor:
             await w.state.call(w.state.db.set_progress, w.user, url, progress.total, progress.fetched,
                                progress.written, progress.started)
 
-    async def _pulled(self, calendar: LinkCalendar, **values: object) -> None:
+    async def _pulled(self, calendar: LinkCalendar, keep_remirror: bool = False, **values: object) -> None:
         w = self.w
-        await w.state.call(w.state.db.update_pull_state, w.user, calendar.remote_url, **values)
+        await w.state.call(w.state.db.update_pull_state, w.user, calendar.remote_url, keep_remirror, **values)
         current = w.calendars.get(calendar.remote_url, calendar)
         w.calendars[calendar.remote_url] = replace(current, **values)
 
-    async def _execute(self, actions: list[PullAction], calendar: LinkCalendar, gate: Gate) -> None:
+    async def _execute(self, actions: list[PullAction], calendar: LinkCalendar, gate: Gate,
+                       remirror: bool = False) -> None:
         """Mirror writes (imports and refreshes) go to storage as one batch; the rest one by one."""
         w = self.w
         writes = [(a.remote, a.status if isinstance(a, RefreshMirror) else None)
@@ -195,7 +231,8 @@ class PullExecutor:
                 if isinstance(action, Import):
                     w.context.audit.record(Decision.IMPORTED, w.user, action.remote.uid, "new event in iCloud, blocks the time", **where)  # noqa: E501
                 elif isinstance(action, RefreshMirror):
-                    w.context.audit.record(Decision.REFRESHED, w.user, action.remote.uid, "changed in iCloud", **where)
+                    why = "written again under the calendar's changed availability policies" if remirror else "changed in iCloud"  # noqa: E501
+                    w.context.audit.record(Decision.REFRESHED, w.user, action.remote.uid, why, **where)
         rest = [a for a in actions if not isinstance(a, Import | RefreshMirror)]
         await execute(rest, lambda action: self._one(action, calendar), gate)
 
@@ -247,10 +284,10 @@ def remote_items(objects: list[RemoteObject]) -> list[RemoteItem]:
 
 def remote_item(obj: RemoteObject) -> RemoteItem | None:
     try:
-        if not transforms.is_event_object(obj.text):
+        facts = transforms.event_facts(obj.text)
+        if facts is None:
             return None
-        return RemoteItem(transforms.object_uid(obj.text), obj.href, obj.etag, obj.text,
-                          transforms.content_hash(obj.text))
+        return RemoteItem(facts[0], obj.href, obj.etag, obj.text, facts[1])
     except ValueError as error:
         logger.warning("iCloud object %s not imported: %s", obj.href, error)
         return None

@@ -430,14 +430,14 @@ def _apply_availability_policies(
     if start is not None and not isinstance(start.dt, datetime) and policies.all_day is not AllDayMode.AS_MARKED:
         event["TRANSP"] = "OPAQUE" if policies.all_day is AllDayMode.ALWAYS_BUSY else "TRANSPARENT"
         applied.append(f"all-day={policies.all_day}")
-    unanswered = any(
-        _address(str(person)) in owners and str(person.params.get("PARTSTAT", "")).upper() == "NEEDS-ACTION"
-        for person in _values(event, "ATTENDEE")
-    )
-    if unanswered:
-        if policies.unanswered is UnansweredMode.FREE:
-            event["TRANSP"] = "TRANSPARENT"
-        applied.append(f"unanswered={policies.unanswered}")
+    answers = {str(person.params.get("PARTSTAT", "")).upper()
+               for person in _values(event, "ATTENDEE") if _address(str(person)) in owners}
+    for answer, name, mode in (("NEEDS-ACTION", "unanswered", policies.unanswered),
+                               ("TENTATIVE", "tentative", policies.tentative)):
+        if answer in answers:
+            if mode is UnansweredMode.FREE:
+                event["TRANSP"] = "TRANSPARENT"
+            applied.append(f"{name}={mode}")
     travel = event.get(TRAVEL_PROPERTY)
     if travel is not None and policies.travel_time_busy:
         try:
@@ -580,5 +580,18 @@ def content_hash(text: str) -> str:
     calendar = _parse(text)
     _uid(calendar)
     _events(calendar)
+    return _hash(calendar)
+
+
+def _hash(calendar: Calendar) -> str:
     canonical = sorted(json.dumps(_canonical_component(component)) for component in _items(calendar))
     return hashlib.sha256("\n".join(canonical).encode("utf-8")).hexdigest()
+
+
+def event_facts(text: str) -> tuple[str, str] | None:
+    """``(UID, content hash)`` of an event object, parsed once (a pull reads thousands); None if it holds no
+    VEVENT. ValueError as :func:`object_uid` and :func:`content_hash` raise it."""
+    calendar = _parse(text)
+    if not any(component.name == "VEVENT" for component in calendar.subcomponents):
+        return None
+    return _uid(calendar), _hash(calendar)

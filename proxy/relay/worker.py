@@ -36,6 +36,7 @@ from proxy.relay import policies, transforms, window
 from proxy.relay.backoff import Backoff
 from proxy.relay.gate import Gate, StopPass
 from proxy.relay.holds import AccountHolds, account_key
+from proxy.relay.locate import LinkLocator
 from proxy.relay.plan import LocalItem, RemoteItem
 from proxy.relay.pull import PullExecutor, mirror_status
 from proxy.relay.push import PushExecutor
@@ -43,6 +44,7 @@ from proxy.relay.sides import EngineStore, LocalStore, Upstream
 from proxy.secretbox import SecretBox, SecretError
 from proxy.state import AsyncState, ItemStatus, Link, LinkCalendar
 from proxy.upstream import AuthenticationFailed, RemoteObject, Throttled, UpstreamError
+from proxy.upstream.discovery import DiscoveryCache
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ class RelayContext:
     metrics: Metrics = field(default_factory=Metrics)
     #: throttling holds shared by every link of one Apple ID
     holds: AccountHolds = field(default_factory=AccountHolds)
+    #: discovery answers (15 minutes), shared with the link service of the same process
+    discovery: DiscoveryCache = field(default_factory=DiscoveryCache)
     #: The calrelay side; by default the engine's collections.
     store: LocalStore | None = None
 
@@ -123,6 +127,9 @@ class LinkWorker:
         self.user = link.user
         self.two_way = link.mode == "two-way"
         self.policies = policies.from_json(link.policies)
+        # Each linked calendar's availability policies: its own where it sets them, else the link's.
+        chosen = policies.policy_set(link.policies)
+        self.calendar_policies = {c.remote_url: chosen.for_calendar(c.remote_name) for c in calendars}
         self.calendar_names: dict[str, str] = {}  # booking calendar path -> display name ({calendar})
         upstream = context.settings.upstream
         self.window = window.SyncWindow(upstream.window_past_days, upstream.window_future_days)
@@ -134,6 +141,7 @@ class LinkWorker:
         self._limit = asyncio.Semaphore(upstream.max_concurrency)
         self._import_slots = import_slots or asyncio.Semaphore(max(1, upstream.max_imports))
         self._own: Counter[tuple[str, str]] = Counter()  # (collection, href) written by this worker, not yet seen
+        self.locator: LinkLocator | None = None  # set once the password is decrypted (run)
         self.pusher = PushExecutor(self)
         self.puller = PullExecutor(self)
         self.passes = 0  # completed pull passes (every linked calendar pulled once)
@@ -190,6 +198,8 @@ class LinkWorker:
         except SecretError as error:
             await self._set_state("error", str(error))
             return
+        self.locator = LinkLocator(self.context.discovery, self.link.server_url, self.link.apple_id, password,
+                                   since=self.link.updated_at)
         async with self.context.client_factory(
             self.link.server_url, self.link.apple_id, password, timeout=self.context.settings.upstream.timeout
         ) as client:
@@ -273,6 +283,8 @@ class LinkWorker:
                 "link the account again with a new app-specific password"
             )
             await self._set_state("needs-reconnect", message)
+            if self.locator is not None:
+                self.locator.forget("credentials refused")
             delay = self.context.settings.upstream.max_backoff
         else:
             retry_after = cause.retry_after if isinstance(cause, Throttled) else None
@@ -293,7 +305,7 @@ class LinkWorker:
     async def write_mirrors(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]],
                             calendar: LinkCalendar) -> None:
         """Import or refresh blocked slots in ``calendar``'s mirror: one storage call, one status call."""
-        prepared = await asyncio.to_thread(self._mirror_texts, writes)  # CPU work, off the event loop
+        prepared = await asyncio.to_thread(self._mirror_texts, writes, calendar)  # CPU work, off the event loop
         if not prepared:
             return
         path = calendar.mirror_path
@@ -313,13 +325,14 @@ class LinkWorker:
                                                 if etag])
         await self.state.call(_save_all, self.state.db, rows)
 
-    def _mirror_texts(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]]
+    def _mirror_texts(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]], calendar: LinkCalendar
                       ) -> list[tuple[RemoteItem, str, str]]:
         """(remote, mirror href, mirror text) of each write that can be mirrored."""
         prepared = []
+        chosen = self.calendar_policies.get(calendar.remote_url, self.policies)
         for remote, status in writes:
             try:
-                text = transforms.to_mirror(remote.text, self.owner_addresses, self.policies)
+                text = transforms.to_mirror(remote.text, self.owner_addresses, chosen)
             except ValueError as error:
                 logger.warning("iCloud object %s not imported: %s", remote.href, error)
                 continue

@@ -116,7 +116,8 @@ def test_availability_over_http(server: Calrelay) -> None:
     sources = {source["calendar"]: source for source in body["sources"]}
     assert sources["/alice/work/"] | {"unreadable_items": {}} == {
         "calendar": "/alice/work/", "role": "booking", "mirror_role": None, "calendar_kind": "round-robin",
-        "last_success": None, "stale": False, "error": None, "unreadable_items": {},
+        "last_success": None, "stale": False, "error": None, "policies": None, "beyond_sync_window": False,
+        "unreadable_items": {},
     }
     assert sources[MIRROR]["stale"] and sources[MIRROR]["error"] == "iCloud answered 503"
     assert sources[MIRROR]["last_success"] == LAST_PULL.isoformat().replace("+00:00", "Z")

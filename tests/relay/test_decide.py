@@ -24,7 +24,9 @@ from proxy.relay.decide import (
     icloud_born_edit,
     next_cursor,
     pull_unchanged,
+    remirror_delta,
 )
+from proxy.relay.plan import RefreshMirror, RemoteItem, plan_pull
 from proxy.state import ItemStatus
 
 CAL = "https://p1.example/1/calendars/work/"
@@ -108,3 +110,34 @@ def test_the_cursor_advances_exactly_when_everything_wanted_was_fetched(wanted, 
     cursor = next_cursor(old, "c2", "t2", refused, wanted, fetched)
     assert (cursor.token == "t2") == (fetched == wanted)
     assert cursor.token_state is (TokenState.REFUSED if refused else TokenState.VALID)
+
+
+def test_hrefs_are_compared_percent_decoded():
+    rows = [status("a", href="/w/booking@crm.ics", etag='"1"'), status("b", href="/w/b%20c.ics", etag='"1"')]
+    listing = {"/w/booking%40crm.ics": '"1"', "/w/b c.ics": '"1"'}
+    # The same two objects, spelled as iCloud spells them: nothing to fetch, nothing gone.
+    assert delta_from_listing(listing, rows) == Delta(wanted=[], deleted=[])
+    assert delta_from_changes(listing, [], False, rows) == Delta(wanted=[], deleted=[])
+    assert delta_from_changes({"/w/booking%40crm.ics": '"2"'}, [], False, rows).wanted == ["/w/booking%40crm.ics"]
+
+
+def test_a_remirror_reads_every_mirrored_event_again_and_is_asked_again_until_complete():
+    rows = [status("a", Origin.ICLOUD, href="/w/a.ics"), status("b", Origin.CRM, href="/w/b.ics"),
+            status("c", Origin.ICLOUD, href="/w/c%40x.ics")]
+    listing = {"/w/a.ics": '"e1"', "/w/b.ics": '"e1"', "/w/c@x.ics": '"e1"', "/w/new.ics": '"1"'}
+    delta = remirror_delta(delta_from_listing(listing, rows), listing, rows)
+    assert delta == Delta(wanted=["/w/a.ics", "/w/c@x.ics", "/w/new.ics"], deleted=[])  # not the CRM's own
+    old = PullCursor("ctag1", "tok1", TokenState.REMIRROR)
+    assert not pull_unchanged("ctag1", old)  # an unchanged calendar is re-mirrored all the same
+    assert next_cursor(old, "ctag2", "tok2", False, wanted=3, fetched=2).token_state is TokenState.REMIRROR
+    assert next_cursor(old, "ctag2", "tok2", False, wanted=3, fetched=3) == PullCursor("ctag2", "tok2",
+                                                                                       TokenState.VALID)
+
+
+def test_plan_refreshes_unchanged_mirrors_only_when_re_mirroring():
+    row = status("a", Origin.ICLOUD, href="/w/a.ics")
+    same = RemoteItem("a", "/w/a.ics", '"e1"', "text", "r1")
+    assert plan_pull([same], [], [row], False, False) == []
+    assert plan_pull([same], [], [row], False, False, remirror=True) == [RefreshMirror(same, row)]
+    crm = status("b", Origin.CRM, href="/w/b.ics")
+    assert plan_pull([RemoteItem("b", "/w/b.ics", '"e1"', "t", "r1")], [], [crm], True, False, remirror=True) == []

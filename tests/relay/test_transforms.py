@@ -14,6 +14,7 @@ from icalendar import Calendar
 from proxy.model import EventKind, Origin
 from proxy.relay.transforms import (
     content_hash,
+    event_facts,
     is_event_object,
     merge_icloud_edit,
     object_kind,
@@ -964,3 +965,12 @@ def test_to_mirror_keeps_an_owner_declined_occurrence_as_free():
     assert "TRANSP:TRANSPARENT" in to_mirror(text, ["demo@icloud.test"])
     assert "TRANSP" not in to_mirror(text, ["someone@else.test"])
     assert "TRANSP" not in to_mirror(text.replace("DECLINED", "ACCEPTED"), ["demo@icloud.test"])
+
+
+def test_event_facts_parse_once_and_agree_with_uid_and_hash():
+    assert event_facts(CRM_APPOINTMENT) == (object_uid(CRM_APPOINTMENT), content_hash(CRM_APPOINTMENT))
+    todo = ics("BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//x//EN", "BEGIN:VTODO", "UID:t", "END:VTODO",
+               "END:VCALENDAR")
+    assert event_facts(todo) is None and not is_event_object(todo)
+    with pytest.raises(ValueError):
+        event_facts("not a calendar")

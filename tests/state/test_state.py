@@ -65,6 +65,23 @@ def test_relinking_keeps_pull_state_of_calendars_that_stay_and_forgets_the_rest(
         db.update_pull_state("alice", work.remote_url, mirror_path="/x/")
 
 
+def test_a_remirror_asked_for_survives_relinking_and_a_pull_that_began_before_it(db):
+    db.save_link(_link(), _calendars())
+    work, home = _calendars()
+    db.update_pull_state("alice", work.remote_url, ctag="c1", sync_token="t1", token_state="valid")
+    db.save_link(_link(updated_at=2.0), [replace(work, token_state="remirror"), home])
+    kept = db.link_calendars("alice")[0]
+    assert (kept.ctag, kept.sync_token, kept.token_state) == ("c1", "t1", "remirror")
+    # A pull under the old policies ends: the re-mirror stays asked for.
+    db.update_pull_state("alice", work.remote_url, keep_remirror=True, ctag="c2", token_state="valid")
+    assert (db.link_calendars("alice")[0].ctag, db.link_calendars("alice")[0].token_state) == ("c2", "remirror")
+    # The re-mirroring pull itself ends it.
+    db.update_pull_state("alice", work.remote_url, token_state="valid")
+    assert db.link_calendars("alice")[0].token_state == "valid"
+    db.update_pull_state("alice", home.remote_url, keep_remirror=True, token_state="refused")
+    assert db.link_calendars("alice")[1].token_state == "refused"  # nothing to keep: written as given
+
+
 def test_link_state_and_errors(db):
     db.save_link(_link(), _calendars())
     db.set_link_state("alice", "needs-reconnect", "revoked")
