@@ -1,10 +1,11 @@
 """Benchmark of calrelay under hostile requests: a real ``calrelay serve`` with two stored runaway rules.
 
-Seeds alice's calendar with a SECONDLY and a MINUTELY rule without end (written straight to disk, as objects
-stored before the write-time checks would be), then sends a stream of the worst requests (availability for a
-year, busy-reasons, free-busy REPORT, calendar-query with and without expand, a 100,000-deep PROPFIND, runaway
-PUTs) from four threads while bob keeps working. Prints each hostile request's latency, bob's p50/max latency
-with and without the stream, the server's peak RSS, and how long SIGTERM takes to stop it.
+Seeds alice's calendar with a SECONDLY and a MINUTELY rule without end (stored through the storage without
+calrelay's checks, as objects stored before the write-time checks would be), then sends a stream of the
+worst requests (availability for a year, busy-reasons, free-busy REPORT, calendar-query with and without
+expand, a 100,000-deep PROPFIND, runaway PUTs) from four threads while bob keeps working. Prints each
+hostile request's latency, bob's p50/max latency with and without the stream, the server's peak RSS, and
+how long SIGTERM takes to stop it.
 
     python bench/hostile.py [--requests 200]
 """
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.auth import UserRecord, UsersFile
 from tests.helpers import free_port, mkcalendar, put
-from tests.hostile.test_runaway import FREEBUSY, YEAR, calendar_query, runaway
+from tests.hostile.test_runaway import FREEBUSY, YEAR, calendar_query, runaway, store_behind_calrelays_back
 
 ALICE, BOB = ("alice", "alice-secret"), ("bob", "bob-secret")
 
@@ -67,9 +68,8 @@ def main() -> None:
         for user, auth in (("alice", ALICE), ("bob", BOB)):
             mkcalendar(f"{url}{user}/sales/", auth, "Sales", kind="round-robin")
         put(f"{url}bob/sales/b.ics", BOB, runaway("b", "WEEKLY"))
-        folder = data / "collections" / "collection-root" / "alice" / "sales"
-        (folder / "s.ics").write_text(runaway("s", "SECONDLY"))
-        (folder / "m.ics").write_text(runaway("m", "MINUTELY"))
+        for uid, freq in (("s", "SECONDLY"), ("m", "MINUTELY")):
+            store_behind_calrelays_back(data, "/alice/sales/", f"{uid}.ics", runaway(uid, freq))
         xml = {"Content-Type": "application/xml", "Depth": "1"}
         deep = b'<D:propfind xmlns:D="DAV:">' + b"<D:x>" * 100_000 + b"</D:x>" * 100_000 + b"</D:propfind>"
         hostile = {

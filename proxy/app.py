@@ -1,9 +1,10 @@
 """The application factory: calrelay's front door.
 
 Middlewares, outermost first: the traffic recorder (HAR, when switched on), limits (bad paths, oversized
-bodies, hostile XML), authentication (one source for every endpoint), and the free-busy REPORT answered from
-the availability engine. Routes: ``/health``, the JSON API under ``/api/v1/``, and everything else to the
-CalDAV engine (Radicale), which serves discovery, collections, objects and REPORTs.
+bodies, hostile XML), authentication (one source for every endpoint), stopping read requests whose client
+went away (:mod:`proxy.stopping`), and the free-busy REPORT answered from the availability engine. Routes:
+``/health``, the JSON API under ``/api/v1/``, and everything else to the CalDAV engine (Radicale), which
+serves discovery, collections, objects and REPORTs.
 
 Background work lives in ``cleanup_ctx`` entries: the engine and the change bus, the embedded iCloud
 emulator (when it is the default upstream), and the relay.
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from proxy import __version__, presence
+from proxy import __version__, presence, stopping
 from proxy.audit import AuditLog
 from proxy.auth import PRINCIPAL_REQUEST_KEY, Authenticator, make_auth_middleware
 from proxy.availability.routes import FRESHNESS, USER_ADDRESSES
@@ -84,6 +85,7 @@ def make_app(settings: Settings) -> web.Application:
             ),
         ],
     )
+    stopping.setup(app)  # inside authentication, outside every middleware that works in the engine
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[AUTHENTICATOR] = authenticator

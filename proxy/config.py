@@ -216,6 +216,9 @@ class LimitsSettings:
     max_timezones: int = option(20, "Most VTIMEZONE components in one calendar object.")
     max_date_values: int = option(1000, "Most EXDATE plus RDATE values on one component.")
     max_attendees: int = option(1000, "Most ATTENDEE properties on one component.")
+    max_lines: int = option(
+        20_000, "Most lines (folded continuations included) in one calendar object PUT; parsing costs per line."
+    )
     max_xml_depth: int = option(64, "Deepest element nesting accepted in an XML request body.")
     max_xml_elements: int = option(100_000, "Most elements in one XML request body.")
     max_headers: int = option(100, "Most header lines in one request.")

@@ -30,6 +30,7 @@ from plugins.rules import expanding
 from plugins.scope import Change
 from plugins.sqlstore import Collection, Stamp, Storage
 from plugins.sqlstore.hint import expand_hint
+from proxy import stopping
 from proxy.auth import Users
 from proxy.config import Settings
 from proxy.outage import database_unavailable
@@ -158,9 +159,11 @@ class Engine:
         self.storage.close()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking function in the engine's pool, keeping the caller's context variables."""
+        """Run a blocking function in the engine's pool, keeping the caller's context variables (among them
+        the request's stop signal: a call whose request was stopped while it waited for a thread does not
+        start)."""
         context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, _unless_stopped, fn, *args)
 
     # -- CalDAV requests ---------------------------------------------------------------------------------
 
@@ -332,6 +335,11 @@ class Engine:
             if not isinstance(collection, radicale.storage.BaseCollection):
                 return []
             return [StoredItem(item.href or "", item.etag, item.serialize()) for item in collection.get_all()]
+
+
+def _unless_stopped(fn: Callable[..., T], *args: Any) -> T:
+    stopping.check()
+    return fn(*args)
 
 
 def _environ(request: web.Request, body: bytes, user: str) -> dict[str, Any]:

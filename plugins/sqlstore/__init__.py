@@ -4,7 +4,8 @@ The package follows Radicale's multifilesystem layout, one module per concern: `
 ``base`` (the request's transaction), ``collection`` (metadata, items, time-range candidates, uploads,
 sync), ``instances`` (expanding events for the instance index) and ``storage`` (discovery, creation, moves,
 locking, verification). This module adds calrelay's layer on top: the CRM rules (``plugins.rules``), the
-guard against expanding a stored runaway rule, and the change signal for the relay. Changes are recorded in
+guard against expanding a stored runaway rule, the stop checks of a read request whose client went away
+(``proxy.stopping``, between two items), and the change signal for the relay. Changes are recorded in
 the request's scope and published by the front door after Radicale returns, so no listener runs inside the
 transaction; a change made outside a client request (by the relay itself) goes straight to
 ``change_listener``.
@@ -27,7 +28,7 @@ from plugins.scope import Change, ChangeAction
 from plugins.sqlstore import collection as _collection
 from plugins.sqlstore import storage as _storage
 from plugins.sqlstore import tables
-from proxy import validation
+from proxy import stopping, validation
 from proxy.config import LimitsSettings
 from proxy.model import MIRROR_ROLE_PROP, MirrorRole
 
@@ -52,9 +53,16 @@ class Collection(_collection.Collection):
             self._storage.emit(Change(ChangeAction.ITEM_PUT, self.path_with_slash, href))
         return etags
 
+    def get_all(self):
+        # A PROPFIND or REPORT over a large collection works item after item; its request may stop in between.
+        for item in super().get_all():
+            stopping.check()
+            yield item
+
     def get_filtered(self, filters):
         # Radicale expands what a calendar-query returns; a stored runaway rule would keep it busy for minutes.
         for item, matched in super().get_filtered(filters):
+            stopping.check()
             problem = self._storage.runaway_problem(self.path, item)
             if problem:
                 raise validation_refusal(problem)
@@ -63,6 +71,7 @@ class Collection(_collection.Collection):
     def get_multi(self, hrefs):
         # A calendar-multiget with expand reads its items here; the same refusal as for a calendar-query.
         for href, item in super().get_multi(hrefs):
+            stopping.check()
             if item is not None and expanding.get():
                 problem = self._storage.runaway_problem(self.path, item)
                 if problem:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -47,6 +46,25 @@ def _start(event: icalendar.Event) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+#: The first window :func:`_first_instances` looks at; it doubles from there.
+_FIRST_SPAN = timedelta(hours=1)
+
+
+def _first_instances(query: recurring_ical_events.CalendarQuery, begin: datetime, end: datetime,
+                     cap: int) -> list[icalendar.Event]:
+    """At least the first ``cap`` + 1 instances that start in [begin, end) (or all there are), in windows
+    that double from an hour: a rule with millions of instances costs about ``cap`` of them, a yearly one a
+    few dozen queries. (``after`` steps in windows that halve down to 15 minutes while they find something,
+    and each step expands the rule again from its start: 1,000 instances of an HOURLY rule took 6 s.)"""
+    found: list[icalendar.Event] = []
+    lower, span = begin, _FIRST_SPAN
+    while lower < end and len(found) <= cap:
+        upper = min(lower + span, end)
+        found.extend(event for event in query.between(lower, upper) if lower <= _start(event) < upper)
+        lower, span = upper, span * 2
+    return found
+
+
 def expand(text: str, start: int, horizon: int, cap: int) -> Expansion:
     """The instances of the VEVENTs in ``text`` that start in [start, horizon), at most ``cap`` of them.
 
@@ -58,9 +76,7 @@ def expand(text: str, start: int, horizon: int, cap: int) -> Expansion:
         query = recurring_ical_events.of(calendar, components=["VEVENT"])
         begin = datetime.fromtimestamp(start, UTC) - timedelta(seconds=FLOATING_SLACK + 1)
         end = datetime.fromtimestamp(horizon, UTC)
-        # ``after`` is lazy: a rule with millions of instances costs only ``cap`` of them.
-        events = list(itertools.islice(
-            itertools.takewhile(lambda event: _start(event) < end, query.after(begin)), cap + 1))
+        events = _first_instances(query, begin, end, cap)
     except Exception as error:  # a recurrence rule the library cannot expand: no index, the bounds decide
         logger.warning("cannot expand event for the instance index: %s", error)
         return Expansion([], start)

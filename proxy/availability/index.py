@@ -27,12 +27,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
+from proxy import stopping
 from proxy.availability.instances import DEFAULT_MAX_INSTANCES, Instance, ParsedItem
 
 log = logging.getLogger(__name__)
 
 BUCKET = timedelta(days=28)
 _EPOCH = datetime(1970, 1, 5, tzinfo=UTC)  # a Monday, so buckets start on week boundaries
+#: How often a request waiting for another's work on the same collection looks whether it was stopped.
+_LOCK_POLL_SECONDS = 0.2
 #: Expanded buckets kept per item and per collection; a year's queries need 14.
 MAX_BUCKETS = 40
 
@@ -70,6 +73,7 @@ _budget: ContextVar[Budget | None] = ContextVar("calrelay_expansion_budget", def
 
 
 def _charge(instances: int) -> None:
+    stopping.check()  # between two buckets: where a request whose client went away stops expanding
     budget = _budget.get()
     if budget is not None:
         budget.charge(instances)
@@ -202,6 +206,8 @@ class AvailabilityIndex:
         self.request_seconds = request_seconds
         self._collections: dict[tuple[str, str], CollectionIndex] = {}
         self._path_locks: dict[str, threading.Lock] = {}
+        #: Items parsed by a request that stopped before its collection's index was complete, kept for the next.
+        self._spare: dict[tuple[str, str], dict[str, ItemIndex]] = {}
         self._lock = threading.Lock()
         #: Counters for tests and logs: how much work the cache saved or did.
         self.parsed_items = 0
@@ -210,6 +216,17 @@ class AvailabilityIndex:
     def _path_lock(self, path: str) -> threading.Lock:
         with self._lock:
             return self._path_locks.setdefault(path, threading.Lock())
+
+    @contextmanager
+    def _holding(self, path: str) -> Iterator[None]:
+        """The collection's lock; a request stopped while it waits for another's work gives up waiting."""
+        lock = self._path_lock(path)
+        while not lock.acquire(timeout=_LOCK_POLL_SECONDS):
+            stopping.check()
+        try:
+            yield
+        finally:
+            lock.release()
 
     def collection(
         self,
@@ -220,7 +237,7 @@ class AvailabilityIndex:
     ) -> CollectionIndex:
         """The index of ``path`` at collection ETag ``etag``; ``read_items`` is called only if it changed."""
         key = (path, zone.key)
-        with self._path_lock(path):
+        with self._holding(path):
             current = self._collections.get(key)
             if current is not None and current.etag == etag:
                 return current
@@ -240,11 +257,19 @@ class AvailabilityIndex:
     ) -> CollectionIndex:
         items: dict[str, ItemIndex] = {}
         problems: dict[str, str] = {}
+        with self._lock:  # what a stopped request parsed of this collection
+            spare = self._spare.pop((path, zone.key), {})
         for item in stored:
-            known = previous.get(item.href)
+            known = previous.get(item.href) or spare.get(item.href)
             if known is not None and known.etag == item.etag:
                 items[item.href] = known
                 continue
+            try:
+                stopping.check()  # between two items: a cold calendar of thousands takes seconds
+            except stopping.RequestStopped:
+                with self._lock:
+                    self._spare[(path, zone.key)] = {**spare, **items}
+                raise
             try:
                 items[item.href] = ItemIndex(
                     ParsedItem(item.text, path, item.href, zone, self.max_instances), item.etag
@@ -268,7 +293,7 @@ class AvailabilityIndex:
 
     def query(self, index: CollectionIndex, start: datetime, end: datetime) -> list[Instance]:
         # Expanding a bucket mutates the collection's and its items' caches.
-        with self._path_lock(index.path):
+        with self._holding(index.path):
             return index.instances(start, end)
 
     def retain(self, prefix: str, keep: Iterable[str]) -> None:
@@ -279,3 +304,5 @@ class AvailabilityIndex:
             for key in stale:
                 del self._collections[key]
                 self._path_locks.pop(key[0], None)
+            for key in [key for key in self._spare if key[0].startswith(prefix) and key[0] not in kept]:
+                del self._spare[key]

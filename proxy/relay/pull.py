@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from proxy.audit import Decision
+from proxy.config import Settings
 from proxy.model import MirrorRole, Origin
 from proxy.relay import locate, transforms, window
 from proxy.relay.conflicts import winner
@@ -154,8 +155,8 @@ class PullExecutor:
             async def fetch(chunk: list[str]) -> tuple[dict[str, RemoteObject], list[RemoteItem], set[str]]:
                 fetched = await gate.call(client.fetch(where, chunk)) if chunk else {}
                 # Parsing is CPU work: off the event loop, so CalDAV requests are answered meanwhile.
-                remote, outside, unreadable = await asyncio.to_thread(remote_items, list(fetched.values()),
-                                                                      w.window.bounds(datetime.now(UTC)))
+                remote, outside, unreadable = await asyncio.to_thread(
+                    remote_items, list(fetched.values()), w.window.bounds(datetime.now(UTC)), w.context.settings)
                 return fetched, remote, outside, unreadable
 
             ahead = asyncio.ensure_future(fetch(chunks[0]))
@@ -348,10 +349,11 @@ NOTE_REASONS = {
 }
 
 
-def remote_items(objects: list[RemoteObject], bounds: tuple[datetime, datetime]
+def remote_items(objects: list[RemoteObject], bounds: tuple[datetime, datetime], settings: Settings
                  ) -> tuple[list[RemoteItem], set[str], dict[str, str]]:
     """The fetched objects that are events, the hrefs of those outside the sync window ``bounds``, and
-    href -> why for those that cannot be read: each object parsed once (a pull reads thousands)."""
+    href -> why for those that cannot be read: each object parsed once (a pull reads thousands). A rule the
+    store would refuse is not expanded here (see :func:`proxy.relay.window.in_window`)."""
     items: list[RemoteItem] = []
     outside: set[str] = set()
     unreadable: dict[str, str] = {}
@@ -360,7 +362,7 @@ def remote_items(objects: list[RemoteObject], bounds: tuple[datetime, datetime]
             calendar = transforms.parse_event_object(obj.text)
             if calendar is None:
                 continue
-            inside = window.in_window(calendar, *bounds)
+            inside = window.in_window(calendar, *bounds, settings.limits, settings.storage.max_occurrences)
             uid, digest = transforms.uid_and_hash(calendar)
         except ValueError as error:
             logger.warning("iCloud object %s not imported: %s", obj.href, error)

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import recurring_ical_events
-from icalendar import Calendar
+from icalendar import Calendar, Component
+
+from proxy import validation
+from proxy.config import LimitsSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +41,42 @@ class SyncWindow:
         return now - timedelta(days=self.past_days), now + timedelta(days=self.future_days)
 
 
-def in_window(text: str | Calendar, start: datetime, end: datetime) -> bool:
+def in_window(text: str | Calendar, start: datetime, end: datetime, limits: LimitsSettings | None = None,
+              max_count: int = 20_000) -> bool:
     """Whether the event object (its text, or parsed) has an occurrence overlapping [start, end). Unreadable
-    recurrences count as inside: an event must not be lost because its rule could not be expanded."""
+    recurrences count as inside: an event must not be lost because its rule could not be expanded.
+
+    Bounded whatever iCloud sends: a rule the store refuses (finer than ``limits.min_frequency``, an absurd
+    COUNT, denser than ``limits.max_instances``) counts as inside without being expanded, so that the import
+    reaches the store, which refuses it with its reason (logged); any other rule is followed only up to its
+    first occurrence that ends after ``start``."""
     try:
         calendar = Calendar.from_ical(text) if isinstance(text, str) else text
-        return bool(recurring_ical_events.of(calendar).between(start.astimezone(UTC), end.astimezone(UTC)))
-    except (ValueError, TypeError, KeyError) as error:
+        for event in calendar.walk("VEVENT"):
+            if _refused_rule(event, limits or LimitsSettings(), max_count):
+                return True
+        first = next(iter(recurring_ical_events.of(calendar).after(start.astimezone(UTC))), None)
+        return first is not None and _utc(first.decoded("DTSTART")) < end
+    except (ValueError, TypeError, KeyError, OverflowError) as error:
         log.warning("could not place an iCloud event in the sync window (imported anyway): %s", error)
         return True
+
+
+def _refused_rule(event: Component, limits: LimitsSettings, max_count: int) -> bool:
+    rules = event.get("RRULE")
+    if rules is None:
+        return False
+    dtstart = event.decoded("DTSTART")
+    for rule in rules if isinstance(rules, list) else [rules]:
+        if validation.rule_problem(rule.to_ical().decode(), dtstart, limits, max_count) is not None:
+            return True
+    return False
+
+
+def _utc(value: date | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)
 
 
 def full_pull_due(last_full: float | None, now: float, interval: float) -> bool:

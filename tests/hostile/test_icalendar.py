@@ -90,6 +90,17 @@ def malformed_cases() -> dict[str, tuple[bytes, str]]:
     )
     attendees = "".join(f"ATTENDEE:mailto:a{n}@example.com\r\n" for n in range(1001))
     cases["1001 attendees"] = (vevent(f"DTSTART:20261201T090000Z\r\n{attendees}"), "attendees")
+    # Each of these cost seconds to parse at its size (400,000 property lines 20 s, 1,000,000 folded lines 35 s).
+    for lines in (20_001, 400_000):
+        cases[f"{lines} property lines"] = (
+            vevent("DTSTART:20261201T090000Z\r\n" + "X-A:b\r\n" * lines), "limits.max_lines"
+        )
+        cases[f"{lines} folded lines"] = (
+            vevent("DTSTART:20261201T090000Z\r\nDESCRIPTION:x" + "\r\n y" * lines + "\r\n"), "limits.max_lines"
+        )
+    for depth in (9, 3_900):  # 3,900 overflowed the parser's stack
+        alarms = "BEGIN:VALARM\r\n" * depth + "END:VALARM\r\n" * depth
+        cases[f"components nested {depth} deep"] = (vevent(f"DTSTART:20261201T090000Z\r\n{alarms}"), "deep")
     return cases
 
 
@@ -114,6 +125,16 @@ def test_calendar_object_needs_text_calendar(hostile, content_type):
     assert status == 400, text
     assert "text/calendar" in text and "5.3.2.1" in text
     assert stored(hostile) == before
+
+
+def test_large_ordinary_objects_are_accepted(hostile):
+    """At the ceilings, not past them: 1,000 attendees, a long folded description, an alarm in an event."""
+    attendees = "".join(f"ATTENDEE;CN=Person {n};PARTSTAT=ACCEPTED:mailto:p{n}@example.com\r\n" for n in range(1000))
+    description = "DESCRIPTION:" + "x" * 74 + "\r\n " * 5000 + "end\r\n"
+    alarm = "BEGIN:VALARM\r\nACTION:DISPLAY\r\nDESCRIPTION:soon\r\nTRIGGER:-PT5M\r\nEND:VALARM\r\n"
+    body = vevent(f"DTSTART:20261201T090000Z\r\nDTEND:20261201T100000Z\r\n{attendees}{description}{alarm}")
+    status, text = send(hostile, "PUT", "/alice/sales/large.ics", body.replace(b"UID:h", b"UID:large"), headers=CT)
+    assert status == 201, text
 
 
 @pytest.mark.parametrize("rule", [

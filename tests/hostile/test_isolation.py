@@ -17,6 +17,14 @@ QUERY = (
     b'<?xml version="1.0"?><C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
     b'<D:prop><C:calendar-data/></D:prop><C:filter><C:comp-filter name="VCALENDAR"/></C:filter></C:calendar-query>'
 )
+FREEBUSY = (
+    b'<?xml version="1.0"?><C:free-busy-query xmlns:C="urn:ietf:params:xml:ns:caldav">'
+    b'<C:time-range start="20261201T000000Z" end="20261208T000000Z"/></C:free-busy-query>'
+)
+SYNC = (
+    b'<?xml version="1.0"?><D:sync-collection xmlns:D="DAV:"><D:sync-token/><D:sync-level>1</D:sync-level>'
+    b"<D:prop><D:getetag/></D:prop></D:sync-collection>"
+)
 MKCAL = b'<?xml version="1.0"?><C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"/>'
 
 METHODS = {
@@ -30,6 +38,8 @@ METHODS = {
     "PROPFIND": ("PROPFIND", "/bob/", PROPFIND, XML),
     "PROPPATCH": ("PROPPATCH", "/bob/sales/", PROPPATCH, XML),
     "REPORT": ("REPORT", "/bob/sales/", QUERY, XML),
+    "free-busy REPORT": ("REPORT", "/bob/sales/", FREEBUSY, XML),
+    "sync-collection REPORT": ("REPORT", "/bob/sales/", SYNC, XML),
     "MKCALENDAR": ("MKCALENDAR", "/bob/evil/", MKCAL, XML),
     "MKCOL": ("MKCOL", "/bob/evil2/", b"", {}),
     "MOVE from bob": ("MOVE", "/bob/sales/a.ics", b"", {"Destination": "/alice/sales/stolen.ics"}),
@@ -78,7 +88,18 @@ def test_json_api_of_another_user_is_forbidden(hostile, path):
     assert "bob-a" not in text
 
 
-@pytest.mark.parametrize("path", ["/api/v1/users/bob/sync", "/api/v1/users/bob/icloud-calendars"])
-def test_json_api_posts_for_another_user_are_forbidden(hostile, path):
-    status, text = send(hostile, "POST", path, b"{}", headers={"Content-Type": "application/json"})
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/api/v1/users/bob/sync"), ("POST", "/api/v1/users/bob/icloud-calendars"),
+    ("PUT", "/api/v1/users/bob/link"), ("DELETE", "/api/v1/users/bob/link"),
+])
+def test_json_api_writes_for_another_user_are_forbidden(hostile, method, path):
+    before = stored(hostile)
+    status, text = send(hostile, method, path, b"{}", headers={"Content-Type": "application/json"})
     assert status == 403, text
+    assert stored(hostile) == before
+
+
+def test_the_root_lists_no_other_home(hostile):
+    status, text = send(hostile, "PROPFIND", "/", PROPFIND, headers=XML)
+    assert status == 207, text
+    assert "/alice/" in text and "/bob/" not in text
