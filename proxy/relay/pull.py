@@ -168,7 +168,7 @@ class PullExecutor:
                         ahead = asyncio.ensure_future(fetch(chunks[index + 1]))
                     self._note_unreadable(unreadable, calendar)
                     await self._batch(calendar, gate, progress, fetched, remote, outside, index, len(chunks),
-                                      statuses, delta.deleted, two_way, propagate, remirror)
+                                      delta.deleted, two_way, propagate, remirror)
             finally:
                 if not ahead.done():
                     ahead.cancel()
@@ -208,7 +208,7 @@ class PullExecutor:
 
     async def _batch(self, calendar: LinkCalendar, gate: Gate, progress: PullProgress,
                      fetched: dict[str, RemoteObject], remote: list[RemoteItem], outside: set[str], index: int,
-                     count: int, statuses: list[ItemStatus], deleted: list[str], two_way: bool,
+                     count: int, deleted: list[str], two_way: bool,
                      propagate: bool, remirror: bool) -> None:
         """Plan and write batch ``index`` of ``count`` (its objects fetched and parsed)."""
         w = self.w
@@ -218,13 +218,14 @@ class PullExecutor:
         w.stats["fetched"] += len(fetched)
         last = index == count - 1
         async with w.status_lock:  # a push waits at most one batch
-            if last and index:  # deletions are matched against every status
+            # Statuses are read again under the lock, never taken from before the listing: a push that ran
+            # meanwhile created objects the listing shows, and without their statuses they would be taken for
+            # iCloud's own events (imported as blocked time, and the appointment never updated again).
+            if last:  # deletions are matched against every status
                 rows = await w.state.call(db.items, w.user, url)
-            elif index:  # the statuses this batch concerns, as the push may have left them
+            else:  # the statuses this batch concerns, as the push may have left them
                 hrefs = [href for r in remote for href in (r.href, unquote(r.href))]
                 rows = await w.state.call(db.items_for, w.user, url, [r.uid for r in remote], hrefs)
-            else:
-                rows = statuses
             remote = self._in_window_or_known(remote, outside, rows, calendar)
             actions = plan_pull(remote, deleted if last else [], rows, two_way, propagate, remirror)
             if actions and count == 1:
