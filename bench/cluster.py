@@ -80,7 +80,7 @@ def relay_figures(server: str, count: int, links: int, latency_samples: int, bur
     from cryptography.fernet import Fernet
     from sqlalchemy.engine import make_url
 
-    from tests.cluster.instances import Cluster, EmulatorThread, accounts, link, wait_for
+    from tests.cluster.instances import Cluster, EmulatorThread, accounts, link, wait_until
     from tests.helpers import event, put
 
     name = f"bench_{uuid.uuid4().hex[:8]}"
@@ -113,13 +113,13 @@ def relay_figures(server: str, count: int, links: int, latency_samples: int, bur
             for n in range(latency_samples):
                 uid = write(n % count, users[n % links])
                 began = time.perf_counter()
-                wait_for(lambda uid=uid: uid in emulator.uids(), 30, uid, interval=0.002)
+                wait_until(lambda uid=uid: uid in emulator.uids(), 30, uid, interval=0.002)
                 latencies.append(time.perf_counter() - began)
             began = time.perf_counter()
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(write, [n % count for n in range(burst)], [users[n % links] for n in range(burst)]))
             written = time.perf_counter() - began
-            wait_for(lambda: len(emulator.uids()) >= latency_samples + burst, 300, "the burst in iCloud", 0.01)
+            wait_until(lambda: len(emulator.uids()) >= latency_samples + burst, 300, "the burst in iCloud", 0.01)
             relayed = time.perf_counter() - began
             print(f"{count} instance(s), {links} links (held {dict(sorted(held.items()))}):")
             print(f"  push latency        p50 {statistics.median(latencies) * 1000:6.0f} ms   "
@@ -135,7 +135,7 @@ def relay_figures(server: str, count: int, links: int, latency_samples: int, bur
                 uid = write(others[0], users[0])
                 cluster.wait_holder(users[0], lease * 3, other_than=[victim])
                 taken = cluster.lease(users[0])[2] - killed
-                wait_for(lambda: uid in emulator.uids(), lease * 3, "the write after the kill", 0.01)
+                wait_until(lambda: uid in emulator.uids(), lease * 3, "the write after the kill", 0.01)
                 pushed = time.time() - killed
                 print(f"  takeover after SIGKILL   lease taken {taken:5.1f} s   write made at the kill in iCloud "
                       f"{pushed:5.1f} s   (lease {lease:g} s)")

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +29,13 @@ from proxy.emulator import EmulatorServer
 from proxy.emulator.accounts import Account, default_accounts
 from tests.conftest import write_users
 from tests.helpers import free_port
+from tests.relay.conftest import wait_until
 
 CRM = ("crm", "crm-secret")
 USERS = ({name: (f"{name}-secret", False) for name in ("alice", "bob", "carol", "dave")}
          | {f"user{n}": (f"user{n}-secret", False) for n in range(12)} | {"crm": ("crm-secret", True)})
 APPLE_ID = "demo@icloud.test"
 APP_PASSWORD = "abcd-efgh-ijkl-mnop"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, message: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting: {message}")
-        time.sleep(interval)
 
 
 class EmulatorThread:
@@ -121,7 +111,7 @@ class Instance:
         return self
 
     def wait_healthy(self) -> None:
-        health = wait_for(self.health, 60, f"{self.name} answers /health")
+        health = wait_until(self.health, 60, f"{self.name} answers /health")
         self.instance_id = health["instance"]
 
     def health(self) -> dict[str, Any] | None:
@@ -204,7 +194,7 @@ class Cluster:
 
     def wait_holder(self, user: str, timeout: float, other_than: Iterable[Instance] = ()) -> Instance:
         excluded = {id(instance) for instance in other_than}
-        return wait_for(lambda: (h := self.holder(user)) is not None and id(h) not in excluded and h,
+        return wait_until(lambda: (h := self.holder(user)) is not None and id(h) not in excluded and h,
                         timeout, f"a live instance holds {user}'s link")
 
 

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from tests.cluster.conftest import _postgres_database
-from tests.cluster.instances import APPLE_ID, CRM, Cluster, EmulatorThread, Instance, link, wait_for
+from tests.cluster.instances import APPLE_ID, CRM, Cluster, EmulatorThread, Instance, link, wait_until
 from tests.helpers import event, put
 
 START = datetime(2027, 3, 1, 8, 0, tzinfo=UTC)
@@ -97,7 +97,7 @@ def ready(cluster: Cluster, user: str, emulator: EmulatorThread) -> Iterator[Ins
     link(cluster.instances[0], user, emulator)
     try:
         holder = cluster.wait_holder(user, LEASE * 3)
-        wait_for(lambda: requests.get(holder.url + f"api/v1/users/{user}/status", auth=CRM, timeout=5)
+        wait_until(lambda: requests.get(holder.url + f"api/v1/users/{user}/status", auth=CRM, timeout=5)
                  .json()["calendars"][0]["last_pull"], 30, "the first pull is done")
         yield holder
     finally:
@@ -121,13 +121,13 @@ def test_a_write_to_an_instance_not_holding_the_link_reaches_icloud_within_a_sec
     with EmulatorThread() as emulator, ready(cluster, "dave", emulator) as holder:
         others = [instance for instance in cluster.instances if instance is not holder]
         write(others, "dave", 100)  # warms the path (connections, caches) before anything is measured
-        wait_for(lambda: "dave-100" in emulator.uids(), 10, "the first push")
+        wait_until(lambda: "dave-100" in emulator.uids(), 10, "the first push")
         latencies = []
         for number in range(10):
             uid, body = appointment("dave", number)
             started = time.monotonic()
             assert put(others[number % 2].url + f"dave/sales/{uid}.ics", CRM, body).status_code == 201
-            wait_for(lambda uid=uid: uid in emulator.uids(), 5, f"{uid} in iCloud", interval=0.005)
+            wait_until(lambda uid=uid: uid in emulator.uids(), 5, f"{uid} in iCloud", interval=0.005)
             latencies.append(time.monotonic() - started)
         print(f"\nwrite to a non-holder -> in iCloud: max {max(latencies) * 1000:.0f} ms, "
               f"all {[round(s * 1000) for s in latencies]} ms")
@@ -141,7 +141,7 @@ def test_a_paused_holder_resumed_after_a_takeover_writes_nothing(cluster: Cluste
         _, old_token, _ = cluster.lease("bob")
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: write([writer], "bob", n), range(40)))
-        wait_for(lambda: len(emulator.uids()) >= 4, 30, "the holder is pushing")
+        wait_until(lambda: len(emulator.uids()) >= 4, 30, "the holder is pushing")
         paused.signal(signal.SIGSTOP)
         stopped_at = time.time()
         try:
@@ -149,11 +149,11 @@ def test_a_paused_holder_resumed_after_a_takeover_writes_nothing(cluster: Cluste
             _, token, acquired_at = cluster.lease("bob")
             assert token > old_token
             print(f"\ntakeover of a paused holder: {acquired_at - stopped_at:.2f} s (lease {LEASE} s)")
-            wait_for(lambda: len(emulator.uids()) == 40, 60, "the successor pushed the rest")
+            wait_until(lambda: len(emulator.uids()) == 40, 60, "the successor pushed the rest")
         finally:
             paused.signal(signal.SIGCONT)
         # The resumed instance notices, by itself, that its lease is gone, and stops its worker.
-        wait_for(lambda: "relay for bob stopped" in paused.log_text(), 30, "the resumed instance stops relaying bob")
+        wait_until(lambda: "relay for bob stopped" in paused.log_text(), 30, "the resumed instance stops relaying bob")
         with cluster.engine.connect() as connection:
             stale = connection.execute(sa.text(
                 "SELECT tbl, op, holder, at FROM test_writes WHERE link = 'bob' AND app = :app AND at > :stopped "
@@ -175,14 +175,14 @@ def test_a_throttle_met_by_one_instance_holds_back_the_instance_that_takes_over(
         write([holder], "user0", 1)
         query = sa.text("SELECT blocked_until, updated_at FROM apple_id_budgets WHERE apple_id = :id AND strikes > 0")
         with cluster.engine.connect() as connection:
-            blocked_until, throttled_at = wait_for(
+            blocked_until, throttled_at = wait_until(
                 lambda: connection.execute(query, {"id": APPLE_ID}).first(), 20, "the throttle is recorded")
         assert blocked_until - throttled_at > 6, "the back-off outlasts Retry-After"
         holder.kill()
         successor = cluster.wait_holder("user0", LEASE * 4, other_than=[holder])
         taken_at = cluster.lease("user0")[2]
         assert taken_at < blocked_until, "taken over while the back-off still holds"
-        wait_for(lambda: "user0-1" in emulator.uids(), 30, "the successor pushes once the back-off is over")
+        wait_until(lambda: "user0-1" in emulator.uids(), 30, "the successor pushes once the back-off is over")
         arrived = time.time()
         print(f"\nthrottled at {throttled_at:.1f}, back-off until +{blocked_until - throttled_at:.1f} s, taken over "
               f"at +{taken_at - throttled_at:.1f} s, pushed at +{arrived - throttled_at:.1f} s")
@@ -213,12 +213,12 @@ def test_500_appointments_round_robin_with_the_holder_killed_twice(cluster: Clus
         with ThreadPoolExecutor(2) as background:
             writing = background.submit(burst, range(500))
             for threshold in (150, 300):
-                wait_for(lambda threshold=threshold: written >= threshold, 120, f"{threshold} written")
+                wait_until(lambda threshold=threshold: written >= threshold, 120, f"{threshold} written")
                 kill_holder()
             writing.result(timeout=180)
         for instance in cluster.instances:
             instance.wait_healthy()
-        wait_for(lambda: len(emulator.uids()) >= 500, 90, "all 500 in iCloud")
+        wait_until(lambda: len(emulator.uids()) >= 500, 90, "all 500 in iCloud")
         uids = emulator.uids()
         print(f"\n500 appointments, holder SIGKILLed twice: takeovers {[round(t, 2) for t in takeovers]} s "
               f"(lease {LEASE} s)")
@@ -244,6 +244,6 @@ def test_a_clean_shutdown_hands_the_link_over_at_once(postgres_server: str, tmp_
             print(f"\nclean shutdown -> the other instance holds the link after {handover:.2f} s (lease {lease} s)")
             assert handover < 5
             write([other], "alice", 1)
-            wait_for(lambda: "alice-1" in emulator.uids(), 10, "the new holder pushes")
+            wait_until(lambda: "alice-1" in emulator.uids(), 10, "the new holder pushes")
     finally:
         cluster.stop()

@@ -21,16 +21,16 @@ APPLE_ID = "demo@icloud.test"
 APP_PASSWORD = "abcd-efgh-ijkl-mnop"
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 20, message: str = "") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+def wait_until(condition: Callable[[], Any], timeout: float = 20, message: str = "", interval: float = 0.05) -> Any:
+    """Poll ``condition`` every ``interval`` seconds until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting: {message or condition}")
-        time.sleep(0.05)
+            raise AssertionError(f"timed out after {timeout} s waiting: {message or condition}")
+        time.sleep(interval)
 
 
 def stored_events(emulator: EmulatorServer, calendar: str = "work") -> dict[str, str]:
