@@ -31,9 +31,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "import-files", parents=[common], help="import collections and relay state of a file-layout data directory",
         description="Copy DIR/collections (Radicale's file storage), DIR/state.sqlite3 (links, item status, "
         "pending work) and DIR/users into the configured storage and database, without loss. Stop the server first. "
-        "Re-running it is harmless.",
+        "Re-running it is harmless. Items that this calrelay's rules refuse stop the import before anything is "
+        "written, unless --skip-invalid leaves them out.",
     )
     imports.add_argument("directory", metavar="DIR", type=Path, help="the data directory to import")
+    imports.add_argument("--skip-invalid", action="store_true",
+                         help="leave out (and list) items refused by today's rules, with their relay status")
     imports.set_defaults(func=run_import_files)
 
 
@@ -64,7 +67,7 @@ def run_import_files(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     progress = None if args.quiet else ProgressBar(sys.stderr)
     try:
-        report = import_files(args.directory, settings, progress)
+        report = import_files(args.directory, settings, progress, skip_invalid=args.skip_invalid)
     except FileImportError as error:
         print(f"calrelay: {error}", file=sys.stderr)
         return 1
@@ -72,6 +75,10 @@ def run_import_files(args: argparse.Namespace) -> int:
     where = f"{report.collections} collections, {report.items} items"
     users = f"; {report.users} users" if report.users else ""
     print(f"imported {args.directory}: {where}; {state}{users}; into {database.redacted(settings.database_url)}")
+    if report.skipped:
+        print(f"left out {len(report.skipped)} refused item(s), still in {args.directory}:")
+        for refused in report.skipped:
+            print(f"  {refused}")
     if report.reencrypted:
         print(f"re-encrypted {report.reencrypted} iCloud passwords with {settings.storage.data_dir}'s key")
     return 0

@@ -17,6 +17,13 @@ The file layout is what calrelay wrote before its SQL database: Radicale's multi
 It is idempotent: a collection is written anew (its properties and items replace what the target holds at
 that path), and state rows replace those with the same keys. The source is only read. Run it with the server
 stopped, so that nothing writes the source meanwhile.
+
+Every item is checked against today's write-time rules (``[limits]``, the CRM rules) *before* anything is
+written: a file layout may hold objects that an older calrelay accepted and this one refuses (a ``SECONDLY``
+rule, an object past the instance cap). By default such a directory is not imported at all, and every refused
+item is named with its reason. With ``skip_invalid`` those items are left out instead, together with the relay
+state that refers to them (their item status and pending work), and the report lists them; the source keeps
+them. Their iCloud copies, if any, stay in iCloud, and a pull refuses them by the same rules.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from radicale import config as radicale_config
 from radicale import item as radicale_item
 from radicale import pathutils
 
+from plugins.rules import validate_item
 from proxy.auth import UsersFile
 from proxy.cluster.users_db import open_users
 from proxy.config import Settings
@@ -52,6 +60,19 @@ class FileImportError(Exception):
     """The directory cannot be imported; the message says why and what to do."""
 
 
+@dataclass(frozen=True)
+class Refused:
+    """An item of the source that today's write-time rules refuse."""
+
+    collection: str  # the collection's path, no slashes around
+    href: str
+    uid: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"/{self.collection}/{self.href}: {self.reason}"
+
+
 @dataclass
 class ImportReport:
     collections: int = 0
@@ -59,9 +80,16 @@ class ImportReport:
     state_rows: dict[str, int] = field(default_factory=dict)
     reencrypted: int = 0
     users: int = 0
+    #: Items left out (``skip_invalid``), with the reason.
+    skipped: list[Refused] = field(default_factory=list)
 
 
-def import_files(source: Path, settings: Settings, progress: Progress | None = None) -> ImportReport:
+#: Refused items named in the error of an import that was not done; the rest are counted.
+_NAMED_REFUSALS = 20
+
+
+def import_files(source: Path, settings: Settings, progress: Progress | None = None, *,
+                 skip_invalid: bool = False) -> ImportReport:
     source = source.resolve()
     collections_dir = source / "collections"
     state_file = source / "state.sqlite3"
@@ -73,7 +101,7 @@ def import_files(source: Path, settings: Settings, progress: Progress | None = N
         )
     report = ImportReport()
     if (collections_dir / "collection-root").is_dir():
-        _import_collections(collections_dir, settings, report, progress or _quiet)
+        _import_collections(collections_dir, settings, report, progress or _quiet, skip_invalid)
     if state_file.is_file():
         _import_state(source, state_file, settings, report)
     if users_file.is_file():
@@ -117,40 +145,69 @@ def _item_count(collection_dir: Path) -> int:
     return sum(1 for entry in os.scandir(collection_dir) if entry.is_file() and not entry.name.startswith("."))
 
 
-def _import_collections(collections_dir: Path, settings: Settings, report: ImportReport, progress: Progress) -> None:
+def _import_collections(collections_dir: Path, settings: Settings, report: ImportReport, progress: Progress,
+                        skip_invalid: bool) -> None:
     target = radicale.storage.load(radicale_configuration(settings))
     try:
-        _copy_collections(collections_dir, target, report, progress)
+        _copy_collections(collections_dir, settings, target, report, progress, skip_invalid)
     finally:
         target.close()
 
 
-def _copy_collections(collections_dir: Path, target: Any, report: ImportReport, progress: Progress) -> None:
+def _copy_collections(collections_dir: Path, settings: Settings, target: Any, report: ImportReport,
+                      progress: Progress, skip_invalid: bool) -> None:
     source = _source_storage(collections_dir)
     with source.acquire_lock("r"):
         collections = list(_walk(source))
         root = collections_dir / "collection-root"
         total = sum(_item_count(root / c.path) for c in collections)
-        progress(0, total, "items")
+        # Checked first, all of them: an import that is refused writes nothing.
+        progress(0, total, "items checked")
+        copies: dict[str, list[tuple[str, radicale_item.Item]]] = {}
+        checked = 0
+        for collection in collections:
+            copies[collection.path] = []
+            for item in collection.get_all():
+                assert item.href is not None
+                copy = radicale_item.Item(
+                    collection_path=collection.path, vobject_item=item.vobject_item, text=item.serialize()
+                )
+                copy.prepare()
+                try:
+                    validate_item(copy, settings.limits, settings.storage.max_occurrences)
+                except ValueError as error:
+                    report.skipped.append(Refused(collection.path, item.href, copy.uid, str(error)))
+                else:
+                    copies[collection.path].append((item.href, copy))
+                checked += 1
+                progress(checked, total, "items checked")
+        if report.skipped and not skip_invalid:
+            raise FileImportError(_refusal_message(report.skipped))
+        written = sum(len(items) for items in copies.values())
+        progress(0, written, "items")
         for collection in collections:
             path = pathutils.unstrip_path(collection.path, True)
             user = collection.path.split("/", 1)[0]
             props = dict(collection.get_meta())
-            items = list(collection.get_all())
             with target.acquire_lock("w", user):
                 target.create_collection(path, props=props or None)
                 stored = next(iter(target.discover(path)))
                 assert isinstance(stored, radicale.storage.BaseCollection)
-                for item in items:
-                    assert item.href is not None
-                    copy = radicale_item.Item(
-                        collection_path=collection.path, vobject_item=item.vobject_item, text=item.serialize()
-                    )
-                    copy.prepare()
-                    stored.upload(item.href, copy)
+                for href, copy in copies[collection.path]:
+                    stored.upload(href, copy)
                     report.items += 1
-                    progress(report.items, total, "items")
+                    progress(report.items, written, "items")
             report.collections += 1
+
+
+def _refusal_message(refused: list[Refused]) -> str:
+    named = "\n".join(f"  {item}" for item in refused[:_NAMED_REFUSALS])
+    more = f"\n  ... and {len(refused) - _NAMED_REFUSALS} more" if len(refused) > _NAMED_REFUSALS else ""
+    return (
+        f"nothing imported: {len(refused)} item(s) are refused by this calrelay's rules:\n{named}{more}\n"
+        "Fix or delete them in the source directory, or run again with --skip-invalid to leave them out "
+        "(with their relay status and pending work; the source keeps them)."
+    )
 
 
 # -- relay state ----------------------------------------------------------------------------------------------
@@ -171,7 +228,7 @@ def _read_state(state_file: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def _import_state(source: Path, state_file: Path, settings: Settings, report: ImportReport) -> None:
-    rows = _read_state(state_file)
+    rows = _without_skipped(_read_state(state_file), report.skipped)
     for calendar in rows.get("link_calendars", []):
         calendar["blocks"] = bool(calendar["blocks"])
     links = rows.get("links", [])
@@ -183,6 +240,19 @@ def _import_state(source: Path, state_file: Path, settings: Settings, report: Im
     finally:
         db.close()
     report.state_rows = {name: len(table_rows) for name, table_rows in rows.items()}
+
+
+def _without_skipped(rows: dict[str, list[dict[str, Any]]], skipped: list[Refused]) -> dict[str, list[dict[str, Any]]]:
+    """The state rows that do not refer to an item left out: its status would say the CRM deleted it."""
+    if not skipped:
+        return rows
+    items = {(refused.collection, refused.href) for refused in skipped}
+    uids = {(refused.collection.split("/", 1)[0], refused.uid) for refused in skipped}
+    kept = dict(rows)
+    kept["items"] = [row for row in rows.get("items", [])
+                     if ((row["local_path"] or "").strip("/"), row["local_href"]) not in items]
+    kept["pending"] = [row for row in rows.get("pending", []) if (row["user"], row["uid"]) not in uids]
+    return kept
 
 
 def _carry_secrets(source: Path, target: Path, links: list[dict[str, Any]]) -> int:

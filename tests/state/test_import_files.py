@@ -177,3 +177,50 @@ def test_import_files_in_place_takes_everything_and_leaves_the_files(calrelay_fa
     assert _collections(radicale.storage.load(radicale_configuration(settings))) == collections
     assert _collections(_file_storage(legacy / "collections")) == collections  # the source is only read
     assert _state_rows(config.load(None, {"storage": {"data_dir": str(legacy)}}).database_url) == state
+
+
+def _layout_with_a_runaway_rule(tmp_path: Path) -> Path:
+    """A file layout an older calrelay accepted: one ordinary appointment and one with a SECONDLY rule (refused
+    today), each with its relay status, and pending work for the refused one."""
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    good = event("good", START)
+    bad = event("bad", START + timedelta(days=1), extra="RRULE:FREQ=SECONDLY\r\n")
+    _write_file_layout({
+        "/alice/": ({}, {}),
+        "/alice/sales/": ({"tag": "VCALENDAR"}, {"good.ics": ("", good), "bad.ics": ("", bad)}),
+    }, legacy / "collections")
+    status = {"user": "alice", "calendar_url": "https://icloud/home/", "origin": "crm",
+              "local_path": "/alice/sales/", "local_etag": "e", "local_hash": "h", "remote_href": None,
+              "remote_etag": None, "remote_hash": None, "updated_at": 1.0}
+    write_legacy_state(legacy / "state.sqlite3", {
+        "items": [{**status, "uid": uid, "local_href": f"{uid}.ics"} for uid in ("good", "bad")],
+        "pending": [{"user": "alice", "uid": "bad", "action": "create", "reason": "upstream 503", "attempts": 1,
+                     "first_at": 1.0, "last_at": 1.0}],
+    })
+    return legacy
+
+
+def test_import_files_names_items_refused_by_todays_rules_and_writes_nothing(tmp_path, capsys):
+    legacy = _layout_with_a_runaway_rule(tmp_path)
+    target = tmp_path / "target"
+    assert cli.main(["db", "import-files", str(legacy), "--data", str(target), "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert "nothing imported: 1 item(s)" in error and "/alice/sales/bad.ics: " in error and "SECONDLY" in error
+    assert "--skip-invalid" in error
+    settings = config.load(None, {"storage": {"data_dir": str(target)}})
+    assert "/alice/sales/" not in _collections(radicale.storage.load(radicale_configuration(settings)))
+    assert _state_rows(settings.database_url)["items"] == []
+
+
+def test_import_files_skip_invalid_leaves_out_the_item_and_its_state(tmp_path, capsys):
+    legacy = _layout_with_a_runaway_rule(tmp_path)
+    target = tmp_path / "target"
+    assert cli.main(["db", "import-files", str(legacy), "--data", str(target), "--quiet", "--skip-invalid"]) == 0
+    out = capsys.readouterr().out
+    assert "1 items" in out and "left out 1 refused item(s)" in out and "/alice/sales/bad.ics: " in out
+    settings = config.load(None, {"storage": {"data_dir": str(target)}})
+    _, items = _collections(radicale.storage.load(radicale_configuration(settings)))["/alice/sales/"]
+    assert set(items) == {"good.ics"}
+    state = _state_rows(settings.database_url)
+    assert [row["uid"] for row in state["items"]] == ["good"] and state["pending"] == []
