@@ -26,7 +26,7 @@ Content is compared by :func:`proxy.relay.transforms.content_hash`, so ETag chur
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from urllib.parse import unquote
 
@@ -205,6 +205,8 @@ def plan_push(
     by_uid = {status.uid: status for status in statuses}
     for uid, local in sorted(appointments.items()):
         status = by_uid.get(uid)
+        if status is not None and deleted_by_calrelay(status):
+            status = None  # an appointment again under a UID calrelay deleted from iCloud: a new one
         if status is None or status.origin != Origin.CRM or status.remote_href is None:
             if status is not None and status.origin != Origin.CRM:
                 actions.append(Keep(local, status, Hold.ICLOUD_UID))  # never overwrite an iCloud event with a CRM copy
@@ -219,6 +221,8 @@ def plan_push(
         elif (status.local_path, status.local_href, status.local_etag) != (local.path, local.href, local.etag):
             actions.append(Relocate(local, status))
     for status in by_uid.values():
+        if deleted_by_calrelay(status):
+            continue  # already deleted from iCloud: the pull drops the status once iCloud no longer lists it
         if status.origin == Origin.CRM and status.uid not in appointments:
             actions.append(Delete(status) if status.remote_href else Forget(status))
         elif status.origin == Origin.ICLOUD and two_way and status.remote_href and status.local_href:
@@ -253,6 +257,10 @@ def plan_pull(
     for remote in sorted(changed, key=lambda r: r.uid):
         seen.add(remote.uid)
         status = by_uid.get(remote.uid)
+        if status is not None and deleted_by_calrelay(status):
+            if status.remote_hash == remote.hash:
+                continue  # the object calrelay deleted, fetched just before (or listed late): not iCloud's own
+            status = None  # iCloud has a new event under that UID since
         if status is None:
             actions.append(Import(remote))
         elif remirror and status.origin == Origin.ICLOUD and status.local_href:
@@ -272,11 +280,27 @@ def plan_pull(
         status = by_href.get(same_href(href))
         if status is None or status.uid in seen:
             continue
-        if status.origin == Origin.ICLOUD and status.local_href is None:
+        if status.local_href is None:  # gone on the calrelay side too (for one calrelay deleted: as it did)
             actions.append(Forget(status))
         else:
             actions.append(RemoteDeleted(status, remove_mirror=propagate_deletions and status.origin == Origin.ICLOUD))
     return actions
+
+
+def deleted_by_calrelay(status: ItemStatus) -> bool:
+    """Whether ``status`` is the tombstone calrelay keeps after deleting an object from iCloud.
+
+    The status outlives the object until a pull sees iCloud no longer list it: a pull that fetched the object
+    just before the push deleted it (or a listing that still shows it, iCloud's visibility lag) would
+    otherwise take it for an iCloud-born event and bring a deleted appointment back as a blocked slot.
+    """
+    return status.local_href is None and status.remote_href is not None
+
+
+def tombstone(status: ItemStatus, etag: str | None, content_hash: str | None) -> ItemStatus:
+    """The status kept once calrelay deleted the object from iCloud, as it was then (``etag``, ``content_hash``)."""
+    return replace(status, local_path=None, local_href=None, local_etag=None, local_hash=None,
+                   remote_etag=etag, remote_hash=content_hash)
 
 
 def same_href(href: str | None) -> str:

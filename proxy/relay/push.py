@@ -46,6 +46,7 @@ from proxy.relay.plan import (
     action_name,
     action_uid,
     plan_push,
+    tombstone,
 )
 from proxy.relay.sides import Upstream
 from proxy.state import ItemStatus
@@ -319,20 +320,23 @@ class PushExecutor:
         status = action.status
         assert status.remote_href is not None
         why = "no longer an appointment in the CRM (deleted, blocked, or moved to a calendar that does not sync)"
+        deleted_etag, deleted_hash = status.remote_etag, status.remote_hash
         try:
             await gate.call(client.delete(status.remote_href, status.remote_etag))
         except NotFound:
             why += "; it was already gone from iCloud"
         except PreconditionFailed:
             current = await gate.call(client.get(status.remote_href))
-            if after_refused_delete(transforms.content_hash(current.text), status) is AfterRefusedDelete.KEEP:
+            current_hash = transforms.content_hash(current.text)
+            if after_refused_delete(current_hash, status) is AfterRefusedDelete.KEEP:
                 # Edited in iCloud after the CRM deleted its blocked slot: the next pull imports it again.
                 logger.warning("conflict on %s for %s: deleted in the CRM, edited in iCloud; kept", status.uid, w.user)
                 w.context.audit.record(Decision.CONFLICT, w.user, status.uid, "deleted in the CRM, edited in iCloud: iCloud's event kept", calendar=status.local_path, winner="icloud")  # noqa: E501
                 await w.state.call(w.state.db.delete_item, w.user, status.calendar_url, status.uid)
                 return
             await raced(gate.call(client.delete(status.remote_href, current.etag)))
-        await w.state.call(w.state.db.delete_item, w.user, status.calendar_url, status.uid)
+            deleted_etag, deleted_hash = current.etag, current_hash
+        await w.save(tombstone(status, deleted_etag, deleted_hash))
         w.context.audit.record(Decision.DELETED, w.user, status.uid, why, calendar=status.local_path)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -475,4 +476,36 @@ def test_the_relay_own_mirror_writes_are_batched():
     machine.pull()
     assert len(machine.store.uids(MIRROR)) == 5
     assert machine.store.batches == 3  # batch=2: 2 + 2 + 1, one storage call each
+    machine.teardown()
+
+
+@pytest.mark.parametrize("edited_on_the_phone", [False, True])
+def test_an_appointment_deleted_while_a_pull_fetches_it_does_not_come_back_as_a_blocked_slot(edited_on_the_phone):
+    """The push deletes a CRM-deleted appointment from iCloud while a pull has already fetched it: the pull must
+    still know the object as calrelay's own (hypothesis found these interleavings under load). Edited on the
+    phone meanwhile, the push's delete meets a 412 and deletes the edited version: that one is calrelay's too."""
+    machine = scenario(propagate=True)
+    machine.crm_create("u4", SALES, False)
+    machine.push()
+    machine.pull()
+    machine.crm_delete(0)
+    icloud, worker = machine.icloud, machine.worker
+    (href,) = icloud.objects
+    # A new ETag, so the pull fetches it: Apple's housekeeping (same content), or an edit on the phone.
+    text = ics("u4", "moved on the phone", 99) if edited_on_the_phone else icloud.objects[href].text
+    icloud.edit(href, text)
+    plain_fetch = icloud.fetch
+
+    async def fetch_then_push(calendar_url: str, hrefs: Iterable[str]) -> dict[str, RemoteObject]:
+        answer = await plain_fetch(calendar_url, hrefs)  # iCloud answered the pull ...
+        icloud.fetch = plain_fetch
+        await worker._guarded(worker.push_pass(icloud, Gate(worker._limit)))  # ... then the push deleted u4
+        return answer
+
+    icloud.fetch = fetch_then_push  # type: ignore[method-assign]
+    machine.pull()
+    assert "u4" not in machine.store.uids(MIRROR)
+    assert "u4" not in icloud.uids()
+    machine.pull()  # the deletion seen: the status is dropped
+    assert machine.run(machine.state.call(machine.state.db.items, USER)) == []
     machine.teardown()

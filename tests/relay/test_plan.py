@@ -24,6 +24,7 @@ from proxy.relay.plan import (
     outdated,
     plan_pull,
     plan_push,
+    tombstone,
     vanished,
 )
 from proxy.state import ItemStatus
@@ -113,6 +114,22 @@ def test_pull_deletions_keep_by_default_and_never_delete_appointments():
     assert all(isinstance(a, RemoteDeleted) and not a.remove_mirror for a in kept)
     propagated = {a.status.uid: a.remove_mirror for a in plan_pull([], ["/a.ics", "/b.ics"], rows, True, True)}
     assert propagated == {"ours": False, "theirs": True}
+
+
+def test_a_deleted_objects_status_stays_until_icloud_no_longer_lists_it():
+    for origin in (Origin.CRM, Origin.ICLOUD):
+        gone = tombstone(status("gone", origin=origin, remote_href="/g.ics"), '"r9"', "r9")
+        # The push does not delete it again, not even in two-way mode.
+        assert push([], [gone], two_way=True) == []
+        # A pull that still sees the deleted version (fetched before the delete, or a lagging listing) does not
+        # import it; a new version under that UID is iCloud's own.
+        assert plan_pull([remote("gone", "r9", href="/g.ics")], [], [gone], True, True) == []
+        assert [type(a) for a in plan_pull([remote("gone", "r10", href="/g.ics")], [], [gone], True, True)] == [Import]
+        # Listed no more: the status goes.
+        assert plan_pull([], ["/g.ics"], [gone], True, True) == [Forget(gone)]
+    # An appointment again under the UID: created anew.
+    crm_gone = tombstone(status("gone", remote_href="/g.ics"), '"r9"', "r9")
+    assert push([local("gone")], [crm_gone]) == [Create(local("gone"), "/1/calendars/work/gone.ics")]
 
 
 def test_listing_helpers():
