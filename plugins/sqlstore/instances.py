@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import icalendar
 import recurring_ical_events
+
+from proxy.availability.instances import describe, recurs
 
 logger = logging.getLogger(__name__)
 
 #: Floating times and dates mean local time, which lies within these offsets of UTC.
 FLOATING_SLACK = 14 * 3600
+#: An instance busy for longer than this is "long" (``long_busy``): a window finds the others by a look-back.
+LONG_BUSY = 2 * 86400
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,8 @@ class Instance:
     floating: bool
     transparent: bool
     status: str
+    #: What availability reads (the ``busy_*`` and following columns of ``dav_instances``): :func:`busy_columns`.
+    busy: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,25 @@ def _start(event: icalendar.Event) -> datetime:
     if not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day)
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def busy_columns(event: icalendar.Event, recurrence_ids: bool) -> dict[str, Any]:
+    """The instance index columns availability reads for one expanded VEVENT (what
+    :func:`proxy.availability.instances.instance_of` makes of it, before it is placed in a zone).
+    ``recurrence_ids``: the object is a series, or holds overrides (else recurring-ical-events gives a lone
+    event a RECURRENCE-ID of its own, which availability does not report)."""
+    about = describe(event)
+    start = _epoch(event.start)[0]
+    end = _epoch(event.end)[0]
+    travel = int(about.travel.total_seconds())
+    recurrence_id = event.get("RECURRENCE-ID") if recurrence_ids else None
+    return {
+        "busy_start": start - travel, "busy_end": end, "long_busy": end - (start - travel) > LONG_BUSY,
+        "travel": travel, "all_day": not isinstance(event.start, datetime),
+        "recurrence_id": None if recurrence_id is None else _epoch(recurrence_id.dt)[0],
+        "summary": about.summary, "kind": str(about.kind), "origin": str(about.origin),
+        "policy": about.policy or None, "declined": "\n".join(sorted(about.declined_by)) or None,
+    }
 
 
 #: The first window :func:`_first_instances` looks at; it doubles from there.
@@ -77,6 +103,8 @@ def expand(text: str, start: int, horizon: int, cap: int) -> Expansion:
         begin = datetime.fromtimestamp(start, UTC) - timedelta(seconds=FLOATING_SLACK + 1)
         end = datetime.fromtimestamp(horizon, UTC)
         events = _first_instances(query, begin, end, cap)
+        originals = list(calendar.walk("VEVENT"))
+        recurrence_ids = recurs(originals) or any("RECURRENCE-ID" in event for event in originals)
     except Exception as error:  # a recurrence rule the library cannot expand: no index, the bounds decide
         logger.warning("cannot expand event for the instance index: %s", error)
         return Expansion([], start)
@@ -90,6 +118,7 @@ def expand(text: str, start: int, horizon: int, cap: int) -> Expansion:
             first, max(last, first + 1), floating,
             str(event.get("TRANSP", "OPAQUE")).upper() == "TRANSPARENT",
             str(event.get("STATUS", "CONFIRMED")).upper(),
+            busy_columns(event, recurrence_ids),
         ))
     if len(result) > cap:
         result.sort(key=lambda instance: instance.start)
