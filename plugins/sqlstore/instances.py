@@ -53,23 +53,36 @@ def _start(event: icalendar.Event) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def busy_columns(event: icalendar.Event, recurrence_ids: bool) -> dict[str, Any]:
-    """The instance index columns availability reads for one expanded VEVENT (what
-    :func:`proxy.availability.instances.instance_of` makes of it, before it is placed in a zone).
-    ``recurrence_ids``: the object is a series, or holds overrides (else recurring-ical-events gives a lone
-    event a RECURRENCE-ID of its own, which availability does not report)."""
-    about = describe(event)
-    start = _epoch(event.start)[0]
-    end = _epoch(event.end)[0]
-    travel = int(about.travel.total_seconds())
-    recurrence_id = event.get("RECURRENCE-ID") if recurrence_ids else None
-    return {
-        "busy_start": start - travel, "busy_end": end, "long_busy": end - (start - travel) > LONG_BUSY,
-        "travel": travel, "all_day": not isinstance(event.start, datetime),
-        "recurrence_id": None if recurrence_id is None else _epoch(recurrence_id.dt)[0],
-        "summary": about.summary, "kind": str(about.kind), "origin": str(about.origin),
-        "policy": about.policy or None, "declined": "\n".join(sorted(about.declined_by)) or None,
-    }
+class Descriptions:
+    """What each VEVENT of an object says about its instances (``proxy.availability.instances.describe``),
+    worked out once per component rather than once per instance: an occurrence of an override is told by
+    its RECURRENCE-ID, any other by the series' main component."""
+
+    def __init__(self, originals: list[icalendar.Event]) -> None:
+        self._by_recurrence = {_recurrence_key(event): describe(event) for event in originals}
+        self._main = self._by_recurrence.get(None) or next(iter(self._by_recurrence.values()), None)
+        #: The object is a series or holds overrides; else recurring-ical-events gives a lone event a
+        #: RECURRENCE-ID of its own, which availability does not report.
+        self.recurrence_ids = recurs(originals) or any("RECURRENCE-ID" in event for event in originals)
+
+    def busy_columns(self, event: icalendar.Event, start: int, end: int) -> dict[str, Any]:
+        """The instance index columns availability reads for one expanded VEVENT whose start and end (UTC
+        readings if floating) are given: what ``instance_of`` makes of it, before it is placed in a zone."""
+        about = self._by_recurrence.get(_recurrence_key(event)) or self._main or describe(event)
+        travel = int(about.travel.total_seconds())
+        recurrence_id = event.get("RECURRENCE-ID") if self.recurrence_ids else None
+        return {
+            "busy_start": start - travel, "busy_end": end, "long_busy": end - (start - travel) > LONG_BUSY,
+            "travel": travel, "all_day": not isinstance(event["DTSTART"].dt, datetime),
+            "recurrence_id": None if recurrence_id is None else _epoch(recurrence_id.dt)[0],
+            "summary": about.summary, "kind": str(about.kind), "origin": str(about.origin),
+            "policy": about.policy or None, "declined": "\n".join(sorted(about.declined_by)) or None,
+        }
+
+
+def _recurrence_key(event: icalendar.Event) -> date | datetime | None:
+    value = event.get("RECURRENCE-ID")
+    return None if value is None or isinstance(value, list) else value.dt
 
 
 #: The first window :func:`_first_instances` looks at; it doubles from there.
@@ -103,8 +116,7 @@ def expand(text: str, start: int, horizon: int, cap: int) -> Expansion:
         begin = datetime.fromtimestamp(start, UTC) - timedelta(seconds=FLOATING_SLACK + 1)
         end = datetime.fromtimestamp(horizon, UTC)
         events = _first_instances(query, begin, end, cap)
-        originals = list(calendar.walk("VEVENT"))
-        recurrence_ids = recurs(originals) or any("RECURRENCE-ID" in event for event in originals)
+        described = Descriptions(list(calendar.walk("VEVENT")))
     except Exception as error:  # a recurrence rule the library cannot expand: no index, the bounds decide
         logger.warning("cannot expand event for the instance index: %s", error)
         return Expansion([], start)
@@ -112,13 +124,14 @@ def expand(text: str, start: int, horizon: int, cap: int) -> Expansion:
     for event in events:
         first, floating = _epoch(event["DTSTART"].dt)
         last = _epoch(event["DTEND"].dt)[0] if "DTEND" in event else first
+        busy = described.busy_columns(event, first, last if "DTEND" in event else _epoch(event.end)[0])
         if floating:
             first, last = first - FLOATING_SLACK, last + FLOATING_SLACK
         result.append(Instance(
             first, max(last, first + 1), floating,
             str(event.get("TRANSP", "OPAQUE")).upper() == "TRANSPARENT",
             str(event.get("STATUS", "CONFIRMED")).upper(),
-            busy_columns(event, recurrence_ids),
+            busy,
         ))
     if len(result) > cap:
         result.sort(key=lambda instance: instance.start)

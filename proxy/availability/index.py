@@ -157,8 +157,10 @@ class AvailabilityIndex:
         self.request_seconds = request_seconds
         self._parsed: OrderedDict[tuple[str, str, str, str], ParsedItem] = OrderedDict()
         self._lock = threading.Lock()
-        #: Counters for tests and logs: events parsed (those the index does not list) and index rows read.
+        #: Counters for tests and logs: events parsed (those the index does not list), the buckets of them
+        #: expanded, and index rows read.
         self.parsed_items = 0
+        self.buckets_expanded = 0
         self.rows_read = 0
 
     @contextmanager
@@ -223,14 +225,15 @@ class AvailabilityIndex:
                 self._parsed.popitem(last=False)
         return parsed
 
-    @staticmethod
-    def _expand(parsed: ParsedItem, start: datetime, end: datetime) -> list[Instance]:
+    def _expand(self, parsed: ParsedItem, start: datetime, end: datetime) -> list[Instance]:
         """The event's instances overlapping [start, end), expanded per bucket: the cap on instances is one
         bucket's, whatever the window (an instance belongs to the bucket it starts in)."""
         found: list[Instance] = []
         for number in range(bucket_of(start - parsed.max_length), bucket_of(end) + 1):
             first, last = bucket_start(number), bucket_start(number + 1)
             expanded = [i for i in parsed.expand(first, last) if first <= i.start < last]
+            with self._lock:
+                self.buckets_expanded += 1
             _charge(len(expanded))
             found.extend(i for i in expanded if i.overlaps(start, end))
         return found

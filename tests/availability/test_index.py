@@ -49,7 +49,7 @@ VARIED = [
 def parsed_instances(text: str, href: str, zone: ZoneInfo, start: datetime, end: datetime) -> set[Instance]:
     """What the index's rows must amount to: the object parsed and expanded in memory."""
     parsed = ParsedItem(text, "/alice/work/", href, zone)
-    found = set(AvailabilityIndex._expand(parsed, start, end))
+    found = set(AvailabilityIndex()._expand(parsed, start, end))
     return {i for i in found if i.end > i.start}
 
 
