@@ -1,8 +1,10 @@
 """Parsing calendar objects and expanding them into event instances (pure, no I/O).
 
-A stored calendar object is parsed once into a :class:`ParsedItem`. A non-recurring item's instances are
-computed at parse time; a recurring one keeps its recurring-ical-events query so that it can be expanded over
-any window later (see :mod:`proxy.availability.index` for the caching of those expansions).
+:func:`describe` says what one VEVENT tells about its instances; the SQL storage's instance index keeps that
+per instance (``plugins.sqlstore.instances``), and :mod:`proxy.availability.index` makes instances of its rows.
+An object the index does not list over a window is parsed into a :class:`ParsedItem`: a non-recurring item's
+instances are computed at parse time; a recurring one keeps its recurring-ical-events query so that it can be
+expanded over any window later.
 
 All instants leave this module as aware UTC datetimes. Floating times and DATE values are read in the user's
 zone, which is why a parsed item belongs to one zone.

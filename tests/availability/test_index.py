@@ -7,7 +7,10 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 
+from plugins.sqlstore import tables
+from proxy import database, schema
 from proxy.availability.index import AvailabilityIndex
 from proxy.availability.instances import Instance, ParsedItem
 from proxy.availability.service import AvailabilityService, Freshness, UserView
@@ -114,3 +117,35 @@ def test_two_readers_of_one_database_give_the_same_answer(store: SqlStore) -> No
     store.put("/alice/work/", "new.ics", event("new", 20))
     assert instances(first) == instances(second)
     assert "new" in {instance.uid for instance in instances(second)}
+
+
+def test_db_upgrade_from_schema_1_indexes_what_availability_needs(store: SqlStore, tmp_path) -> None:
+    """Schema 1's index rows lacked the busy columns: ``calrelay db upgrade`` makes the index again, and
+    availability answers from it without parsing."""
+    store.add_calendar("/alice/work/")
+    for number, text in enumerate(VARIED):
+        store.put("/alice/work/", f"{number}.ics", text)
+    expected = busy(AvailabilityService(store))
+    engine = store.storage.engine
+    old = sa.MetaData()
+    version_1 = sa.Table("dav_instances", old, *(sa.Column(name, column.type, nullable=column.nullable)
+                                                 for name, column in tables.instances.c.items()
+                                                 if name in ("collection_id", "href", "start", "end", "floating",
+                                                             "transparent", "status")))
+    with database.writing(engine) as connection:
+        tables.instances.drop(connection)
+        version_1.create(connection)
+        connection.execute(schema.schema_version.update().values(version=1))
+    store.close()
+    upgrading = database.create_engine(database.default_url(tmp_path))
+    try:
+        assert schema.upgrade(upgrading) == (1, schema.VERSION)  # what `calrelay db upgrade` runs
+    finally:
+        upgrading.dispose()
+    again = SqlStore(tmp_path)
+    try:
+        service = AvailabilityService(again)
+        assert busy(service) == expected != []
+        assert service.index.parsed_items == 0
+    finally:
+        again.close()
