@@ -1,11 +1,11 @@
 """The instance index as availability reads it: the candidate instances of a user's calendars over a window.
 
 Every ``dav_instances`` row carries, besides the bounds Radicale's time-range test uses, the instance's exact
-busy time and what decides whether it blocks (``plugins.sqlstore.instances.busy_columns``). An availability
-window reads them with one statement (:func:`candidates`), which finds short instances by their start
-within a look-back of the window and long ones (``long_busy``) by their start before its end, both through
-the index ``dav_instances_busy``. Floating times and dates are stored as UTC readings of the wall clock, so
-the statement widens the window by :data:`FLOATING_SLACK` and the caller places them in the user's zone.
+busy time and what decides whether it blocks (``plugins.sqlstore.instances.Descriptions``). A window reads
+them with one statement (:func:`candidates`), which finds short instances by their start within a look-back
+of the window and long ones (``long_busy``) by their start before its end, both through the index
+``dav_instances_busy``. Floating times and dates are stored as UTC readings of the wall clock, so the
+statement widens the window by :data:`FLOATING_SLACK` and the caller places them in the user's zone.
 
 What the index does not list for a window is read as items instead (:func:`unindexed`): a series whose
 listed instances stop before the window's end (the horizon, or the per-event cap), and an event with no

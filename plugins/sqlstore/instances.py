@@ -27,7 +27,8 @@ class Instance:
     floating: bool
     transparent: bool
     status: str
-    #: What availability reads (the ``busy_*`` and following columns of ``dav_instances``): :func:`busy_columns`.
+    #: What availability reads (the ``busy_*`` and following columns of ``dav_instances``):
+    #: :meth:`Descriptions.busy_columns`.
     busy: dict[str, Any] = field(default_factory=dict)
 
 

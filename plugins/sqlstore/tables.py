@@ -74,7 +74,7 @@ instances = sa.Table(
     # ``end`` above are widened for Radicale's test); floating ones as UTC readings of the wall clock.
     sa.Column("busy_start", sa.BigInteger, nullable=False),  # DTSTART minus the travel time
     sa.Column("busy_end", sa.BigInteger, nullable=False),
-    sa.Column("long_busy", sa.Boolean, nullable=False),  # longer than busy.LONG: found without a look-back
+    sa.Column("long_busy", sa.Boolean, nullable=False),  # longer than instances.LONG_BUSY: found without a look-back
     sa.Column("travel", sa.Integer, nullable=False),
     sa.Column("all_day", sa.Boolean, nullable=False),
     sa.Column("recurrence_id", sa.BigInteger),  # an occurrence of a series: its original start
