@@ -27,6 +27,7 @@ from radicale import item as radicale_item
 from plugins.sqlstore.collection import Collection
 from plugins.sqlstore.storage import Storage
 from proxy import config
+from proxy.availability.index import AvailabilityIndex
 from proxy.availability.instances import normalize_address
 from proxy.availability.service import AvailabilityService, Freshness, UserView
 from proxy.engine import Engine, radicale_configuration
@@ -158,7 +159,8 @@ def run(args: argparse.Namespace, rng: random.Random, data: Path) -> None:
     store.close()
     # A restart: a new process state (storage, engine, reader) on the same database, nothing warmed up.
     store = Store(data, args.database)
-    service = AvailabilityService(store)
+    # Unbounded request budget: the bench measures what a query costs (a request stops at limits.request_*).
+    service = AvailabilityService(store, AvailabilityIndex(request_instances=10**9, request_seconds=1e9))
     view = UserView(USER, ZoneInfo("Europe/Paris"), frozenset({normalize_address(ADDRESS)}))
     freshness = Freshness(datetime.now(UTC), timedelta(minutes=10), {}, relay_present=False)
 

@@ -104,6 +104,11 @@ def bucket_start(number: int) -> datetime:
     return _EPOCH + number * BUCKET
 
 
+#: The enums of the index's text columns, looked up rather than constructed (a year's window has 100,000s).
+_KINDS = {kind.value: kind for kind in EventKind}
+_ORIGINS = {origin.value: origin for origin in Origin}
+
+
 def _placed(seconds: int, floating: bool, zone: ZoneInfo) -> datetime:
     """An index instant as aware UTC; a floating one is a UTC reading of the wall clock in ``zone``."""
     value = datetime.fromtimestamp(seconds, UTC)
@@ -120,8 +125,8 @@ def instance_of_row(row: Any, zone: ZoneInfo) -> Instance:
         uid=row.uid,
         recurrence_id=None if row.recurrence_id is None else _placed(row.recurrence_id, row.floating, zone),
         summary=row.summary,
-        kind=EventKind(row.kind),
-        origin=Origin(row.origin),
+        kind=_KINDS[row.kind],
+        origin=_ORIGINS[row.origin],
         start=_placed(row.busy_start + row.travel, row.floating, zone) - travel,
         end=_placed(row.busy_end, row.floating, zone),
         all_day=row.all_day,
