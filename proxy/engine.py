@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import io
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,10 +28,11 @@ from plugins import scope as request_scope
 from plugins.rights import Rights
 from plugins.rules import expanding
 from plugins.scope import Change
-from plugins.sqlstore import Collection, Stamp, Storage
+from plugins.sqlstore import Collection, Stamp, Storage, busy
 from plugins.sqlstore.hint import expand_hint
 from proxy import stopping
 from proxy.auth import Users
+from proxy.availability.index import IndexRead
 from proxy.config import Settings
 from proxy.outage import database_unavailable
 from proxy.private import private_dir
@@ -297,6 +298,13 @@ class Engine:
                     path = pathutils.unstrip_path(collection.path, True)
                     calendars.append(CalendarInfo(path, dict(collection.get_meta()), collection.etag))
         return calendars
+
+    def read_instances(self, paths: Sequence[str], start: int, end: int) -> IndexRead:
+        """What availability reads of the calendars at ``paths`` over [start, end) (epoch seconds), in one
+        read transaction: the instance index's candidate rows and the events it does not list there."""
+        with self.storage.acquire_lock("r"), self.storage.transaction("r") as connection:
+            return IndexRead(busy.candidates(connection, paths, start, end),
+                             busy.unindexed(connection, paths, start, end))
 
     def read_changed_items(
         self, path: str, known: Mapping[str, Stamp]

@@ -21,7 +21,7 @@ from proxy import database
 
 logger = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2
 
 schema_version = sa.Table(
     "schema_version",
@@ -30,8 +30,16 @@ schema_version = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
 )
 
+def _busy_instances(connection: sa.Connection) -> None:
+    """1 -> 2: the instance index rows carry what availability reads (``plugins.sqlstore.busy``), so that
+    it needs no expansion of its own: the index is made again from every stored event."""
+    from plugins.sqlstore import horizon, storage
+
+    horizon.rebuild(connection, storage.DEFAULT_HORIZON, storage.DEFAULT_CAP)
+
+
 #: version -> the step that takes a database from that version to the next.
-STEPS: dict[int, Callable[[sa.Connection], None]] = {}
+STEPS: dict[int, Callable[[sa.Connection], None]] = {1: _busy_instances}
 
 
 class SchemaError(RuntimeError):

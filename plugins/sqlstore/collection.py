@@ -28,7 +28,8 @@ _CHUNK = 500
 def instance_rows(collection_id: int, href: str, instances: Iterable[Instance]) -> list[dict[str, Any]]:
     """The ``dav_instances`` rows of an item's expanded instances."""
     return [{"collection_id": collection_id, "href": href, "start": instance.start, "end": instance.end,
-             "floating": instance.floating, "transparent": instance.transparent, "status": instance.status}
+             "floating": instance.floating, "transparent": instance.transparent, "status": instance.status,
+             **instance.busy}
             for instance in instances]
 
 

@@ -16,6 +16,7 @@ import logging
 import time
 
 import sqlalchemy as sa
+from radicale.item.filter import TIMESTAMP_MAX
 
 from plugins.sqlstore import tables
 from plugins.sqlstore.collection import instance_rows
@@ -74,3 +75,33 @@ def extend(engine: sa.Engine, horizon: int, cap: int, *, margin: int = DEFAULT_M
                 done += 1
         logger.info("instance index: %d series extended to %s", done,
                     time.strftime("%Y-%m-%d", time.gmtime(target)))
+
+
+def rebuild(connection: sa.Connection, horizon: int, cap: int, *, now: float | None = None) -> int:
+    """Make the instance index again from every stored event, up to ``now + horizon`` (a schema step whose
+    rows gained columns: ``proxy.schema``); how many events were indexed."""
+    now = time.time() if now is None else now
+    tables.instances.drop(connection)
+    tables.instances.create(connection)
+    i = tables.items.c
+    done = 0
+    after: tuple[int, str] = (-1, "")
+    while True:
+        rows = connection.execute(
+            sa.select(i.collection_id, i.href, i.text, i.first_start, i.last_end, i.recurring)
+            .where(i.component == "VEVENT", sa.tuple_(i.collection_id, i.href) > sa.tuple_(*after))
+            .order_by(i.collection_id, i.href).limit(_BATCH)).all()
+        if not rows:
+            return done
+        after = (rows[-1].collection_id, rows[-1].href)
+        for row in rows:
+            expansion = expand(row.text, row.first_start, min(int(now) + horizon, row.last_end), cap)
+            # As when the event was stored (Collection._rows): a lone event's rows are all there are.
+            indexed_until = expansion.complete_until if row.recurring else TIMESTAMP_MAX
+            connection.execute(tables.items.update().where(
+                i.collection_id == row.collection_id, i.href == row.href).values(indexed_until=indexed_until))
+            new_rows = instance_rows(row.collection_id, row.href, expansion.instances)
+            if new_rows:
+                connection.execute(tables.instances.insert(), new_rows)
+        done += len(rows)
+        logger.info("instance index: %d events indexed again", done)

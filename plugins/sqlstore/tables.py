@@ -70,8 +70,22 @@ instances = sa.Table(
     sa.Column("floating", sa.Boolean, nullable=False),  # all-day or floating: the bounds are UTC readings
     sa.Column("transparent", sa.Boolean, nullable=False),
     sa.Column("status", sa.String(32), nullable=False),
+    # What availability needs (plugins.sqlstore.busy): the instance's busy time, exactly (``start`` and
+    # ``end`` above are widened for Radicale's test); floating ones as UTC readings of the wall clock.
+    sa.Column("busy_start", sa.BigInteger, nullable=False),  # DTSTART minus the travel time
+    sa.Column("busy_end", sa.BigInteger, nullable=False),
+    sa.Column("long_busy", sa.Boolean, nullable=False),  # longer than instances.LONG_BUSY: found without a look-back
+    sa.Column("travel", sa.Integer, nullable=False),
+    sa.Column("all_day", sa.Boolean, nullable=False),
+    sa.Column("recurrence_id", sa.BigInteger),  # an occurrence of a series: its original start
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("origin", sa.String(32), nullable=False),
+    sa.Column("policy", sa.Text),  # X-CALRELAY-POLICY of a mirrored iCloud event
+    sa.Column("declined", sa.Text),  # normalized addresses of attendees who declined, one per line
     sa.ForeignKeyConstraint(["collection_id", "href"], ["dav_items.collection_id", "dav_items.href"],
                             ondelete="CASCADE"),
     sa.Index("dav_instances_range", "collection_id", "start", "end"),
     sa.Index("dav_instances_item", "collection_id", "href"),
+    sa.Index("dav_instances_busy", "collection_id", "long_busy", "busy_start"),
 )

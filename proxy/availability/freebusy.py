@@ -1,4 +1,4 @@
-"""CalDAV ``free-busy-query`` REPORT on a user's calendar, answered from the availability index.
+"""CalDAV ``free-busy-query`` REPORT on a user's calendar, answered from the instance index.
 
 Radicale has its own free-busy report, but it reads floating times and all-day dates as UTC and does not know
 whose attendee entry was declined, so it would disagree with the JSON API. Floating times and dates are read
@@ -142,7 +142,7 @@ def make_freebusy_middleware(
             return web.Response(status=422, text=f"{exc}\n")
         if not answer.snapshot.sources:  # not a calendar of this user: let the engine answer (404, 403…)
             return await handler(request)
-        log.debug("free-busy-query on %s answered from the availability index", path)
+        log.debug("free-busy-query on %s answered from the instance index", path)
         body = render_freebusy(answer.busy, window[0], window[1], bool(answer.snapshot.stale_paths))
         return web.Response(status=200, body=body, content_type="text/calendar", charset="utf-8")
 

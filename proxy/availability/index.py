@@ -1,61 +1,60 @@
-"""The in-memory availability index: parsed items and their expansions, reused while nothing changes.
+"""Availability's instances, read from the SQL storage's instance index: nothing to warm up after a restart,
+and every calrelay process on one database reads the same index.
 
-Layers, each invalidated by its own ETag:
-
-* a user's calendar whose collection ETag is unchanged is not read from storage at all;
-* inside a changed collection, an item whose (href, ETag) is unchanged is not re-parsed, and keeps its
-  cached expansions;
-* non-recurring items are expanded once, at parse time, into one sorted list per collection;
-* recurring items are expanded per fixed *bucket* of time (28 days, aligned on the epoch) on first use; a
-  query only looks at the instances that start in the buckets it spans (plus a look-back for long events).
-
-An instance is stored in the bucket where it starts, so nothing is counted twice when a query spans buckets.
+One request window costs one read transaction (``plugins.sqlstore.busy``): the index rows of the user's
+calendars that may meet the window, and the few events the index does not list there (a series past the
+horizon or the per-event cap, an event beyond the horizon). Rows are placed in the user's zone here (floating
+times and dates are stored as UTC readings of the wall clock); the unlisted events are parsed (kept per ETag
+and zone, least recently used first out) and expanded per 28-day bucket as before the index existed, so a
+rule denser than ``limits.max_instances`` in a bucket still becomes a "too many instances" stand-in.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from proxy import stopping
 from proxy.availability.instances import DEFAULT_MAX_INSTANCES, Instance, ParsedItem
+from proxy.model import EventKind, Origin
 
 log = logging.getLogger(__name__)
 
 BUCKET = timedelta(days=28)
 _EPOCH = datetime(1970, 1, 5, tzinfo=UTC)  # a Monday, so buckets start on week boundaries
-#: How often a request waiting for another's work on the same collection looks whether it was stopped.
-_LOCK_POLL_SECONDS = 0.2
-#: Expanded buckets kept per item and per collection; a year's queries need 14.
-MAX_BUCKETS = 40
+#: Index rows placed in a zone between two stop checks.
+_ROWS_PER_CHECK = 2000
+#: Parsed events the index does not list (series past the horizon or the cap), kept for the next request.
+PARSED_CACHE_SIZE = 512
 
 
 class BudgetExceeded(Exception):
-    """One request asked for more expansion work than its budget (``limits.request_*``)."""
+    """One request asked for more work than its budget (``limits.request_*``)."""
 
 
 @dataclass
 class Budget:
-    """What one request may still spend on expanding: instances and wall-clock time. Checked between buckets,
-    so that a request stops computing once it is over budget, whoever is waiting for it. The clock starts at
-    the first expansion: parsing a cold calendar is done once per ETag and kept, however long it takes."""
+    """What one request may still spend: instances read or expanded, and wall-clock time. Checked between
+    batches of rows and between buckets, so that a request stops computing once it is over budget. The clock
+    starts at the first charge: parsing an event the index does not list is done once per ETag and kept."""
 
     seconds: float
     instances_left: int
     deadline: float | None = None
 
     def charge(self, instances: int) -> None:
-        if self.deadline is None:
+        first = self.deadline is None
+        if self.deadline is None:  # the clock starts now: the first charge never runs out of time
             self.deadline = time.monotonic() + self.seconds
         self.instances_left -= instances
         if self.instances_left < 0:
@@ -63,7 +62,7 @@ class Budget:
                 "the query needs more expansion work than one request may do (limits.request_instances): "
                 "ask for a shorter window"
             )
-        if time.monotonic() > self.deadline:
+        if not first and time.monotonic() > self.deadline:
             raise BudgetExceeded(
                 "the query took longer than one request may (limits.request_seconds): ask for a shorter window"
             )
@@ -73,16 +72,29 @@ _budget: ContextVar[Budget | None] = ContextVar("calrelay_expansion_budget", def
 
 
 def _charge(instances: int) -> None:
-    stopping.check()  # between two buckets: where a request whose client went away stops expanding
+    stopping.check()  # between two batches or buckets: where a request whose client went away stops
     budget = _budget.get()
     if budget is not None:
         budget.charge(instances)
 
 
-class StoredItemLike(Protocol):
+class UnlistedItem(Protocol):
+    path: str
     href: str
     etag: str
     text: str
+
+
+@dataclass(frozen=True)
+class IndexRead:
+    """What one window's read transaction returned (``plugins.sqlstore.busy``)."""
+
+    rows: Sequence[Any]  # candidate rows of the instance index
+    unlisted: Sequence[UnlistedItem]  # events whose instances there the index does not list
+
+
+class IndexStore(Protocol):
+    def read_instances(self, paths: Sequence[str], start: int, end: int) -> IndexRead: ...
 
 
 def bucket_of(at: datetime) -> int:
@@ -93,106 +105,64 @@ def bucket_start(number: int) -> datetime:
     return _EPOCH + number * BUCKET
 
 
-class _SortedInstances:
-    """Instances sorted by start, searchable for those overlapping a window."""
-
-    def __init__(self, instances: Iterable[Instance]) -> None:
-        self.instances = sorted(instances, key=lambda i: i.start)
-        self.starts = [i.start for i in self.instances]
-
-    def starting_in(self, start: datetime, end: datetime) -> Sequence[Instance]:
-        return self.instances[bisect_left(self.starts, start) : bisect_left(self.starts, end)]
+#: The enums of the index's text columns, looked up rather than constructed (a year's window has 100,000s).
+_KINDS = {kind.value: kind for kind in EventKind}
+_ORIGINS = {origin.value: origin for origin in Origin}
 
 
-K = TypeVar("K")
-V = TypeVar("V")
+def _placed(seconds: int, floating: bool, zone: ZoneInfo) -> datetime:
+    """An index instant as aware UTC; a floating one is a UTC reading of the wall clock in ``zone``."""
+    value = datetime.fromtimestamp(seconds, UTC)
+    return value.replace(tzinfo=zone).astimezone(UTC) if floating else value
 
 
-class _LRU(Generic[K, V]):
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._data: OrderedDict[K, V] = OrderedDict()
-
-    def get_or_make(self, key: K, make: Callable[[], V]) -> V:
-        if key in self._data:
-            self._data.move_to_end(key)
-            return self._data[key]
-        value = self._data[key] = make()
-        if len(self._data) > self._size:
-            self._data.popitem(last=False)
-        return value
+_NO_ONE: frozenset[str] = frozenset()
 
 
-class ItemIndex:
-    """One parsed item of one ETag, with its expansions per bucket."""
+def instance_of_row(row: Any, zone: ZoneInfo) -> Instance:
+    """The instance an index row describes, placed in ``zone`` (what ``instances.instance_of`` makes of the
+    VEVENT the row was expanded from). A year's window reads 100,000s of rows: what can be shared is."""
+    starts = row.busy_start + row.travel
+    start = _placed(starts, row.floating, zone)
+    if row.recurrence_id is None:
+        recurrence_id = None
+    else:  # most occurrences are where their rule put them
+        recurrence_id = start if row.recurrence_id == starts else _placed(row.recurrence_id, row.floating, zone)
+    return Instance(
+        calendar=_calendar_path(row.path),
+        href=row.href,
+        uid=row.uid,
+        recurrence_id=recurrence_id,
+        summary=row.summary,
+        kind=_KINDS[row.kind],
+        origin=_ORIGINS[row.origin],
+        start=start - timedelta(seconds=row.travel) if row.travel else start,
+        end=_placed(row.busy_end, row.floating, zone),
+        all_day=row.all_day,
+        transparent=row.transparent,
+        cancelled=row.status == "CANCELLED",
+        declined_by=frozenset(row.declined.split("\n")) if row.declined else _NO_ONE,
+        policy=row.policy or "",
+    )
 
-    def __init__(self, parsed: ParsedItem, etag: str) -> None:
-        self.parsed = parsed
-        self.etag = etag
-        self._buckets: _LRU[int, tuple[Instance, ...]] = _LRU(MAX_BUCKETS)
 
-    def starting_in_bucket(self, number: int) -> tuple[Instance, ...]:
-        fresh: list[int] = []
-
-        def expand() -> tuple[Instance, ...]:
-            start, end = bucket_start(number), bucket_start(number + 1)
-            found = tuple(i for i in self.parsed.expand(start, end) if start <= i.start < end)
-            fresh.append(len(found))
-            return found
-
-        found = self._buckets.get_or_make(number, expand)
-        if fresh:  # charged once kept, so that a request over budget still leaves progress for the next
-            _charge(fresh[0])
-        return found
+@functools.lru_cache(maxsize=4096)
+def _calendar_path(stored: str) -> str:
+    return f"/{stored}/"
 
 
 @dataclass
-class CollectionIndex:
-    """All items of one collection at one collection ETag, for one user zone."""
+class Found:
+    """Every instance of some calendars overlapping a window, and the events that could not be read."""
 
-    path: str
-    etag: str
-    items: dict[str, ItemIndex]
-    #: Items that could not be parsed (href → error): reported with the source, never silently dropped.
-    problems: dict[str, str]
-    fixed: _SortedInstances = field(init=False)
-    fixed_lookback: timedelta = field(init=False)
-    recurring: list[ItemIndex] = field(init=False)
-    recurring_lookback: timedelta = field(init=False)
-    _buckets: _LRU[int, _SortedInstances] = field(init=False)
-
-    def __post_init__(self) -> None:
-        fixed_items = [item for item in self.items.values() if not item.parsed.recurring]
-        self.fixed = _SortedInstances(i for item in fixed_items for i in item.parsed.fixed)
-        self.fixed_lookback = max((item.parsed.max_length for item in fixed_items), default=timedelta(0))
-        self.recurring = [item for item in self.items.values() if item.parsed.recurring]
-        self.recurring_lookback = max(
-            (item.parsed.max_length for item in self.recurring), default=timedelta(0)
-        )
-        self._buckets = _LRU(MAX_BUCKETS)
-
-    def _bucket(self, number: int) -> _SortedInstances:
-        def gather() -> _SortedInstances:
-            return _SortedInstances(i for item in self.recurring for i in item.starting_in_bucket(number))
-
-        return self._buckets.get_or_make(number, gather)
-
-    def instances(self, start: datetime, end: datetime) -> list[Instance]:
-        """Every instance overlapping [start, end), whatever its disposition."""
-        found = [i for i in self.fixed.starting_in(start - self.fixed_lookback, end) if i.end > start]
-        if self.recurring:
-            earliest = start - self.recurring_lookback
-            for number in range(bucket_of(earliest), bucket_of(end) + 1):
-                found.extend(i for i in self._bucket(number).starting_in(earliest, end) if i.end > start)
-        return found
+    instances: dict[str, list[Instance]] = field(default_factory=dict)  # calendar path -> instances
+    problems: dict[str, dict[str, str]] = field(default_factory=dict)  # calendar path -> href -> why
 
 
 class AvailabilityIndex:
-    """Collection indexes keyed by (collection path, user zone), refreshed from storage by ETag.
+    """Reads a window's instances through an :class:`IndexStore`, within one request's budget.
 
-    Thread-safe: queries run in the engine's thread pool, several at a time. Work on one collection (reading,
-    parsing, expanding) is serialized by a lock per collection path, so a cold calendar does not hold up the
-    others; the shared lock only guards the dictionaries.
+    Thread-safe: queries run in the engine's thread pool, several at a time; the lock only guards the cache.
     """
 
     def __init__(
@@ -204,86 +174,17 @@ class AvailabilityIndex:
         self.max_instances = max_instances
         self.request_instances = request_instances
         self.request_seconds = request_seconds
-        self._collections: dict[tuple[str, str], CollectionIndex] = {}
-        self._path_locks: dict[str, threading.Lock] = {}
-        #: Items parsed by a request that stopped before its collection's index was complete, kept for the next.
-        self._spare: dict[tuple[str, str], dict[str, ItemIndex]] = {}
+        self._parsed: OrderedDict[tuple[str, str, str, str], ParsedItem] = OrderedDict()
         self._lock = threading.Lock()
-        #: Counters for tests and logs: how much work the cache saved or did.
+        #: Counters for tests and logs: events parsed (those the index does not list), the buckets of them
+        #: expanded, and index rows read.
         self.parsed_items = 0
-        self.collection_reads = 0
-
-    def _path_lock(self, path: str) -> threading.Lock:
-        with self._lock:
-            return self._path_locks.setdefault(path, threading.Lock())
-
-    @contextmanager
-    def _holding(self, path: str) -> Iterator[None]:
-        """The collection's lock; a request stopped while it waits for another's work gives up waiting."""
-        lock = self._path_lock(path)
-        while not lock.acquire(timeout=_LOCK_POLL_SECONDS):
-            stopping.check()
-        try:
-            yield
-        finally:
-            lock.release()
-
-    def collection(
-        self,
-        path: str,
-        etag: str,
-        zone: ZoneInfo,
-        read_items: Callable[[str], Sequence[StoredItemLike]],
-    ) -> CollectionIndex:
-        """The index of ``path`` at collection ETag ``etag``; ``read_items`` is called only if it changed."""
-        key = (path, zone.key)
-        with self._holding(path):
-            current = self._collections.get(key)
-            if current is not None and current.etag == etag:
-                return current
-            index = self._build(path, etag, zone, read_items(path), current.items if current else {})
-            with self._lock:
-                self.collection_reads += 1
-                self._collections[key] = index
-            return index
-
-    def _build(
-        self,
-        path: str,
-        etag: str,
-        zone: ZoneInfo,
-        stored: Sequence[StoredItemLike],
-        previous: dict[str, ItemIndex],
-    ) -> CollectionIndex:
-        items: dict[str, ItemIndex] = {}
-        problems: dict[str, str] = {}
-        with self._lock:  # what a stopped request parsed of this collection
-            spare = self._spare.pop((path, zone.key), {})
-        for item in stored:
-            known = previous.get(item.href) or spare.get(item.href)
-            if known is not None and known.etag == item.etag:
-                items[item.href] = known
-                continue
-            try:
-                stopping.check()  # between two items: a cold calendar of thousands takes seconds
-            except stopping.RequestStopped:
-                with self._lock:
-                    self._spare[(path, zone.key)] = {**spare, **items}
-                raise
-            try:
-                items[item.href] = ItemIndex(
-                    ParsedItem(item.text, path, item.href, zone, self.max_instances), item.etag
-                )
-            except Exception as exc:  # a corrupt item must be visible, not abort the whole answer
-                log.warning("cannot index %s%s for availability: %s", path, item.href, exc)
-                problems[item.href] = str(exc) or type(exc).__name__
-                continue
-            self.parsed_items += 1
-        return CollectionIndex(path, etag, items, problems)
+        self.buckets_expanded = 0
+        self.rows_read = 0
 
     @contextmanager
     def budget(self) -> Iterator[Budget]:
-        """Bound the expansion done inside (one request's): raises :class:`BudgetExceeded` past it."""
+        """Bound the work done inside (one request's): raises :class:`BudgetExceeded` past it."""
         budget = Budget(self.request_seconds, self.request_instances)
         token = _budget.set(budget)
         try:
@@ -291,18 +192,67 @@ class AvailabilityIndex:
         finally:
             _budget.reset(token)
 
-    def query(self, index: CollectionIndex, start: datetime, end: datetime) -> list[Instance]:
-        # Expanding a bucket mutates the collection's and its items' caches.
-        with self._holding(index.path):
-            return index.instances(start, end)
-
-    def retain(self, prefix: str, keep: Iterable[str]) -> None:
-        """Drop indexes of collections under ``prefix`` (a user's home) that are not in ``keep`` (deleted)."""
-        kept = set(keep)
+    def instances(
+        self, store: IndexStore, paths: Sequence[str], start: datetime, end: datetime, zone: ZoneInfo
+    ) -> Found:
+        """Every instance of the calendars at ``paths`` overlapping [start, end), whatever its disposition."""
+        read = store.read_instances(paths, int(start.timestamp()), int(end.timestamp()) + 1)
+        found = Found({path: [] for path in paths})
+        for first in range(0, len(read.rows), _ROWS_PER_CHECK):
+            rows = read.rows[first:first + _ROWS_PER_CHECK]
+            _charge(len(rows))
+            for row in rows:
+                instance = instance_of_row(row, zone)
+                # A zero-length instance contains no instant, so it can neither block nor explain a busy one.
+                if instance.end > instance.start and instance.overlaps(start, end):
+                    found.instances.setdefault(instance.calendar, []).append(instance)
         with self._lock:
-            stale = [key for key in self._collections if key[0].startswith(prefix) and key[0] not in kept]
-            for key in stale:
-                del self._collections[key]
-                self._path_locks.pop(key[0], None)
-            for key in [key for key in self._spare if key[0].startswith(prefix) and key[0] not in kept]:
-                del self._spare[key]
+            self.rows_read += len(read.rows)
+        for item in read.unlisted:
+            calendar = f"/{item.path}/"
+            parsed = self._parse(calendar, item, zone)
+            if isinstance(parsed, str):
+                found.problems.setdefault(calendar, {})[item.href] = parsed
+                continue
+            try:
+                found.instances.setdefault(calendar, []).extend(self._expand(parsed, start, end))
+            except (BudgetExceeded, stopping.RequestStopped):
+                raise
+            except Exception as exc:  # a rule recurring-ical-events cannot follow: visible, not a 500
+                log.warning("cannot expand %s%s for availability: %s", calendar, item.href, exc)
+                found.problems.setdefault(calendar, {})[item.href] = str(exc) or type(exc).__name__
+        return found
+
+    def _parse(self, calendar: str, item: UnlistedItem, zone: ZoneInfo) -> ParsedItem | str:
+        """The parsed event, or why it cannot be parsed."""
+        key = (calendar, item.href, item.etag, zone.key)
+        with self._lock:
+            parsed = self._parsed.get(key)
+            if parsed is not None:
+                self._parsed.move_to_end(key)
+                return parsed
+        stopping.check()  # between two events: parsing one takes milliseconds
+        try:
+            parsed = ParsedItem(item.text, calendar, item.href, zone, self.max_instances)
+        except Exception as exc:  # a corrupt item must be visible, not abort the whole answer
+            log.warning("cannot read %s%s for availability: %s", calendar, item.href, exc)
+            return str(exc) or type(exc).__name__
+        with self._lock:
+            self.parsed_items += 1
+            self._parsed[key] = parsed
+            while len(self._parsed) > PARSED_CACHE_SIZE:
+                self._parsed.popitem(last=False)
+        return parsed
+
+    def _expand(self, parsed: ParsedItem, start: datetime, end: datetime) -> list[Instance]:
+        """The event's instances overlapping [start, end), expanded per bucket: the cap on instances is one
+        bucket's, whatever the window (an instance belongs to the bucket it starts in)."""
+        found: list[Instance] = []
+        for number in range(bucket_of(start - parsed.max_length), bucket_of(end) + 1):
+            first, last = bucket_start(number), bucket_start(number + 1)
+            expanded = [i for i in parsed.expand(first, last) if first <= i.start < last]
+            with self._lock:
+                self.buckets_expanded += 1
+            _charge(len(expanded))
+            found.extend(i for i in expanded if i.overlaps(start, end))
+        return found

@@ -1,8 +1,10 @@
 """Parsing calendar objects and expanding them into event instances (pure, no I/O).
 
-A stored calendar object is parsed once into a :class:`ParsedItem`. A non-recurring item's instances are
-computed at parse time; a recurring one keeps its recurring-ical-events query so that it can be expanded over
-any window later (see :mod:`proxy.availability.index` for the caching of those expansions).
+:func:`describe` says what one VEVENT tells about its instances; the SQL storage's instance index keeps that
+per instance (``plugins.sqlstore.instances``), and :mod:`proxy.availability.index` makes instances of its rows.
+An object the index does not list over a window is parsed into a :class:`ParsedItem`: a non-recurring item's
+instances are computed at parse time; a recurring one keeps its recurring-ical-events query so that it can be
+expanded over any window later.
 
 All instants leave this module as aware UTC datetimes. Floating times and DATE values are read in the user's
 zone, which is why a parsed item belongs to one zone.
@@ -167,27 +169,57 @@ def _travel(component: icalendar.Component) -> timedelta:
     return value if isinstance(value, timedelta) and value > timedelta(0) else timedelta(0)
 
 
-def instance_of(component: icalendar.Event, calendar: str, href: str, zone: ZoneInfo) -> Instance:
-    """The instance described by one (possibly expanded) VEVENT."""
-    start, end = component.start, component.end
-    recurrence_id = component.get("RECURRENCE-ID")
-    # Travel time (the relay's X-CALRELAY-TRAVEL, from Apple's X-APPLE-TRAVEL-DURATION) blocks before the event.
-    travel = _travel(component)
-    return Instance(
-        calendar=calendar,
-        href=href,
+@dataclass(frozen=True, slots=True)
+class Description:
+    """What one (possibly expanded) VEVENT says about an instance, before it is placed in a zone: the part
+    of :class:`Instance` that the SQL storage's instance index keeps per row (``plugins.sqlstore.busy``)."""
+
+    uid: str
+    summary: str
+    kind: EventKind
+    origin: Origin
+    #: Travel time (the relay's X-CALRELAY-TRAVEL, from Apple's X-APPLE-TRAVEL-DURATION) blocks before the event.
+    travel: timedelta
+    transparent: bool
+    cancelled: bool
+    declined_by: frozenset[str]
+    policy: str
+
+
+def describe(component: icalendar.Event) -> Description:
+    return Description(
         uid=_text(component, "UID"),
-        recurrence_id=None if recurrence_id is None else to_utc(recurrence_id.dt, zone),
         summary=_text(component, "SUMMARY"),
         kind=_kind(component),
         origin=_origin(component),
-        start=to_utc(start, zone) - travel,
-        end=to_utc(end, zone),
-        all_day=not isinstance(start, datetime),
+        travel=_travel(component),
         transparent=_text(component, "TRANSP").upper() == "TRANSPARENT",
         cancelled=_text(component, "STATUS").upper() == "CANCELLED",
         declined_by=_declined_by(component),
         policy=_text(component, POLICY_PROPERTY),
+    )
+
+
+def instance_of(component: icalendar.Event, calendar: str, href: str, zone: ZoneInfo) -> Instance:
+    """The instance described by one (possibly expanded) VEVENT."""
+    start, end = component.start, component.end
+    recurrence_id = component.get("RECURRENCE-ID")
+    about = describe(component)
+    return Instance(
+        calendar=calendar,
+        href=href,
+        uid=about.uid,
+        recurrence_id=None if recurrence_id is None else to_utc(recurrence_id.dt, zone),
+        summary=about.summary,
+        kind=about.kind,
+        origin=about.origin,
+        start=to_utc(start, zone) - about.travel,
+        end=to_utc(end, zone),
+        all_day=not isinstance(start, datetime),
+        transparent=about.transparent,
+        cancelled=about.cancelled,
+        declined_by=about.declined_by,
+        policy=about.policy,
     )
 
 
@@ -199,6 +231,12 @@ def _nominal_length(component: icalendar.Event) -> timedelta:
     ):
         start, end = start.replace(tzinfo=None), end.replace(tzinfo=None)
     return max(end - start, timedelta(0))
+
+
+def recurs(events: Iterable[icalendar.Event]) -> bool:
+    """Whether an object's VEVENTs make a series (whose instances carry a RECURRENCE-ID)."""
+    # EXDATE on a lone event can remove it, so recurring-ical-events must judge those as well.
+    return any("RRULE" in event or "RDATE" in event or "EXDATE" in event for event in events)
 
 
 class ParsedItem:
@@ -216,8 +254,7 @@ class ParsedItem:
         #: The first event whose rule is denser than the cap (stored before the write-time check, or by a path
         #: that skips it): never expanded, it counts busy for every window from its start instead.
         self.runaway: icalendar.Event | None = next((event for event in events if self._dense(event)), None)
-        # EXDATE on a lone event can remove it, so recurring-ical-events must judge those as well.
-        self.recurring = any("RRULE" in event or "RDATE" in event or "EXDATE" in event for event in events)
+        self.recurring = recurs(events)
         #: Upper bound of any instance's length, used to look back for instances that began before a window.
         self.max_length = max((_nominal_length(event) for event in events), default=timedelta(0)) + (
             DURATION_SLACK

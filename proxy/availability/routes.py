@@ -6,11 +6,9 @@ Handlers only parse, authorize and render; the work runs in the engine's thread 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,11 +32,9 @@ FRESHNESS = web.AppKey("calrelay.availability.freshness", FreshnessProvider)
 #: ``(user) -> calendar-user addresses`` used to recognise the user's own attendee entries. Optional; by
 #: default a user whose name is an e-mail address has that address.
 USER_ADDRESSES = web.AppKey("calrelay.availability.user_addresses", Callable[[str], Iterable[str]])
-#: The parsed-and-expanded index shared by every request (created by :func:`setup_routes`).
+#: The reader of the instance index shared by every request (created by :func:`setup_routes`).
 INDEX = web.AppKey("calrelay.availability.index", AvailabilityIndex)
 
-#: How far ahead the start-up warm-up expands recurring events (booking pages look a few weeks ahead).
-WARM_WINDOW = timedelta(days=28)
 #: Longest free slot one may ask for: a week.
 MAX_SLOT_MINUTES = 7 * 24 * 60
 
@@ -47,38 +43,9 @@ def setup_routes(app: web.Application) -> None:
     """Add the two GET routes and the CalDAV free-busy-query override. Call before any catch-all route."""
     limits = app[SETTINGS].limits
     app[INDEX] = AvailabilityIndex(limits.max_instances, limits.request_instances, limits.request_seconds)
-    app.cleanup_ctx.append(_warm_index)
     app.router.add_get("/api/v1/users/{user}/availability", availability)
     app.router.add_get("/api/v1/users/{user}/busy-reasons", busy_reasons)
     app.middlewares.append(make_freebusy_middleware(INDEX, user_context, freshness_of))
-
-
-async def _warm_index(app: web.Application) -> AsyncIterator[None]:
-    """Parse every user's calendars once, in the background, right after start-up.
-
-    A cold index parses each stored event with icalendar (seconds for thousands of events); without this the
-    first booking page after a restart would pay for it.
-    """
-
-    async def warm() -> None:
-        engine = app[ENGINE]
-        started = asyncio.get_running_loop().time()
-        users = await engine.call(engine.users.records)
-        now = datetime.now(UTC)
-        for user in users:
-            view = await user_context(app, user)
-            try:
-                await engine.call(service(app).snapshot, view, now, now + WARM_WINDOW, freshness_of(app, user))
-            except BudgetExceeded as exc:  # what was expanded is kept; the user's first query goes on from there
-                log.warning("availability warm-up for %s stopped: %s", user, exc)
-        elapsed = asyncio.get_running_loop().time() - started
-        log.info("availability index warm for %d users in %.1f s", len(users), elapsed)
-
-    task = asyncio.create_task(warm(), name="availability-warm-up")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 # -- request context ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Availability for one user: read the user's calendars through the index and apply the policy.
+"""Availability for one user: read the user's calendars through the instance index and apply the policy.
 
 :class:`AvailabilityService` is blocking (it may read storage) and is meant to run in the engine's thread
 pool; everything after the read is pure and lives in :mod:`.intervals`.
@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from proxy.availability.index import AvailabilityIndex, StoredItemLike
+from proxy.availability.index import AvailabilityIndex, IndexStore
 from proxy.availability.instances import Disposition, Instance
 from proxy.availability.intervals import BusyInterval, busy_intervals, free_slots, reasons_at
 from proxy.availability.sources import SourceFreshness, SourceStatus, source_status
@@ -29,12 +29,10 @@ class CalendarLike(Protocol):
     etag: str
 
 
-class CalendarStore(Protocol):
+class CalendarStore(IndexStore, Protocol):
     """What the service needs from storage (the engine provides it)."""
 
     def list_calendars(self, user: str) -> Sequence[CalendarLike]: ...
-
-    def read_items(self, path: str) -> Sequence[StoredItemLike]: ...
 
 
 @dataclass(frozen=True)
@@ -116,23 +114,20 @@ class AvailabilityService:
         freshness: Freshness,
         paths: frozenset[str] | None,
     ) -> Snapshot:
-        calendars = self.store.list_calendars(view.user)
-        self.index.retain(f"/{view.user}/", (calendar.path for calendar in calendars))
+        calendars = sorted(
+            (c for c in self.store.list_calendars(view.user) if paths is None or c.path in paths),
+            key=lambda c: c.path,
+        )
+        found = self.index.instances(self.store, [c.path for c in calendars], start, end, view.zone)
         sources: list[SourceStatus] = []
-        problems: dict[str, dict[str, str]] = {}
         instances: list[Instance] = []
-        for calendar in sorted(calendars, key=lambda c: c.path):
-            if paths is not None and calendar.path not in paths:
-                continue
-            collection = self.index.collection(calendar.path, calendar.etag, view.zone, self.store.read_items)
-            found = self.index.query(collection, start, end)
+        for calendar in calendars:
+            of_calendar = found.instances.get(calendar.path, [])
             # A mirror excluded from blocking, or a calendar marked transparent (RFC 6638 §9.1), never blocks.
             transparent = calendar.props.get(SCHEDULE_TRANSP_PROP) == "transparent"
             if calendar.props.get(MIRROR_BLOCKS_PROP) == "false" or transparent:
-                found = [dataclasses.replace(i, from_blocking_calendar=False) for i in found]
-            instances.extend(found)
-            if collection.problems:
-                problems[calendar.path] = dict(collection.problems)
+                of_calendar = [dataclasses.replace(i, from_blocking_calendar=False) for i in of_calendar]
+            instances.extend(of_calendar)
             sources.append(
                 source_status(
                     calendar.path,
@@ -145,6 +140,7 @@ class AvailabilityService:
                     and (start < freshness.synced[0] or end > freshness.synced[1]),
                 )
             )
+        problems = {path: dict(found.problems[path]) for path in sorted(found.problems)}
         return Snapshot(sources, problems, instances)
 
     def availability(

@@ -1,13 +1,21 @@
-"""Helpers for the availability tests: iCalendar text builders and an in-memory calendar store."""
+"""Helpers for the availability tests: iCalendar text builders and a calendar store on the SQL storage."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from radicale import item as radicale_item
+from radicale.item.filter import TIMESTAMP_MAX
 
+from plugins.sqlstore import collection as sqlstore_collection
+from plugins.sqlstore import storage as sqlstore_storage
+from plugins.sqlstore import tables
+from proxy import config
+from proxy.engine import Engine, radicale_configuration
 from proxy.model import CALENDAR_KIND_PROP, MIRROR_ROLE_PROP
 
 PARIS_TZ = """BEGIN:VTIMEZONE
@@ -64,61 +72,67 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-@dataclass
-class FakeItem:
-    href: str
-    etag: str
-    text: str
+class SqlStore:
+    """A user's calendars in the SQL storage (SQLite, or PostgreSQL with ``CALRELAY_TEST_DATABASE``), read as the
+    engine reads them for availability. Objects are stored without calrelay's write-time checks, as the relay or
+    an import may have stored them."""
 
+    # The engine's own reads, on this storage: the service sees what it sees in a running server.
+    list_calendars = Engine.list_calendars
+    read_instances = Engine.read_instances
 
-@dataclass
-class FakeCalendar:
-    path: str
-    props: Mapping[str, str]
-    etag: str
+    def __init__(self, data_dir: Path) -> None:
+        settings = config.load(overrides={"storage": {"data_dir": str(data_dir)}})
+        self.storage = sqlstore_storage.Storage(radicale_configuration(settings))
 
-
-@dataclass
-class FakeStore:
-    """A user's calendars in memory, counting reads so that cache behaviour can be asserted."""
-
-    calendars: dict[str, dict[str, FakeItem]] = field(default_factory=dict)
-    props: dict[str, dict[str, str]] = field(default_factory=dict)
-    reads: list[str] = field(default_factory=list)
-    _version: int = 0
+    def _collection(self, path: str) -> sqlstore_collection.Collection:
+        found = next(iter(self.storage.discover(path)), None)
+        assert isinstance(found, sqlstore_collection.Collection), path
+        return found
 
     def add_calendar(self, path: str, kind: str | None = "round-robin", mirror_role: str | None = None) -> None:
-        props = {}
+        props = {"tag": "VCALENDAR"}
         if kind is not None:
             props[CALENDAR_KIND_PROP] = kind
         if mirror_role is not None:
             props[MIRROR_ROLE_PROP] = mirror_role
-        self.calendars[path] = {}
-        self.props[path] = props
+        user = path.strip("/").split("/")[0]
+        with self.storage.acquire_lock("w"):
+            if next(iter(self.storage.discover(f"/{user}/")), None) is None:
+                self.storage.create_collection(f"/{user}/")
+            self.storage.create_collection(path, props=props)
+
+    def set_prop(self, path: str, key: str, value: str) -> None:
+        with self.storage.acquire_lock("w"):
+            collection = self._collection(path)
+            collection.set_meta({**collection.get_meta(), key: value})
 
     def put(self, path: str, href: str, text: str) -> None:
-        self._version += 1
-        self.calendars[path][href] = FakeItem(href, f"etag-{self._version}", text)
+        item = radicale_item.Item(collection_path=path.strip("/"), vobject_item=radicale_item.read_components(text)[0])
+        item.prepare()
+        with self.storage.acquire_lock("w"):
+            self._collection(path).upload(href, item)
 
-    def delete(self, path: str, href: str) -> None:
-        self._version += 1
-        del self.calendars[path][href]
+    def put_raw(self, path: str, href: str, text: str) -> None:
+        """Store ``text`` as it is, with no instance index rows: an object stored before today's checks (which
+        it may fail), or one whose expansion failed when it was written."""
+        with self.storage.acquire_lock("w"), self.storage.transaction("w") as connection:
+            connection.execute(tables.items.insert().values(
+                collection_id=self._collection(path).id, href=href, uid=href, etag=f'"{href}"', name="VCALENDAR",
+                component="VEVENT", text=text, first_start=0, last_end=TIMESTAMP_MAX, recurring=False,
+                indexed_until=TIMESTAMP_MAX, modified=time.time()))
 
-    def list_calendars(self, user: str) -> list[FakeCalendar]:
-        return [
-            FakeCalendar(path, self.props[path], self._collection_etag(path))
-            for path in self.calendars
-            if path.startswith(f"/{user}/")
-        ]
+    def delete(self, path: str, href: str | None = None) -> None:
+        """Delete an object, or without ``href`` the whole calendar."""
+        with self.storage.acquire_lock("w"):
+            self._collection(path).delete(href)
 
-    def read_items(self, path: str) -> list[FakeItem]:
-        self.reads.append(path)
-        return list(self.calendars.get(path, {}).values())
-
-    def _collection_etag(self, path: str) -> str:
-        return "|".join(sorted(item.etag for item in self.calendars[path].values())) or "empty"
+    def close(self) -> None:
+        self.storage.close()
 
 
 @pytest.fixture
-def store() -> FakeStore:
-    return FakeStore()
+def store(tmp_path: Path) -> Iterator[SqlStore]:
+    sql = SqlStore(tmp_path)
+    yield sql
+    sql.close()

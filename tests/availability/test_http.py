@@ -209,3 +209,23 @@ def test_free_busy_report_marks_a_stale_mirror(server: Calrelay) -> None:
         datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC)
     )
     assert "X-CALRELAY-STALE:TRUE" in freebusy.data
+
+
+def test_a_restarted_server_answers_from_the_index_at_once(tmp_path) -> None:
+    """Nothing to warm up: the first query after a restart reads the instance index and parses no event."""
+    from tests.conftest import running_calrelay
+
+    overrides = {"availability": {"timezone": "Europe/Paris"}}
+    with running_calrelay(tmp_path, overrides=overrides, customize=wire()) as first:
+        auth = first.auth("alice")
+        assert mkcalendar(first.url + "alice/work/", auth, "Work", "round-robin").status_code == 201
+        for href, text in [("weekly.ics", PARIS_WEEKLY), ("floating.ics", vcalendar(vevent(
+                "floating", "DTSTART:20260302T140000", "DTEND:20260302T150000")))]:
+            assert put(f"{first.url}alice/work/{href}", auth, text).status_code == 201
+        before = get(first, "alice", "availability", **DAY).json()["busy"]
+    with running_calrelay(tmp_path, overrides=overrides, customize=wire()) as second:
+        after = get(second, "alice", "availability", **DAY).json()["busy"]
+        index = second.app[INDEX]
+        assert (index.parsed_items, index.rows_read > 0) == (0, True)
+    assert spans(after) == spans(before) == [("2026-03-02T13:00:00Z", "2026-03-02T14:00:00Z"),
+                                            ("2026-03-02T15:00:00Z", "2026-03-02T15:30:00Z")]

@@ -10,7 +10,7 @@ from proxy.availability.intervals import BusyInterval, free_slots
 from proxy.availability.service import AvailabilityService, Freshness, UserView
 from proxy.availability.sources import SourceFreshness
 from proxy.model import EventKind, Origin
-from tests.availability.conftest import FakeStore, utc, vcalendar, vevent
+from tests.availability.conftest import SqlStore, utc, vcalendar, vevent
 
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
 NO_RELAY = Freshness(NOW, timedelta(minutes=10), {}, relay_present=False)
@@ -49,7 +49,7 @@ def test_free_slots_of_a_whole_day_around_dst() -> None:
     assert slots[0][0] == utc(2026, 3, 28, 23)
 
 
-def test_answer_lists_free_events_and_busy_sources(store: FakeStore) -> None:
+def test_answer_lists_free_events_and_busy_sources(store: SqlStore) -> None:
     store.add_calendar("/alice/work/")
     store.add_calendar("/alice/icloud-home/", kind=None, mirror_role="conflict")
     store.put("/alice/work/", "a.ics", vcalendar(vevent(
@@ -82,7 +82,7 @@ def test_answer_lists_free_events_and_busy_sources(store: FakeStore) -> None:
     assert (utc(2026, 3, 2, 16), utc(2026, 3, 2, 17)) in answer.slots  # FREE leaves the slot open
 
 
-def test_busy_reasons_include_what_does_not_block(store: FakeStore) -> None:
+def test_busy_reasons_include_what_does_not_block(store: SqlStore) -> None:
     store.add_calendar("/alice/work/")
     lines = ("DTSTART:20260302T090000Z", "DTEND:20260302T100000Z")
     store.put("/alice/work/", "1.ics", vcalendar(vevent("free", "TRANSP:TRANSPARENT", *lines)))
@@ -102,7 +102,7 @@ def test_busy_reasons_include_what_does_not_block(store: FakeStore) -> None:
     assert service.reasons(ALICE, utc(2026, 3, 2, 10), NO_RELAY).reasons == []  # the end is exclusive
 
 
-def test_a_stale_mirror_is_marked_and_still_blocks(store: FakeStore) -> None:
+def test_a_stale_mirror_is_marked_and_still_blocks(store: SqlStore) -> None:
     store.add_calendar("/alice/work/")
     store.add_calendar("/alice/icloud/", kind=None, mirror_role="primary")
     store.add_calendar("/alice/icloud-fresh/", kind=None, mirror_role="conflict")
@@ -123,7 +123,7 @@ def test_a_stale_mirror_is_marked_and_still_blocks(store: FakeStore) -> None:
     assert answer.snapshot.stale_paths == {"/alice/icloud/", "/alice/icloud-new/"}
 
 
-def test_the_relays_own_verdict_makes_a_recent_mirror_stale(store: FakeStore) -> None:
+def test_the_relays_own_verdict_makes_a_recent_mirror_stale(store: SqlStore) -> None:
     store.add_calendar("/alice/icloud/", kind=None, mirror_role="primary")
     freshness = Freshness(NOW, timedelta(minutes=10), {
         "/alice/icloud/": SourceFreshness(NOW, stale=True, error="needs reconnect"),
@@ -132,14 +132,14 @@ def test_the_relays_own_verdict_makes_a_recent_mirror_stale(store: FakeStore) ->
     assert answer.snapshot.stale_paths == {"/alice/icloud/"}
 
 
-def test_without_a_relay_mirrors_are_unknown_not_stale(store: FakeStore) -> None:
+def test_without_a_relay_mirrors_are_unknown_not_stale(store: SqlStore) -> None:
     store.add_calendar("/alice/icloud/", kind=None, mirror_role="primary")
     answer = AvailabilityService(store).availability(ALICE, utc(2026, 3, 2), utc(2026, 3, 3), NO_RELAY)
     (source,) = answer.snapshot.sources
     assert (source.last_success, source.stale) == (None, False)
 
 
-def test_unknown_kind_and_origin_still_block(store: FakeStore) -> None:
+def test_unknown_kind_and_origin_still_block(store: SqlStore) -> None:
     store.add_calendar("/alice/work/")
     store.put("/alice/work/", "x.ics", vcalendar(vevent(
         "odd", "X-CALRELAY-KIND:MEETING", "X-CALRELAY-ORIGIN:ELSEWHERE",
@@ -149,9 +149,9 @@ def test_unknown_kind_and_origin_still_block(store: FakeStore) -> None:
     assert (interval.sources[0].kind, interval.sources[0].origin) == (EventKind.APPOINTMENT, Origin.CRM)
 
 
-def test_an_unreadable_item_is_reported_not_silently_free(store: FakeStore) -> None:
+def test_an_unreadable_item_is_reported_not_silently_free(store: SqlStore) -> None:
     store.add_calendar("/alice/work/")
-    store.put("/alice/work/", "bad.ics", "BEGIN:VCALENDAR\r\nthis is not iCalendar\r\n")
+    store.put_raw("/alice/work/", "bad.ics", "BEGIN:VCALENDAR\r\nthis is not iCalendar\r\n")
     store.put("/alice/work/", "ok.ics", vcalendar(vevent("ok", "DTSTART:20260302T090000Z", "DURATION:PT1H")))
     answer = AvailabilityService(store).availability(ALICE, utc(2026, 3, 2), utc(2026, 3, 3), NO_RELAY)
     assert list(answer.snapshot.problems["/alice/work/"]) == ["bad.ics"]

@@ -7,17 +7,20 @@ All generated times are multiples of 15 minutes (and so are the zones' offsets),
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from dateutil import rrule
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.availability.instances import normalize_address
 from proxy.availability.service import AvailabilityService, Freshness, UserView
-from tests.availability.conftest import FakeStore, vcalendar, vevent
+from tests.availability.conftest import SqlStore, vcalendar, vevent
 
 TICK = timedelta(minutes=15)
 YEAR_START = datetime(2026, 1, 1)
@@ -109,7 +112,7 @@ def to_text(uid: str, event: Event) -> str:
             f"DTEND{fmt(event.style, moved + event.length)}",
             *flags,
         ]
-        if event.override.transparent:
+        if event.override.transparent and not event.transparent:  # a property given once, as stored
             lines.append("TRANSP:TRANSPARENT")
         components.append(vevent(uid, *lines))
     return vcalendar(*components)
@@ -150,6 +153,17 @@ def brute_force_ticks(evs: list[Event], zone: ZoneInfo, start: datetime, end: da
     return busy
 
 
+_CALENDARS = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def module_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqlStore]:
+    """One store for every example (each example has a calendar of its own)."""
+    sql = SqlStore(tmp_path_factory.mktemp("availability-property"))
+    yield sql
+    sql.close()
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     evs=st.lists(events(), max_size=8),
@@ -157,16 +171,20 @@ def brute_force_ticks(evs: list[Event], zone: ZoneInfo, start: datetime, end: da
     window_day=st.integers(0, 170),
     window_hours=st.integers(1, 24 * 40),
 )
-def test_service_matches_brute_force(evs: list[Event], zone_name: str, window_day: int, window_hours: int) -> None:
+def test_service_matches_brute_force(
+    module_store: SqlStore, evs: list[Event], zone_name: str, window_day: int, window_hours: int
+) -> None:
     zone = ZoneInfo(zone_name)
-    store = FakeStore()
-    store.add_calendar("/alice/work/")
+    store = module_store
+    calendar = f"/alice/c{next(_CALENDARS)}/"  # a calendar of its own for each example, alone in the store
+    store.add_calendar(calendar)
     for number, event in enumerate(evs):
-        store.put("/alice/work/", f"{number}.ics", to_text(f"uid-{number}", event))
+        store.put(calendar, f"{number}.ics", to_text(f"uid-{number}", event))
     start = datetime.combine(date(2026, 1, 1) + timedelta(days=window_day), time(), tzinfo=UTC)
     end = start + timedelta(hours=window_hours)
     view = UserView("alice", zone, frozenset({normalize_address("alice@example.com")}))
     answer = AvailabilityService(store).availability(view, start, end, NO_RELAY)
+    store.delete(calendar)
 
     ticks: set[datetime] = set()
     for interval in answer.busy:

@@ -247,3 +247,21 @@ def test_a_clean_shutdown_hands_the_link_over_at_once(postgres_server: str, tmp_
             wait_until(lambda: "alice-1" in emulator.uids(), 10, "the new holder pushes")
     finally:
         cluster.stop()
+
+
+def test_every_instance_answers_availability_alike_from_the_shared_index(cluster: Cluster) -> None:
+    """Availability reads the instance index in the database: what one instance stored, every instance
+    answers at once, with nothing to warm up and no event parsed."""
+    from tests.helpers import mkcalendar
+
+    first = cluster.instances[0]
+    assert mkcalendar(first.url + "user11/avail/", CRM, "Avail", kind="round-robin").status_code == 201
+    weekly = event("weekly", START, 60, extra="RRULE:FREQ=WEEKLY;COUNT=10\r\n")
+    for uid, body in [("weekly", weekly), appointment("user11", 1), appointment("user11", 30)]:
+        assert put(first.url + f"user11/avail/{uid}.ics", CRM, body).status_code == 201
+    window = f"start={START:%Y-%m-%dT%H:%M:%SZ}&end={START + timedelta(days=21):%Y-%m-%dT%H:%M:%SZ}"
+    answers = [requests.get(instance.url + f"api/v1/users/user11/availability?{window}", auth=CRM, timeout=30)
+               for instance in cluster.live()]
+    assert all(answer.status_code == 200 for answer in answers), [answer.text for answer in answers]
+    busy = [answer.json()["busy"] for answer in answers]
+    assert len(busy[0]) == 4 and all(other == busy[0] for other in busy[1:]), busy
