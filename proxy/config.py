@@ -111,6 +111,10 @@ class UpstreamSettings:
         "a CalDAV URL. For real iCloud: https://caldav.icloud.com/",
     )
     timeout: float = option(30.0, "Seconds before an upstream request counts as failed (and is retried).")
+    max_response_bytes: int = option(
+        10_000_000, "Largest answer read from iCloud (a listing, a batch of objects, one object); a larger one is "
+        "not read further: an object too large on its own is skipped (audited), a listing fails the pull.",
+    )
     max_concurrency: int = option(8, "Most requests in flight to one iCloud account at a time.")
     poll_interval: float = option(60.0, "Seconds between pulls of each linked iCloud calendar (Apple has no push).")
     min_backoff: float = option(2.0, "First delay after an upstream failure; doubles per failure, with jitter.")

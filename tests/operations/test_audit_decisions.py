@@ -150,3 +150,17 @@ def test_an_icloud_object_calrelay_cannot_read_is_not_imported_with_the_error(li
     assert entry["icloud_calendar"] == "home"
     passes(linked)
     assert decisions(linked, uid="broken.ics") == [("not-imported", "broken.ics")]
+
+
+def test_an_icloud_object_too_large_to_read_is_not_imported_and_the_rest_is(calrelay_factory):
+    overrides = {"upstream": {**FAST["upstream"], "max_response_bytes": 50_000}}
+    linked = make_linked(calrelay_factory(overrides=overrides))
+    icloud_put(linked, "work", "huge.ics", event("huge", START, summary="x" * 100_000))
+    icloud_put(linked, "work", "small.ics", event("small", START + timedelta(hours=3)))
+    linked.sync_now()
+    entry = noted(linked, "huge.ics", "not-imported")
+    assert "too large to read" in entry["reason"] and "max_response_bytes" in entry["reason"]
+    wait_until(lambda: "small" in mirror(linked), message="the small event imported")
+    passes(linked)
+    assert decisions(linked, uid="huge.ics") == [("not-imported", "huge.ics")]
+    assert "huge" not in mirror(linked)
