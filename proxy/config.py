@@ -223,6 +223,10 @@ class LimitsSettings:
     max_lines: int = option(
         20_000, "Most lines (folded continuations included) in one calendar object PUT; parsing costs per line."
     )
+    max_property_bytes: int = option(
+        262_144, "Longest property (one content line, folded continuations joined) in one calendar object PUT, "
+        "bytes; parsing and serializing cost about a microsecond per byte."
+    )
     max_xml_depth: int = option(64, "Deepest element nesting accepted in an XML request body.")
     max_xml_elements: int = option(100_000, "Most elements in one XML request body.")
     max_headers: int = option(100, "Most header lines in one request.")
