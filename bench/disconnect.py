@@ -7,9 +7,11 @@ and, to show the stop on its own, a per-request budget far beyond that work. Pri
 - how long the REPORT takes for a client that waits (and what it gets);
 - with every engine thread busy on such a REPORT whose client then hangs up: how long until bob's PROPFIND
   is answered, bob's latency over the next requests, and the server's "stopped ..." log lines;
-- how long SIGTERM takes to stop the server while eight such REPORTs are being answered.
+- how long SIGTERM takes, while eight such REPORTs are being answered, until the server stops answering
+  and until its process has exited.
 
-    python bench/disconnect.py
+    python bench/disconnect.py                  # everything (the waiting REPORT takes minutes)
+    python bench/disconnect.py --sigterm-only   # only the last figure
 """
 
 from __future__ import annotations
@@ -80,6 +82,30 @@ def bob(url: str) -> float:
     return time.monotonic() - started
 
 
+def serving(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def sigterm(process: subprocess.Popen, url: str, port: int) -> None:
+    with ThreadPoolExecutor(THREADS) as pool:
+        answers = [pool.submit(report, url) for _ in range(THREADS)]
+        time.sleep(0.5)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        while serving(port):
+            time.sleep(0.01)
+        refused = time.monotonic() - started
+        process.wait(120)
+        exited = time.monotonic() - started
+        statuses = sorted({future.result()[0] for future in answers})
+    print(f"SIGTERM with {THREADS} such REPORTs busy: no longer serving after {refused:.2f} s, process exited "
+          f"after {exited:.2f} s, their answers {statuses}")
+
+
 def main() -> None:
     process, url, log = start(Path(tempfile.mkdtemp(prefix="calrelay-disconnect-")))
     port = int(url.rsplit(":", 1)[1].strip("/"))
@@ -88,6 +114,9 @@ def main() -> None:
             mkcalendar(f"{url}{user}/sales/", auth, "Sales", kind="round-robin")
         for number in range(EVENTS):
             put(f"{url}alice/sales/d{number}.ics", ALICE, dense(f"d{number}"))
+        if "--sigterm-only" in sys.argv:
+            sigterm(process, url, port)
+            return
         quiet = [bob(url) for _ in range(20)]
         print(f"bob PROPFIND, server idle: p50 {statistics.median(quiet) * 1000:.1f} ms")
         status, seconds = report(url)
@@ -107,15 +136,7 @@ def main() -> None:
         print(f"server log: {len(lines)} 'stopped' lines, e.g. {lines[0] if lines else '(none)'}")
         for number in range(EVENTS):  # cold again
             put(f"{url}alice/sales/f{number}.ics", ALICE, dense(f"f{number}"))
-        with ThreadPoolExecutor(THREADS) as pool:
-            answers = [pool.submit(report, url) for _ in range(THREADS)]
-            time.sleep(0.5)
-            started = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            process.wait(120)
-            stopped = time.monotonic() - started
-            statuses = sorted({future.result()[0] for future in answers})
-        print(f"SIGTERM with {THREADS} such REPORTs busy: stopped in {stopped:.2f} s, their answers {statuses}")
+        sigterm(process, url, port)
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)

@@ -97,7 +97,8 @@ def make_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics
     database = app[STATE].db.engine  # one engine, one connection pool for the whole process
     app[AUDIT] = AuditLog(database, settings.audit.retention_days, on_record=metrics.decision)
-    client_factory = functools.partial(UpstreamClient, observer=metrics.upstream_request)
+    client_factory = functools.partial(UpstreamClient, observer=metrics.upstream_request,
+                                       max_response_bytes=settings.upstream.max_response_bytes)
     discovery = DiscoveryCache(settings.upstream.discovery_ttl)  # one per process: the relay and linking share it
     app[RELAY] = Relay(RelayContext(settings, engine, app[STATE], box, client_factory, app[AUDIT], metrics,
                                     discovery=discovery))
@@ -147,6 +148,11 @@ async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
     extender.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await extender
+    still_busy = await engine.drain(app[stopping.SHUTDOWN].time_left(app[SETTINGS].server.shutdown_timeout))
+    if still_busy:
+        logger.warning("%d engine %s still busy at the end of the shutdown time ([server] shutdown_timeout); "
+                       "not waiting for %s", still_busy, "call" if still_busy == 1 else "calls",
+                       "it" if still_busy == 1 else "them")
     app[STATE].close()
     engine.close()
 

@@ -111,6 +111,10 @@ class UpstreamSettings:
         "a CalDAV URL. For real iCloud: https://caldav.icloud.com/",
     )
     timeout: float = option(30.0, "Seconds before an upstream request counts as failed (and is retried).")
+    max_response_bytes: int = option(
+        10_000_000, "Largest answer read from iCloud (a listing, a batch of objects, one object); a larger one is "
+        "not read further: an object too large on its own is skipped (audited), a listing fails the pull.",
+    )
     max_concurrency: int = option(8, "Most requests in flight to one iCloud account at a time.")
     poll_interval: float = option(60.0, "Seconds between pulls of each linked iCloud calendar (Apple has no push).")
     min_backoff: float = option(2.0, "First delay after an upstream failure; doubles per failure, with jitter.")
@@ -218,6 +222,10 @@ class LimitsSettings:
     max_attendees: int = option(1000, "Most ATTENDEE properties on one component.")
     max_lines: int = option(
         20_000, "Most lines (folded continuations included) in one calendar object PUT; parsing costs per line."
+    )
+    max_property_bytes: int = option(
+        262_144, "Longest property (one content line, folded continuations joined) in one calendar object PUT, "
+        "bytes; parsing and serializing cost about a microsecond per byte."
     )
     max_xml_depth: int = option(64, "Deepest element nesting accepted in an XML request body.")
     max_xml_elements: int = option(100_000, "Most elements in one XML request body.")

@@ -13,7 +13,7 @@ import contextvars
 import io
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -146,6 +146,8 @@ class Engine:
         if not any(isinstance(h, request_scope.WarningCollector) for h in radicale_logger.handlers):
             radicale_logger.addHandler(request_scope.WarningCollector())
         self._pool = ThreadPoolExecutor(settings.server.threads, thread_name_prefix="caldav")
+        #: Calls started or queued and not yet done, so that a shutdown can wait for them with a deadline.
+        self._busy: set[Future[Any]] = set()
         self._bus: ChangeBus | None = None
         #: Records each client request's changes as relay work (proxy.relay.outbox), before the response.
         self.outbox: Callable[[list[Change]], None] | None = None
@@ -155,8 +157,20 @@ class Engine:
         self._bus = bus
         self.storage.change_listener = bus.publish
 
+    async def drain(self, timeout: float) -> int:
+        """Wait at most ``timeout`` seconds for the calls in the pool to end; returns how many are still busy.
+
+        A thread cannot be stopped from outside: a read past its last stop check, or a write, runs to its end.
+        A shutdown must not wait for it beyond its deadline (``ThreadPoolExecutor.shutdown`` would), so the
+        calls are awaited here, with a timeout."""
+        busy = list(self._busy)
+        if busy and timeout > 0:
+            await asyncio.wait([asyncio.wrap_future(call) for call in busy], timeout=timeout)
+        return sum(not call.done() for call in busy)
+
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        """Close the storage and let the pool's threads go without waiting for them (see :meth:`drain`)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self.storage.close()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -164,7 +178,10 @@ class Engine:
         the request's stop signal: a call whose request was stopped while it waited for a thread does not
         start)."""
         context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, _unless_stopped, fn, *args)
+        call = self._pool.submit(context.run, _unless_stopped, fn, *args)
+        self._busy.add(call)
+        call.add_done_callback(self._busy.discard)
+        return await asyncio.wrap_future(call)
 
     # -- CalDAV requests ---------------------------------------------------------------------------------
 

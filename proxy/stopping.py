@@ -102,15 +102,32 @@ async def _watch(request: web.Request, signal: StopSignal) -> None:
 STOP_SIGNALS: web.AppKey[set[StopSignal]] = web.AppKey("stop_signals", set)
 
 
+class ShutdownClock:
+    """When the shutdown began, so that its cleanup waits for the engine only until ``[server]
+    shutdown_timeout`` after it."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+
+    def time_left(self, timeout: float) -> float:
+        """Seconds left of a shutdown that may take ``timeout`` in all (all of it if none began)."""
+        return timeout if self.started is None else max(0.0, self.started + timeout - time.monotonic())
+
+
+SHUTDOWN: web.AppKey[ShutdownClock] = web.AppKey("shutdown", ShutdownClock)
+
+
 def setup(app: web.Application) -> None:
     """Stop read requests whose client went away, and every read request when the server shuts down (so that
     a shutdown does not wait for them). Call before adding middlewares that do work in the engine."""
     app[STOP_SIGNALS] = set()
+    app[SHUTDOWN] = ShutdownClock()
     app.middlewares.append(_stopping_middleware)
     app.on_shutdown.append(_stop_all)
 
 
 async def _stop_all(app: web.Application) -> None:
+    app[SHUTDOWN].started = time.monotonic()
     signals = app[STOP_SIGNALS]
     if signals:
         logger.info("stopping %d busy read %s for the shutdown", len(signals),

@@ -3,7 +3,7 @@
 Pure functions, no I/O. Two stages:
 
 - :func:`body_problem` judges the raw bytes of a PUT before anything parses them (Content-Type, UTF-8, NUL,
-  and ceilings on zones, components, lines and nesting counted on the text);
+  and ceilings on zones, components, lines, property length and nesting counted on the text);
 - :func:`calendar_problem` judges the parsed object (vobject, as Radicale parsed it) once, in the storage
   plugin: recurrence rules finer than the frequency floor, absurd COUNTs, rules that expand past the instance
   cap inside one index bucket, DTEND before DTSTART, year 0000, nested VCALENDARs, and ceilings on
@@ -70,6 +70,18 @@ def _deepest_nesting(upper: str) -> int:
     return deepest
 
 
+def _longest_property(body: bytes) -> int:
+    """Bytes of the longest content line of ``body`` once folded lines are joined (RFC 5545 section 3.1).
+    One step per line: called once the line count is known to be within its ceiling."""
+    longest = current = 0
+    for line in body.split(b"\n"):
+        length = len(line) - line.endswith(b"\r")
+        # A continuation line starts with one space or tab, which unfolding removes.
+        current = current + length - 1 if line[:1] in (b" ", b"\t") else length
+        longest = max(longest, current)
+    return longest
+
+
 def body_problem(content_type: str, body: bytes, limits: LimitsSettings | None = None) -> str | None:
     """Why the raw body of a calendar-object PUT is refused, or None. Also counts components and VTIMEZONEs
     on the text, so that an object of 5,000 zones is refused before anything spends seconds parsing it."""
@@ -105,6 +117,13 @@ def body_problem(content_type: str, body: bytes, limits: LimitsSettings | None =
         return (
             f"the object has {lines} lines, more than {ceilings.max_lines} (limits.max_lines): split it into "
             "several objects or shorten its long texts"
+        )
+    longest = _longest_property(body)
+    if longest > ceilings.max_property_bytes:
+        return (
+            f"one property is {longest:,} bytes long, more than {ceilings.max_property_bytes:,} "
+            "(limits.max_property_bytes): shorten its text, or link a large attachment (ATTACH by URL) instead "
+            "of embedding it"
         )
     deepest = _deepest_nesting(upper)
     if deepest > MAX_NESTING:

@@ -359,6 +359,9 @@ def remote_items(objects: list[RemoteObject], bounds: tuple[datetime, datetime],
     outside: set[str] = set()
     unreadable: dict[str, str] = {}
     for obj in objects:
+        if obj.problem is not None:  # too large to read: skipped, and audited like an unreadable object
+            unreadable[obj.href] = obj.problem
+            continue
         try:
             calendar = transforms.parse_event_object(obj.text)
             if calendar is None:

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 from caldav.aio import AsyncDAVClient
 from caldav.lib import error as caldav_error
 from lxml.etree import XMLSyntaxError
-from niquests import AsyncSession
+from niquests import AsyncSession, Response
 from niquests.exceptions import RequestException, TooManyRedirects
 
 from proxy.upstream import xml
@@ -27,6 +27,7 @@ from proxy.upstream.errors import (
     InvalidSyncToken,
     NotFound,
     PreconditionFailed,
+    ResponseTooLarge,
     Throttled,
     TransientError,
     UpstreamError,
@@ -64,6 +65,45 @@ XML_TYPE = 'application/xml; charset="utf-8"'
 WRITE_PRIVILEGES = {xml.q(xml.DAV, "write"), xml.q(xml.DAV, "write-content"), xml.q(xml.DAV, "bind"),
                     xml.q(xml.DAV, "all")}
 DEFAULT_COMPONENTS = frozenset({"VEVENT", "VTODO", "VJOURNAL"})  # RFC 4791 §5.2.3: absent means any
+#: Default of ``[upstream] max_response_bytes``.
+MAX_RESPONSE_BYTES = 10_000_000
+_READ_CHUNK = 65_536
+
+
+class _BoundedSession(AsyncSession):
+    """A session that reads at most ``max_response_bytes`` of any answer (after decompression).
+
+    niquests reads a whole body into memory before python-caldav sees it, so an answer of any size (a listing
+    of a huge calendar, one giant object, a proxy's endless stream) would be held whole. Here the body is
+    streamed and the read stops at the cap with :class:`ResponseTooLarge`; a body within it is handed on as
+    the ordinary, fully read response python-caldav expects.
+    """
+
+    def __init__(self, max_response_bytes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_response_bytes = max_response_bytes
+
+    async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["stream"] = True
+        streamed = await super().request(method, url, *args, **kwargs)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in await streamed.iter_content(_READ_CHUNK):
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise ResponseTooLarge(
+                        f"{method} {url}: the answer (HTTP {streamed.status_code}) is larger than "
+                        f"{self.max_response_bytes:,} bytes ([upstream] max_response_bytes); not read further",
+                        streamed.status_code,
+                    )
+                chunks.append(chunk)
+        finally:
+            await streamed.close()
+        read = Response()
+        read.__dict__.update(streamed.__dict__)
+        read._content, read._content_consumed = b"".join(chunks), True
+        return read
 
 
 class _Transport(AsyncDAVClient):
@@ -78,8 +118,12 @@ class _Transport(AsyncDAVClient):
     #: Called with (method, status or failure, seconds) after every request (the metrics hook).
     observer: Callable[[str, str, float], None] | None = None
 
+    def __init__(self, *, max_response_bytes: int, **kwargs: Any) -> None:
+        self.max_response_bytes = max_response_bytes  # before python-caldav's __init__ creates the session
+        super().__init__(**kwargs)
+
     def _create_session(self) -> None:
-        self.session = AsyncSession(multiplexed=False, pool_maxsize=POOL_SIZE)
+        self.session = _BoundedSession(self.max_response_bytes, multiplexed=False, pool_maxsize=POOL_SIZE)
         self.session.max_redirects = 0
 
     async def request(self, *args: Any, **kwargs: Any) -> Any:
@@ -160,6 +204,7 @@ class UpstreamClient:
         *,
         timeout: float = 30.0,
         observer: Callable[[str, str, float], None] | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         parts = urlsplit(server_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -181,6 +226,7 @@ class UpstreamClient:
             enable_rfc6764=False,
             # Known answer, so python-caldav never tears the shared session down to retry a 401 without HTTP/2.
             features={"http.multiplexing": "unsupported"},
+            max_response_bytes=max_response_bytes,
         )
         self._dav.observer = observer
 
@@ -414,17 +460,29 @@ class UpstreamClient:
         """calendar-multiget in batches; objects the server reports missing (per-item 404) are left out.
 
         Keys are the hrefs as given when the server names them in another encoding; otherwise its paths.
+        A batch whose answer is larger than ``max_response_bytes`` is asked for again in halves; an object
+        too large on its own comes back empty, with ``problem`` saying so, so that the caller can skip it.
         """
         wanted = list(dict.fromkeys(self._path(calendar_url, href) for href in hrefs))
         by_decoded = {unquote(path): path for path in wanted}
         collection = urlsplit(calendar_url).path
         found: dict[str, RemoteObject] = {}
-        for start in range(0, len(wanted), MULTIGET_BATCH):
-            batch = wanted[start : start + MULTIGET_BATCH]
+        # A stack, last batch first, so that objects come back in the order asked for.
+        batches = [wanted[start : start + MULTIGET_BATCH] for start in range(0, len(wanted), MULTIGET_BATCH)][::-1]
+        while batches:
+            batch = batches.pop()
             what = f"REPORT calendar-multiget {calendar_url}"
-            reply = await self._send(
-                "REPORT", calendar_url, xml.multiget_body(batch), {"Depth": "1", "Content-Type": XML_TYPE}
-            )
+            try:
+                reply = await self._send(
+                    "REPORT", calendar_url, xml.multiget_body(batch), {"Depth": "1", "Content-Type": XML_TYPE}
+                )
+            except ResponseTooLarge as error:
+                if len(batch) > 1:
+                    batches += [batch[len(batch) // 2 :], batch[: len(batch) // 2]]
+                else:
+                    log.warning("%s: %s is too large to read: %s", what, batch[0], error)
+                    found[batch[0]] = RemoteObject(batch[0], "", "", problem=f"too large to read ({error})")
+                continue
             if reply.status != 207:
                 raise error_for_status(reply.status, what, reply.body)
             for entry in reply.multistatus(what).entries:

@@ -52,6 +52,11 @@ class Rejected(UpstreamError):
     """Any other 4xx: permanent for this request."""
 
 
+class ResponseTooLarge(UpstreamError):
+    """The answer was larger than the client reads (``[upstream] max_response_bytes``): it was not read further.
+    Permanent for this request: asking again gets the same answer."""
+
+
 _TAGS = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
 

@@ -31,6 +31,8 @@ class RemoteObject:
     href: str  # URL path as on the wire (percent-encoded, starting with "/")
     etag: str  # normalised: surrounding whitespace removed, always double-quoted
     text: str  # iCalendar text; line endings as python-caldav delivers them (LF)
+    #: Why the object could not be read (it is larger than the client reads); its text is empty then.
+    problem: str | None = None
 
 
 @dataclass(frozen=True)

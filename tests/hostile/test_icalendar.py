@@ -98,6 +98,14 @@ def malformed_cases() -> dict[str, tuple[bytes, str]]:
         cases[f"{lines} folded lines"] = (
             vevent("DTSTART:20261201T090000Z\r\nDESCRIPTION:x" + "\r\n y" * lines + "\r\n"), "limits.max_lines"
         )
+    # A 4 MB SUMMARY on one line took 4 s to store (parsing and serializing cost per byte).
+    cases["4 MB SUMMARY on one line"] = (
+        vevent("DTSTART:20261201T090000Z\r\nSUMMARY:" + "a" * 4_000_000 + "\r\n"), "limits.max_property_bytes"
+    )
+    cases["300 KB DESCRIPTION folded"] = (
+        vevent("DTSTART:20261201T090000Z\r\nDESCRIPTION:x" + "\r\n " + "\r\n ".join(["y" * 74] * 4000) + "\r\n"),
+        "limits.max_property_bytes",
+    )
     for depth in (9, 3_900):  # 3,900 overflowed the parser's stack
         alarms = "BEGIN:VALARM\r\n" * depth + "END:VALARM\r\n" * depth
         cases[f"components nested {depth} deep"] = (vevent(f"DTSTART:20261201T090000Z\r\n{alarms}"), "deep")

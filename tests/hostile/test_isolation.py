@@ -80,7 +80,8 @@ def test_multiget_hrefs_into_bobs_home_return_nothing_of_his(hostile):
 @pytest.mark.parametrize("path", [
     "/api/v1/users/bob/availability?start=2026-12-01T00:00:00Z&end=2026-12-02T00:00:00Z",
     "/api/v1/users/bob/busy-reasons?at=2026-12-01T09:10:00Z",
-    "/api/v1/users/bob/link", "/api/v1/users/bob/status",
+    "/api/v1/users/bob/link", "/api/v1/users/bob/status", "/api/v1/users/bob/activity", "/api/v1/users/bob/feeds",
+    "/api/v1/users/bob/policies", "/api/v1/users/bob/settings",
 ])
 def test_json_api_of_another_user_is_forbidden(hostile, path):
     status, text = send(hostile, "GET", path)
@@ -90,7 +91,9 @@ def test_json_api_of_another_user_is_forbidden(hostile, path):
 
 @pytest.mark.parametrize(("method", "path"), [
     ("POST", "/api/v1/users/bob/sync"), ("POST", "/api/v1/users/bob/icloud-calendars"),
-    ("PUT", "/api/v1/users/bob/link"), ("DELETE", "/api/v1/users/bob/link"),
+    ("PUT", "/api/v1/users/bob/link"), ("DELETE", "/api/v1/users/bob/link"), ("POST", "/api/v1/users/bob/feeds"),
+    ("DELETE", "/api/v1/users/bob/feeds/1"), ("PATCH", "/api/v1/users/bob/policies"),
+    ("PUT", "/api/v1/users/bob/settings"),
 ])
 def test_json_api_writes_for_another_user_are_forbidden(hostile, method, path):
     before = stored(hostile)

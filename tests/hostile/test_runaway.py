@@ -238,5 +238,7 @@ def test_sigterm_right_after_stops_in_time(served):
         time.sleep(0.05)  # let the requests reach the server; nothing here waits for something not to happen
         started = time.monotonic()
         os.kill(served.process.pid, signal.SIGTERM)
-        served.process.wait(SHUTDOWN_TIMEOUT + 5)
-    assert time.monotonic() - started < SHUTDOWN_TIMEOUT + 5
+        # The process itself has ended (not only stopped answering): 0 when everything finished in time, 1 when
+        # its deadline ended what still ran. A second or two of slack for a loaded machine.
+        assert served.process.wait(SHUTDOWN_TIMEOUT + 10) in (0, 1)
+    assert time.monotonic() - started < SHUTDOWN_TIMEOUT + 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from datetime import datetime, timedelta
 
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.config import LimitsSettings
-from proxy.validation import DENSITY_WINDOW, Frequency, dense_rule, rule_problem
+from proxy.validation import DENSITY_WINDOW, Frequency, _longest_property, dense_rule, rule_problem
 
 START = datetime(2026, 12, 1, 9, 0)
 LIMITS = LimitsSettings()
@@ -63,3 +64,15 @@ def test_absurd_counts_are_refused(count):
 def test_plain_rules_at_or_above_the_floor_are_accepted(freq, interval):
     assert rule_problem(f"FREQ={freq.name};INTERVAL={interval}", START, LIMITS, 20_000) is None
     assert not dense_rule(f"FREQ={freq.name};INTERVAL={interval}", START + timedelta(days=1), 3000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.text("ab:;", min_size=1, max_size=30), st.lists(st.text("ab ", max_size=20),
+                                                                              max_size=3),
+                          st.sampled_from(["\r\n", "\n"]), st.sampled_from([" ", "\t"])), min_size=1, max_size=8))
+def test_longest_property_is_the_longest_unfolded_line(lines):
+    """Against RFC 5545's unfolding done the obvious way: remove every line break followed by a space or tab."""
+    body = "".join(first + "".join(f"{end}{blank}{more}" for more in continued) + end
+                   for first, continued, end, blank in lines).encode()
+    unfolded = re.sub(rb"\r?\n[ \t]", b"", body)
+    assert _longest_property(body) == max(len(line.rstrip(b"\r")) for line in unfolded.split(b"\n"))

@@ -145,8 +145,24 @@ def test_an_icloud_object_calrelay_cannot_read_is_not_imported_with_the_error(li
     caplog.set_level(logging.INFO, logger="proxy.relay.worker")
     linked.sync_now()
     entry = noted(linked, "broken.ics", "not-imported")
-    assert any("could not import 1 iCloud event" in r.getMessage() for r in caplog.records)
+    # The pass's summary is logged when the pass ends, which may be a moment after the entry is recorded.
+    wait_until(lambda: any("could not import 1 iCloud event" in r.getMessage() for r in caplog.records),
+               message="the pass summary logged")
     assert "is not a readable event" in entry["reason"] and "more than one DTSTART" in entry["reason"]
     assert entry["icloud_calendar"] == "home"
     passes(linked)
     assert decisions(linked, uid="broken.ics") == [("not-imported", "broken.ics")]
+
+
+def test_an_icloud_object_too_large_to_read_is_not_imported_and_the_rest_is(calrelay_factory):
+    overrides = {"upstream": {**FAST["upstream"], "max_response_bytes": 50_000}}
+    linked = make_linked(calrelay_factory(overrides=overrides))
+    icloud_put(linked, "work", "huge.ics", event("huge", START, summary="x" * 100_000))
+    icloud_put(linked, "work", "small.ics", event("small", START + timedelta(hours=3)))
+    linked.sync_now()
+    entry = noted(linked, "huge.ics", "not-imported")
+    assert "too large to read" in entry["reason"] and "max_response_bytes" in entry["reason"]
+    wait_until(lambda: "small" in mirror(linked), message="the small event imported")
+    passes(linked)
+    assert decisions(linked, uid="huge.ics") == [("not-imported", "huge.ics")]
+    assert "huge" not in mirror(linked)
