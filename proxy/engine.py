@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import radicale
+import sqlalchemy as sa
 from aiohttp import web
 from multidict import CIMultiDict
 from radicale import config as radicale_config
@@ -254,9 +255,11 @@ class Engine:
             stored, _ = collection.upload(href, item)
             return stored.etag
 
-    def put_items(self, path: str, items: list[tuple[str, str]]) -> list[str]:
+    def put_items(self, path: str, items: list[tuple[str, str]],
+                  also: Callable[[sa.Connection, list[str]], None] | None = None) -> list[str]:
         """Store several ``(href, text)`` in the calendar at ``path`` under one lock (the relay's batched mirror
-        writes: the lock is one database transaction, so the batch commits at once). Returns the ETags."""
+        writes: the lock is one database transaction, so the batch commits at once). Returns the ETags.
+        ``also(connection, etags)`` writes more in that transaction (the relay's statuses of the batch)."""
         sane_path = pathutils.strip_path(path)
         prepared = []
         for href, text in items:
@@ -272,7 +275,11 @@ class Engine:
             collection = next(iter(self.storage.discover(path)), None)
             if not isinstance(collection, Collection):
                 raise LookupError(f"no calendar at {path}")
-            return collection.upload_many(prepared)
+            etags = collection.upload_many(prepared)
+            if also is not None:
+                with self.storage.transaction("w") as connection:  # the lock's
+                    also(connection, etags)
+            return etags
 
     def delete_item(self, path: str, href: str) -> bool:
         sane_path = pathutils.strip_path(path)
