@@ -96,7 +96,7 @@ def imported(server: Server, user: str) -> int:
     return worker.stats["imported"] if worker is not None else 0
 
 
-def wait_synced(server: Server, users: list[str], limit: float = 900) -> dict[str, float]:
+def wait_synced(server: Server, users: list[str], limit: float = 1800) -> dict[str, float]:
     """Seconds from now until each user's first pull has finished."""
     started, done = time.perf_counter(), {}
     while len(done) < len(users):
