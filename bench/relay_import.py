@@ -125,8 +125,11 @@ class Browsing:
             browser.auth = CRM
             while not self._stop.is_set():
                 sent = time.perf_counter()
-                browser.request("PROPFIND", url, data=body, headers={"Depth": "1"}, timeout=120
-                                ).raise_for_status()
+                try:
+                    browser.request("PROPFIND", url, data=body, headers={"Depth": "1"}, timeout=120
+                                    ).raise_for_status()
+                except requests.RequestException as error:  # counted at what it cost, and browsing goes on
+                    logging.warning("PROPFIND %s failed after %.0f s: %s", url, time.perf_counter() - sent, error)
                 self.latencies[name].append(time.perf_counter() - sent)
                 time.sleep(0.05)
 
