@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import radicale
-import sqlalchemy as sa
 from aiohttp import web
 from multidict import CIMultiDict
 from radicale import config as radicale_config
@@ -255,11 +254,9 @@ class Engine:
             stored, _ = collection.upload(href, item)
             return stored.etag
 
-    def put_items(self, path: str, items: list[tuple[str, str]],
-                  also: Callable[[sa.Connection, list[str]], None] | None = None) -> list[str]:
+    def put_items(self, path: str, items: list[tuple[str, str]]) -> list[str]:
         """Store several ``(href, text)`` in the calendar at ``path`` under one lock (the relay's batched mirror
-        writes: the lock is one database transaction, so the batch commits at once). Returns the ETags.
-        ``also(connection, etags)`` writes more in that transaction (the relay's statuses of the batch)."""
+        writes: the lock is one database transaction, so the batch commits at once). Returns the ETags."""
         sane_path = pathutils.strip_path(path)
         prepared = []
         for href, text in items:
@@ -275,11 +272,7 @@ class Engine:
             collection = next(iter(self.storage.discover(path)), None)
             if not isinstance(collection, Collection):
                 raise LookupError(f"no calendar at {path}")
-            etags = collection.upload_many(prepared)
-            if also is not None:
-                with self.storage.transaction("w") as connection:  # the lock's
-                    also(connection, etags)
-            return etags
+            return collection.upload_many(prepared)
 
     def delete_item(self, path: str, href: str) -> bool:
         sane_path = pathutils.strip_path(path)

@@ -429,18 +429,10 @@ class StateDB:
 
     def save_items(self, items: Sequence[ItemStatus]) -> None:
         """Save several statuses in one transaction and one statement (a batch of mirror writes)."""
-        with writing(self.engine) as connection:
-            self.save_items_in(connection, items)
-
-    def save_items_in(self, connection: sa.Connection, items: Sequence[ItemStatus]) -> None:
-        """:meth:`save_items` inside a transaction of the same database that another part opened: the storage's
-        for a batch of mirror writes, which then commits with its statuses. Fenced like every write of a
-        fenced view (a lost lease rolls the whole transaction back)."""
-        if self._fence is not None:
-            fenced(connection, *self._fence)
         now = time.time()
         rows = [{c: now if c == "updated_at" else getattr(item, c) for c in _columns(ItemStatus)} for item in items]
-        _upsert(connection, items_table, rows)
+        with self.transaction() as db:
+            _upsert(db, items_table, rows)
 
     def delete_item(self, user: str, calendar_url: str, uid: str) -> None:
         table = items_table

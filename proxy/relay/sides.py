@@ -8,25 +8,12 @@ executors against in-memory implementations of both, so the relay code it checks
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
-
-import sqlalchemy as sa
 
 from plugins.sqlstore import Stamp
 from proxy.engine import CalendarInfo, Engine, StoredItem
-from proxy.state import ItemStatus, StateDB
 from proxy.upstream import Changes, RemoteObject
-
-
-@dataclass(frozen=True)
-class StatusWrite:
-    """The relay's statuses of a batch of mirror writes, saved in the batch's storage transaction (a crash
-    leaves both or neither): made by ``rows`` from the ETags the storage gave, in the order of the objects."""
-
-    db: StateDB
-    rows: Callable[[list[str]], Sequence[ItemStatus]]
 
 
 class Upstream(Protocol):
@@ -58,10 +45,8 @@ class LocalStore(Protocol):
 
     async def put_item(self, path: str, href: str, text: str) -> str: ...
 
-    async def put_items(self, path: str, items: Sequence[tuple[str, str]],
-                        statuses: StatusWrite | None = None) -> list[str]:
-        """Store several objects in one calendar with one storage call; their new ETags, in order. With
-        ``statuses``, the statuses made from the ETags are saved in the same transaction."""
+    async def put_items(self, path: str, items: Sequence[tuple[str, str]]) -> list[str]:
+        """Store several objects in one calendar with one storage call; their new ETags, in order."""
         ...
 
     async def delete_item(self, path: str, href: str) -> bool: ...
@@ -87,13 +72,8 @@ class EngineStore:
     async def put_item(self, path: str, href: str, text: str) -> str:
         return await self.engine.call(self.engine.put_item, path, href, text)
 
-    async def put_items(self, path: str, items: Sequence[tuple[str, str]],
-                        statuses: StatusWrite | None = None) -> list[str]:
-        also = None
-        if statuses is not None:
-            def also(connection: sa.Connection, etags: list[str]) -> None:
-                statuses.db.save_items_in(connection, statuses.rows(etags))
-        return await self.engine.call(self.engine.put_items, path, list(items), also)
+    async def put_items(self, path: str, items: Sequence[tuple[str, str]]) -> list[str]:
+        return await self.engine.call(self.engine.put_items, path, list(items))
 
     async def delete_item(self, path: str, href: str) -> bool:
         return await self.engine.call(self.engine.delete_item, path, href)

@@ -49,7 +49,7 @@ from proxy.relay.locate import LinkLocator
 from proxy.relay.plan import LocalItem, RemoteItem
 from proxy.relay.pull import PullExecutor, mirror_status
 from proxy.relay.push import PushExecutor
-from proxy.relay.sides import EngineStore, LocalStore, StatusWrite, Upstream
+from proxy.relay.sides import EngineStore, LocalStore, Upstream
 from proxy.secretbox import SecretBox, SecretError
 from proxy.state import AsyncState, ItemStatus, Link, LinkCalendar
 from proxy.upstream import AuthenticationFailed, RemoteObject, Throttled, UpstreamError
@@ -358,8 +358,8 @@ class LinkWorker:
 
     async def write_mirrors(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]],
                             calendar: LinkCalendar, parsed: dict[str, Calendar] | None = None) -> dict[str, str]:
-        """Import or refresh blocked slots in ``calendar``'s mirror: one storage transaction, which saves their
-        statuses too. ``parsed``: remote href -> the object already parsed, used up here. Returns UID -> why
+        """Import or refresh blocked slots in ``calendar``'s mirror: one storage call, one status call.
+        ``parsed``: remote href -> the object already parsed, used up here. Returns UID -> why
         it was not written, for the objects that could not be mirrored."""
         failed: dict[str, str] = {}
         # CPU work, off the event loop.
@@ -369,14 +369,8 @@ class LinkWorker:
         self.check_lease()
         path = calendar.mirror_path
         self.expect_own(path, [m.href for m in prepared])
-
-        def statuses(etags: Sequence[str]) -> list[ItemStatus]:
-            return [mirror_status(self.user, calendar, m.remote, m.href, etag, m.hash)
-                    for m, etag in zip(prepared, etags, strict=True) if etag]
-
         try:
-            await self.store.put_items(path, [(m.href, m.text) for m in prepared],
-                                       StatusWrite(self.state.db, statuses))
+            etags = await self.store.put_items(path, [(m.href, m.text) for m in prepared])
         except ValueError:  # one object storage refuses: write them one by one so the others land
             etags = []
             for m in prepared:
@@ -386,7 +380,9 @@ class LinkWorker:
                     logger.warning("iCloud object %s not imported: %s", m.remote.href, error)
                     failed[m.remote.uid] = str(error)
                     etags.append("")
-            await self.state.call(self.state.db.save_items, statuses(etags))
+        await self.state.call(self.state.db.save_items, [
+            mirror_status(self.user, calendar, m.remote, m.href, etag, m.hash)
+            for m, etag in zip(prepared, etags, strict=True) if etag])
         return failed
 
     def _mirror_texts(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]], calendar: LinkCalendar,

@@ -1,7 +1,7 @@
 """What a first import costs the database, counted rather than timed (bench/relay_import.py times it).
 
-An import writes in batches: each batch of mirror objects and their statuses is one transaction of a
-handful of statements, its audit entries one transaction, whatever the batch's size.
+An import writes in batches: each batch of mirror objects is one storage transaction of a handful of
+statements, its statuses one statement, its audit entries one transaction, whatever the batch's size.
 Counting the SQL statements, writes and commits of a whole import guards that on any machine; the bounds sit
 well over what batches need and well under one per event.
 """
@@ -56,9 +56,9 @@ def test_an_import_writes_in_batches_not_per_event(calrelay_factory) -> None:
     mirror = relay.app[ENGINE].read_items("/alice/icloud-work/")
     assert len(mirror) == EVENTS
     # Everything the server did meanwhile counts too (the link, the push pass, the lease's fencing of each state
-    # write), so the bounds are loose: at the time of writing 400 events cost ~380 statements, ~140 writes and
-    # ~110 commits (~435, ~140, ~135 with each batch's statuses in a transaction of their own); with one audit
-    # transaction per event it was ~1030, ~460 and ~470, and with one storage write per event several thousand.
+    # write), so the bounds are loose: at the time of writing 400 events cost ~435 statements, ~140 writes and
+    # ~135 commits; with one audit transaction per event it was ~1030, ~460 and ~470, and with one storage write
+    # per event several thousand.
     assert counted["writes"] < EVENTS / 2, counted
     assert counted["commits"] < EVENTS / 2, counted
     assert counted["statements"] < 1.5 * EVENTS, counted
