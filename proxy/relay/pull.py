@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from icalendar import Calendar
+
 from proxy.audit import Decision
 from proxy.config import Settings
 from proxy.model import MirrorRole, Origin
@@ -152,22 +154,22 @@ class PullExecutor:
             two_way = w.two_way and calendar.role == MirrorRole.PRIMARY
             propagate = w.link.deletions == "propagate"
 
-            async def fetch(chunk: list[str]) -> tuple[dict[str, RemoteObject], list[RemoteItem], set[str]]:
+            async def fetch(chunk: list[str]) -> tuple[dict[str, RemoteObject], RemoteBatch]:
                 fetched = await gate.call(client.fetch(where, chunk)) if chunk else {}
                 # Parsing is CPU work: off the event loop, so CalDAV requests are answered meanwhile.
-                remote, outside, unreadable = await asyncio.to_thread(
+                parsed = await asyncio.to_thread(
                     remote_items, list(fetched.values()), w.window.bounds(datetime.now(UTC)), w.context.settings)
-                return fetched, remote, outside, unreadable
+                return fetched, parsed
 
             ahead = asyncio.ensure_future(fetch(chunks[0]))
             try:
                 for index in range(len(chunks)):
-                    fetched, remote, outside, unreadable = await ahead
+                    fetched, parsed = await ahead
                     if index + 1 < len(chunks):
                         # The next batch is fetched and parsed while this one is written.
                         ahead = asyncio.ensure_future(fetch(chunks[index + 1]))
-                    self._note_unreadable(unreadable, calendar)
-                    await self._batch(calendar, gate, progress, fetched, remote, outside, index, len(chunks),
+                    self._note_unreadable(parsed.unreadable, calendar)
+                    await self._batch(calendar, gate, progress, fetched, parsed, index, len(chunks),
                                       delta.deleted, two_way, propagate, remirror)
             finally:
                 if not ahead.done():
@@ -207,10 +209,11 @@ class PullExecutor:
         w.context.metrics.pulled("changed")
 
     async def _batch(self, calendar: LinkCalendar, gate: Gate, progress: PullProgress,
-                     fetched: dict[str, RemoteObject], remote: list[RemoteItem], outside: set[str], index: int,
+                     fetched: dict[str, RemoteObject], parsed: RemoteBatch, index: int,
                      count: int, deleted: list[str], two_way: bool,
                      propagate: bool, remirror: bool) -> None:
         """Plan and write batch ``index`` of ``count`` (its objects fetched and parsed)."""
+        remote = parsed.items
         w = self.w
         db = w.state.db
         url = calendar.remote_url
@@ -226,11 +229,11 @@ class PullExecutor:
             else:  # the statuses this batch concerns, as the push may have left them
                 hrefs = [href for r in remote for href in (r.href, unquote(r.href))]
                 rows = await w.state.call(db.items_for, w.user, url, [r.uid for r in remote], hrefs)
-            remote = self._in_window_or_known(remote, outside, rows, calendar)
+            remote = self._in_window_or_known(remote, parsed.outside, rows, calendar)
             actions = plan_pull(remote, deleted if last else [], rows, two_way, propagate, remirror)
             if actions and count == 1:
                 logger.debug("pull of %s for %s: %s", calendar.remote_name, w.user, summary(actions))
-            await self._execute(actions, calendar, gate, remirror)
+            await self._execute(actions, calendar, gate, remirror, parsed.calendars)
         progress.written += len(fetched)
         await self._report(url, progress)
 
@@ -269,13 +272,13 @@ class PullExecutor:
         w.calendars[calendar.remote_url] = replace(current, **values)
 
     async def _execute(self, actions: list[PullAction], calendar: LinkCalendar, gate: Gate,
-                       remirror: bool = False) -> None:
+                       remirror: bool, parsed: dict[str, Calendar]) -> None:
         """Mirror writes (imports and refreshes) go to storage as one batch; the rest one by one."""
         w = self.w
         writes = [(a.remote, a.status if isinstance(a, RefreshMirror) else None)
                   for a in actions if isinstance(a, Import | RefreshMirror)]
         if writes:
-            failed = await w.write_mirrors(writes, calendar)
+            failed = await w.write_mirrors(writes, calendar, parsed)
             where = {"calendar": calendar.mirror_path, "icloud_calendar": calendar.remote_name}
             for action in actions:
                 if not isinstance(action, Import | RefreshMirror):
@@ -350,17 +353,26 @@ NOTE_REASONS = {
 }
 
 
-def remote_items(objects: list[RemoteObject], bounds: tuple[datetime, datetime], settings: Settings
-                 ) -> tuple[list[RemoteItem], set[str], dict[str, str]]:
-    """The fetched objects that are events, the hrefs of those outside the sync window ``bounds``, and
-    href -> why for those that cannot be read: each object parsed once (a pull reads thousands). A rule the
-    store would refuse is not expanded here (see :func:`proxy.relay.window.in_window`)."""
-    items: list[RemoteItem] = []
-    outside: set[str] = set()
-    unreadable: dict[str, str] = {}
+@dataclass
+class RemoteBatch:
+    """A batch of fetched objects, each parsed once (a pull reads thousands)."""
+
+    items: list[RemoteItem]
+    #: hrefs of the events outside the sync window
+    outside: set[str]
+    #: href -> why, for the objects that cannot be read
+    unreadable: dict[str, str]
+    #: href -> the parsed object, which the mirror write turns into the blocked slot (so it is parsed no more)
+    calendars: dict[str, Calendar]
+
+
+def remote_items(objects: list[RemoteObject], bounds: tuple[datetime, datetime], settings: Settings) -> RemoteBatch:
+    """The fetched objects that are events, those outside the sync window ``bounds`` and those that cannot be
+    read. A rule the store would refuse is not expanded here (see :func:`proxy.relay.window.in_window`)."""
+    batch = RemoteBatch([], set(), {}, {})
     for obj in objects:
         if obj.problem is not None:  # too large to read: skipped, and audited like an unreadable object
-            unreadable[obj.href] = obj.problem
+            batch.unreadable[obj.href] = obj.problem
             continue
         try:
             calendar = transforms.parse_event_object(obj.text)
@@ -370,14 +382,16 @@ def remote_items(objects: list[RemoteObject], bounds: tuple[datetime, datetime],
             uid, digest = transforms.uid_and_hash(calendar)
         except ValueError as error:
             logger.warning("iCloud object %s not imported: %s", obj.href, error)
-            unreadable[obj.href] = str(error)
+            batch.unreadable[obj.href] = str(error)
             continue
-        items.append(RemoteItem(uid, obj.href, obj.etag, obj.text, digest))
+        batch.items.append(RemoteItem(uid, obj.href, obj.etag, obj.text, digest))
+        batch.calendars[obj.href] = calendar
         if not inside:
-            outside.add(obj.href)
-    return items, outside, unreadable
+            batch.outside.add(obj.href)
+    return batch
 
 
-def mirror_status(user: str, calendar: LinkCalendar, remote: RemoteItem, href: str, etag: str, text: str) -> ItemStatus:
+def mirror_status(user: str, calendar: LinkCalendar, remote: RemoteItem, href: str, etag: str, mirror_hash: str
+                  ) -> ItemStatus:
     return ItemStatus(user, calendar.remote_url, remote.uid, Origin.ICLOUD, calendar.mirror_path, href, etag,
-                      transforms.content_hash(text), remote.href, remote.etag, remote.hash)
+                      mirror_hash, remote.href, remote.etag, remote.hash)

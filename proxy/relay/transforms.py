@@ -389,7 +389,15 @@ def to_mirror(text: str, owner_addresses: Iterable[str] = (), policies: LinkPoli
     (PARTSTAT=DECLINED on an attendee whose address is one of ``owner_addresses``) is kept as TRANSP:TRANSPARENT,
     shown but not blocking, as a declined invitation does not make the owner busy.
     """
-    calendar = _parse(text)
+    return mirror_of(text, owner_addresses, policies)[0]
+
+
+def mirror_of(source: str | Calendar, owner_addresses: Iterable[str] = (), policies: LinkPolicies | None = None
+              ) -> tuple[str, str]:
+    """:func:`to_mirror` of an object's text or of the object already parsed (by :func:`parse_event_object`,
+    which it turns into the mirror: its last use), and the mirror's :func:`content_hash`, without parsing it
+    again (an import mirrors thousands of objects)."""
+    calendar = _parse(source) if isinstance(source, str) else source
     _uid(calendar)
     events = _events(calendar)
     owners = {_address(address) for address in owner_addresses}
@@ -416,7 +424,7 @@ def to_mirror(text: str, owner_addresses: Iterable[str] = (), policies: LinkPoli
         event.add(EVENT_KIND_PROPERTY, EventKind.BLOCKED.value)
         event.add(EVENT_ORIGIN_PROPERTY, Origin.ICLOUD.value)
     _ensure_timezones(calendar)
-    return _finish(calendar)
+    return _finish(calendar), _hash(calendar)
 
 
 def _apply_availability_policies(
@@ -552,7 +560,9 @@ def is_default_alarm(component: Component) -> bool:
 
 
 def _canonical_component(component: Component) -> list[Any]:
-    if component.name == "VEVENT":
+    if component.name == "VEVENT" and "DTEND" not in component and "DURATION" not in component:
+        # Hashed as if it had the end RFC 5545 implies; a shallow copy gets it, so the object is left as it was.
+        component = copy.copy(component)
         _ensure_end(component)
     lines: set[str] = set()
     for name in component:
@@ -590,8 +600,7 @@ def parse_event_object(text: str) -> Calendar | None:
 
 
 def uid_and_hash(calendar: Calendar) -> tuple[str, str]:
-    """:func:`object_uid` and :func:`content_hash` of a parsed event object, which the hash may change (an
-    implied DTEND is added): its last use."""
+    """:func:`object_uid` and :func:`content_hash` of a parsed event object (left as it is)."""
     return _uid(calendar), _hash(calendar)
 
 

@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from icalendar import Calendar
+
 from plugins.scope import Change, ChangeAction
 from proxy.audit import AuditLog
 from proxy.cluster.budget import AccountBudget, Policy
@@ -116,6 +118,16 @@ class Schedule:
             event.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(start - now, 3600))
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    """An iCloud object as its blocked slot: where it goes in the mirror, its text and content hash."""
+
+    remote: RemoteItem
+    href: str
+    text: str
+    hash: str
 
 
 class LinkWorker:
@@ -345,48 +357,51 @@ class LinkWorker:
     # -- writes to the calrelay side, shared by push and pull ---------------------------------------------
 
     async def write_mirrors(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]],
-                            calendar: LinkCalendar) -> dict[str, str]:
+                            calendar: LinkCalendar, parsed: dict[str, Calendar] | None = None) -> dict[str, str]:
         """Import or refresh blocked slots in ``calendar``'s mirror: one storage call, one status call.
-        Returns UID -> why it was not written, for the objects that could not be mirrored."""
+        ``parsed``: remote href -> the object already parsed, used up here. Returns UID -> why
+        it was not written, for the objects that could not be mirrored."""
         failed: dict[str, str] = {}
         # CPU work, off the event loop.
-        prepared = await asyncio.to_thread(self._mirror_texts, writes, calendar, failed)
+        prepared = await asyncio.to_thread(self._mirror_texts, writes, calendar, parsed or {}, failed)
         if not prepared:
             return failed
         self.check_lease()
         path = calendar.mirror_path
-        self.expect_own(path, [href for _, href, _ in prepared])
+        self.expect_own(path, [m.href for m in prepared])
         try:
-            etags = await self.store.put_items(path, [(href, text) for _, href, text in prepared])
+            etags = await self.store.put_items(path, [(m.href, m.text) for m in prepared])
         except ValueError:  # one object storage refuses: write them one by one so the others land
             etags = []
-            for remote, href, text in prepared:
+            for m in prepared:
                 try:
-                    etags.append(await self.store.put_item(path, href, text))
+                    etags.append(await self.store.put_item(path, m.href, m.text))
                 except ValueError as error:
-                    logger.warning("iCloud object %s not imported: %s", remote.href, error)
-                    failed[remote.uid] = str(error)
+                    logger.warning("iCloud object %s not imported: %s", m.remote.href, error)
+                    failed[m.remote.uid] = str(error)
                     etags.append("")
-        rows = await asyncio.to_thread(lambda: [mirror_status(self.user, calendar, remote, href, etag, text)
-                                                for (remote, href, text), etag in zip(prepared, etags, strict=True)
-                                                if etag])
-        await self.state.call(self.state.db.save_items, rows)
+        await self.state.call(self.state.db.save_items, [
+            mirror_status(self.user, calendar, m.remote, m.href, etag, m.hash)
+            for m, etag in zip(prepared, etags, strict=True) if etag])
         return failed
 
     def _mirror_texts(self, writes: Sequence[tuple[RemoteItem, ItemStatus | None]], calendar: LinkCalendar,
-                      failed: dict[str, str]) -> list[tuple[RemoteItem, str, str]]:
-        """(remote, mirror href, mirror text) of each write that can be mirrored; the others go to ``failed``."""
+                      parsed: dict[str, Calendar], failed: dict[str, str]) -> list[Mirrored]:
+        """The mirror of each write that can be mirrored; the others go to ``failed``."""
         prepared = []
         chosen = self.calendar_policies.get(calendar.remote_url, self.policies)
         for remote, status in writes:
             try:
-                text = transforms.to_mirror(remote.text, self.owner_addresses, chosen)
+                # A parsed object becomes its mirror, so it serves once.
+                source = parsed.pop(remote.href, None)
+                text, digest = transforms.mirror_of(remote.text if source is None else source,
+                                                    self.owner_addresses, chosen)
             except ValueError as error:
                 logger.warning("iCloud object %s not imported: %s", remote.href, error)
                 failed[remote.uid] = str(error)
                 continue
             href = status.local_href if status and status.local_href else transforms.remote_name(remote.uid)
-            prepared.append((remote, href, text))
+            prepared.append(Mirrored(remote, href, text, digest))
         return prepared
 
     async def apply_to_crm(self, current: RemoteObject, status: ItemStatus, local: str) -> None:

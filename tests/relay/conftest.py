@@ -87,6 +87,19 @@ class Linked:
 
         self.relay.run(trigger())
 
+    def passes(self, count: int, user: str = "alice", timeout: float = 30) -> None:
+        """Run ``count`` more pull passes now (each asked for, not waited for at the poll interval)."""
+        target = self.worker(user).passes + count
+
+        def done() -> bool:
+            worker = self.worker(user)
+            if worker is None or worker.passes >= target:
+                return worker is not None
+            self.sync_now(user)  # asked during a pass, the next one starts when it ends
+            return False
+
+        wait_until(done, timeout=timeout, message=f"{count} more pull passes")
+
     def status(self, user: str = "alice") -> dict[str, Any]:
         response = requests.get(self.url + f"api/v1/users/{user}/status", auth=self.relay.auth("crm"), timeout=10)
         response.raise_for_status()

@@ -72,12 +72,6 @@ def _discoveries(linked: Linked) -> int:
     return sum(1 for request in list(linked.emulator.emulator.request_log) if request[:2] == DISCOVERY)
 
 
-def _passes(linked: Linked, count: int) -> None:
-    target = linked.worker().passes + count
-    wait_until(lambda: linked.worker() is not None and linked.worker().passes >= target, timeout=30,
-               message=f"{count} more pull passes")
-
-
 @pytest.fixture
 def linked(calrelay_factory) -> Linked:
     return make_linked(calrelay_factory(overrides=OVERRIDES))
@@ -89,7 +83,7 @@ def test_listing_then_linking_then_polling_discovers_once(calrelay_factory):
                              json={"apple_id": APPLE_ID, "app_password": APP_PASSWORD}, timeout=30)
     assert response.status_code == 200, response.text
     linked = make_linked(relay)
-    _passes(linked, 3)
+    linked.passes(3)
     assert _discoveries(linked) == 1  # the listing's answer served the link and every poll since
     # A wrong password is never answered from the cache: asking verifies the credentials.
     response = requests.post(relay.url + "api/v1/users/alice/icloud-calendars", auth=relay.auth("crm"),
@@ -99,16 +93,16 @@ def test_listing_then_linking_then_polling_discovers_once(calrelay_factory):
 
 
 def test_polls_discover_again_only_when_the_answer_expires(linked):
-    _passes(linked, 2)
+    linked.passes(2)
     before = _discoveries(linked)
     cache = linked.relay.app[RELAY].context.discovery
     cache.clock = lambda: time.time() + cache.ttl  # fifteen minutes later
-    _passes(linked, 2)
+    linked.passes(2)
     assert _discoveries(linked) == before + 1  # once, then the new answer serves the next poll
 
 
 def test_a_calendar_deleted_in_icloud_is_reported_and_no_longer_polled(linked):
-    _passes(linked, 1)
+    linked.passes(1)
     before = _discoveries(linked)
     store = linked.emulator.emulator.store
     (state,) = store.accounts.values()
@@ -123,7 +117,7 @@ def test_a_calendar_deleted_in_icloud_is_reported_and_no_longer_polled(linked):
     assert _discoveries(linked) == before + 1
     log = linked.emulator.emulator.request_log
     log.clear()
-    _passes(linked, 2)
+    linked.passes(2)
     assert not [request for request in log if "/calendars/home/" in request[1]]  # not asked about again
     assert _discoveries(linked) == 0  # the fresh answer stands for its fifteen minutes
     work = next(c for c in linked.status()["calendars"] if c["name"] == "work")
@@ -139,7 +133,7 @@ def test_refused_credentials_forget_the_answer(linked):
 
 
 def test_a_link_changed_by_another_process_is_discovered_again(linked):
-    _passes(linked, 1)
+    linked.passes(1)
     before = _discoveries(linked)
     db = linked.relay.app[STATE].db
     old = linked.worker()
@@ -151,7 +145,7 @@ def test_a_link_changed_by_another_process_is_discovered_again(linked):
 
 
 def test_a_home_moved_to_another_host_is_followed(linked):
-    _passes(linked, 1)
+    linked.passes(1)
     emulator = linked.emulator.emulator
     old_host = urlsplit(emulator.partition_url).netloc
     # iCloud moves the account to another partition host: the principal now names it (here: the same port
@@ -162,7 +156,7 @@ def test_a_home_moved_to_another_host_is_followed(linked):
     cache = linked.relay.app[RELAY].context.discovery
     cache.clock = lambda: time.time() + cache.ttl  # the answer of fifteen minutes ago expires
     emulator.request_log.clear()
-    _passes(linked, 2)
+    linked.passes(2)
     hosts = {host for _, path, host in list(emulator.request_log) if "/calendars/work/" in path}
     assert hosts == {new_host}, hosts
     assert all(c["last_error"] is None for c in linked.status()["calendars"])

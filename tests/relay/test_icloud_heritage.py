@@ -27,17 +27,6 @@ def _alarms(text: str) -> list[str]:
     return [str(alarm.get("X-APPLE-DEFAULT-ALARM", "")) for alarm in Calendar.from_ical(text).walk("VALARM")]
 
 
-def _settled(linked, passes: int = 2) -> None:
-    """Let the relay run ``passes`` more full passes (push and pull)."""
-    start = linked.worker().passes
-
-    def done() -> bool:
-        linked.sync_now()
-        return linked.worker().passes >= start + passes
-
-    wait_until(done, message=f"{passes} relay passes")
-
-
 def test_update_keeps_the_default_alarm_icloud_added(linked):
     crm = linked.relay.auth("crm")
     url = linked.url + "alice/sales/alarm.ics"
@@ -45,7 +34,7 @@ def test_update_keeps_the_default_alarm_icloud_added(linked):
     wait_until(lambda: "alarm" in linked.icloud_store(), message="appointment in iCloud")
     assert _alarms(linked.icloud_store()["alarm"]) == ["TRUE"]
     crm_etag = requests.get(url, auth=crm, timeout=10).headers["ETag"]
-    _settled(linked)
+    linked.passes(2)
     # The alarm iCloud added is not an iCloud edit: the CRM's copy is untouched.
     assert requests.get(url, auth=crm, timeout=10).headers["ETag"] == crm_etag
 
@@ -63,7 +52,7 @@ def test_stripped_timezones_are_no_phantom_edit(linked):
     wait_until(lambda: "tz-appt" in linked.icloud_store(), message="appointment in iCloud")
     assert "BEGIN:VTIMEZONE" not in linked.icloud_store()["tz-appt"]
     crm_text = requests.get(url, auth=crm, timeout=10)
-    _settled(linked, 3)
+    linked.passes(3)
     again = requests.get(url, auth=crm, timeout=10)
     assert again.headers["ETag"] == crm_text.headers["ETag"] and again.text == crm_text.text
     assert "tz-appt" not in mirror(linked)
@@ -76,7 +65,7 @@ def test_uid_with_at_sign_percent_encoded_href_is_one_event(linked):
     wait_until(lambda: "booking-7@crm.test" in linked.icloud_store(), message="appointment in iCloud")
     (state,) = linked.emulator.emulator.store.accounts.values()
     assert [name for name in state.collections["work"].objects if "booking-7" in name] == ["booking-7@crm.test.ics"]
-    _settled(linked, 3)
+    linked.passes(3)
     # The %40 spelling in iCloud's listing names the same object: no mirror copy, nothing re-created.
     assert "booking-7@crm.test" not in mirror(linked)
     assert len([uid for uid in linked.icloud_store() if uid.startswith("booking-7")]) == 1

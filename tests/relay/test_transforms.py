@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 from icalendar import Calendar
 
 from proxy.model import EventKind, Origin
+from proxy.relay.policies import AllDayMode, LinkPolicies, UnansweredMode
 from proxy.relay.transforms import (
     content_hash,
     is_event_object,
     merge_icloud_edit,
+    mirror_of,
     object_kind,
     object_origin,
     object_uid,
@@ -343,9 +345,15 @@ def test_is_event_object() -> None:
 
 
 @pytest.mark.parametrize("text", [CRM_SERIES, CRM_APPOINTMENT, CRM_ALL_DAY, ICLOUD_EVENT])
-def test_one_parse_gives_the_uid_and_hash(text: str) -> None:
+@pytest.mark.parametrize("chosen", [LinkPolicies(), LinkPolicies(all_day=AllDayMode.ALWAYS_BUSY,
+                                                                 unanswered=UnansweredMode.FREE)])
+def test_the_parse_of_a_pull_serves_the_uid_hash_and_mirror(text: str, chosen: LinkPolicies) -> None:
     calendar = parse_event_object(text)
-    assert calendar is not None and uid_and_hash(calendar) == (object_uid(text), content_hash(text))
+    assert calendar is not None
+    assert uid_and_hash(calendar) == (object_uid(text), content_hash(text))  # and left as it was parsed:
+    mirror, digest = mirror_of(calendar, ["owner@icloud.test"], chosen)
+    assert mirror == to_mirror(text, ["owner@icloud.test"], chosen)
+    assert digest == content_hash(mirror)  # the mirror's status needs no second parse
 
 
 def test_parse_event_object_skips_what_is_not_an_event() -> None:
