@@ -154,7 +154,7 @@ class Collection(radicale_storage.BaseCollection):
             return
         tag, start, end, simple = radicale_filter.simplify_prefilters(filters, self.tag)
         unbounded = start <= radicale_filter.TIMESTAMP_MIN and end >= radicale_filter.TIMESTAMP_MAX
-        hinted = hint.current() if unbounded else None
+        hinted = hint.current().expand_range if unbounded else None
         if hinted is not None:
             # An expanding query: Radicale applies this range itself after expanding, so it narrows the
             # candidates only; what the filters ask (the component) is matched as Radicale's would be.
