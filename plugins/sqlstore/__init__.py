@@ -26,7 +26,7 @@ from plugins.rules import _inside_create, creating, validate_item, validate_prop
 from plugins.rules import reject as validation_refusal
 from plugins.scope import Change, ChangeAction
 from plugins.sqlstore import collection as _collection
-from plugins.sqlstore import expansion, hint, tables
+from plugins.sqlstore import expansion, hint, parsed, tables
 from plugins.sqlstore import storage as _storage
 from proxy import stopping, validation
 from proxy.config import LimitsSettings
@@ -116,9 +116,9 @@ class Storage(_storage.Storage):
             if key in self._runaway:
                 return self._runaway[key]
         text = item.serialize()
-        # Parsed apart from ``item``: Radicale's expand works on shallow copies of the item, which would share
-        # (and each rewrite) a component parsed here. Only a rule can run away.
-        problem = validation.runaway_problem(radicale_item.read_components(text)[0], self.limits) \
+        # A copy of its own from the parse cache, apart from ``item``: Radicale's expand works on shallow copies
+        # of the item, which would share (and each rewrite) a component parsed here. Only a rule can run away.
+        problem = validation.runaway_problem(parsed.CACHE.parse(item.etag, text), self.limits) \
             if "RRULE" in text else None
         with self._runaway_lock:
             if len(self._runaway) > 100_000:

@@ -92,11 +92,28 @@ def _meets(vevent: vobject.base.Component, start: datetime, end: datetime) -> bo
     return _utc(first) < end and _utc(last) > start
 
 
-def meeting_only(text: str, start: datetime, end: datetime) -> tuple[str, int]:
+def _all_start_within(text: str, count: int, start: datetime, end: datetime) -> bool:
+    """Every instance of Radicale's expansion of a series starts in [start, end), and so meets it: read from
+    the text, where Radicale writes every instance's DTSTART in UTC (or as a date), saving a parse."""
+    starts = [line.partition(":")[2] for line in text.splitlines() if line.startswith("DTSTART")]
+    if len(starts) != count:
+        return False
+    try:
+        instants = [_utc(datetime.fromisoformat(value) if "T" in value else date.fromisoformat(value))
+                    for value in starts]
+    except ValueError:
+        return False
+    return all(start <= instant < end for instant in instants)
+
+
+def meeting_only(text: str, count: int, start: datetime, end: datetime) -> tuple[str, int]:
     """An expanded object without its instances that do not overlap [start, end), and how many are left."""
+    start, end = _utc(start), _utc(end)
+    if _all_start_within(text, count, start, end):
+        return text, count
     component = vobject.readOne(text)
     instances = component.vevent_list
-    kept = [vevent for vevent in instances if _meets(vevent, _utc(start), _utc(end))]
+    kept = [vevent for vevent in instances if _meets(vevent, start, end)]
     if len(kept) == len(instances):
         return text, len(kept)
     if not kept:
@@ -113,7 +130,7 @@ def _is_series(item: radicale_item.Item) -> bool:
 def in_range(item: radicale_item.Item, text: str, count: int, start: datetime, end: datetime) -> tuple[str, int]:
     """Radicale's expansion (``text``, ``count``) of ``item`` over the time range [start, end), corrected."""
     if _is_series(item):
-        return meeting_only(text, start, end) if count else (text, count)
+        return meeting_only(text, count, start, end) if count else (text, count)
     if count == 0:  # Radicale gives an event without DTEND or DURATION no length, and misses it at the start
         component = vobject.readOne(item.serialize())
         events = component.contents.get("vevent", [])
