@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import xml.etree.ElementTree as ET
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import icalendar
@@ -16,7 +16,7 @@ from radicale import item as radicale_item
 
 from plugins.sqlstore import expansion, parsed
 from plugins.sqlstore.collection import Collection
-from tests.storage.test_sqlstore import EDGES, WINDOWS, vcalendar, vevent
+from tests.storage.test_sqlstore import EDGES, WINDOWS, instant_text, vcalendar, vevent
 
 COLLECTION = Collection(None, SimpleNamespace(  # type: ignore[arg-type]
     path="u/c", id=1, props="{}", revision=0, sync_floor=0, modified=0.0))
@@ -33,19 +33,13 @@ def empty_cache():
     expansion.CACHE.clear()
 
 
-def _instant(value: date | datetime) -> str:
-    if not isinstance(value, datetime):
-        return value.isoformat()
-    return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
-
-
 def starts(text: str | None) -> set[str]:
-    return {_instant(event["DTSTART"].dt) for event in icalendar.Calendar.from_ical(text).walk("VEVENT")} \
+    return {instant_text(event["DTSTART"].dt) for event in icalendar.Calendar.from_ical(text).walk("VEVENT")} \
         if text else set()
 
 
 def independent(text: str, start: datetime, end: datetime) -> set[str]:
-    return {_instant(event["DTSTART"].dt)
+    return {instant_text(event["DTSTART"].dt)
             for event in recurring_ical_events.of(icalendar.Calendar.from_ical(text)).between(start, end)}
 
 

@@ -166,7 +166,8 @@ def expected(start: datetime, end: datetime) -> set[str]:
     return found
 
 
-def _utc(value) -> str:
+def instant_text(value) -> str:
+    """An instance's start, comparable: a date as it is, a time in UTC (floating read as UTC)."""
     if not isinstance(value, datetime):
         return value.isoformat()
     return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
@@ -174,7 +175,7 @@ def _utc(value) -> str:
 
 def expected_starts(start: datetime, end: datetime) -> set[tuple[str, str]]:
     """An independent expansion: (object, instance start) of every instance overlapping [start, end)."""
-    return {(name, _utc(instance["DTSTART"].dt)) for name, text in OBJECTS.items()
+    return {(name, instant_text(instance["DTSTART"].dt)) for name, text in OBJECTS.items()
             for instance in recurring_ical_events.of(icalendar.Calendar.from_ical(text)).between(start, end)}
 
 
@@ -184,7 +185,7 @@ def expanded_starts(response: requests.Response) -> set[tuple[str, str]]:
     for answer in ET.fromstring(response.content).iter(f"{DAV}response"):
         name = (answer.findtext(f"{DAV}href") or "").rsplit("/", 1)[-1].removesuffix(".ics")
         for data in answer.iter("{urn:ietf:params:xml:ns:caldav}calendar-data"):
-            found |= {(name, _utc(event["DTSTART"].dt))
+            found |= {(name, instant_text(event["DTSTART"].dt))
                       for event in icalendar.Calendar.from_ical(data.text or "").walk("VEVENT")}
     return found
 
