@@ -3,8 +3,9 @@
 Fills one calendar with N events (a third weekly-recurring with an EXDATE and a moved override, in
 Europe/Berlin and UTC, some all-day) on each server, then reports p50/p95 in milliseconds of:
 PUT with ``If-None-Match: *`` at concurrency 8 (200 new events on top of the N), PROPFIND Depth 1, a
-one-week calendar-query, the same with ``expand``, a multiget of 100, an incremental sync-collection after
-10 changes, and GET, and the server's resident memory at the end. The fill is a bulk path, the same data
+one-week calendar-query, the same with ``expand`` (each also alone as the first request, before calrelay's
+caches of parsed and expanded objects hold anything), a multiget of 100, an incremental sync-collection
+after 10 changes, and GET, and the server's resident memory at the end. The fill is a bulk path, the same data
 for every server (PUTting 10,000 events one by one into plain Radicale costs O(N) each: its UID check reads
 the whole collection): plain Radicale gets the events as files of its storage; calrelay a SQLite database
 filled once through its storage plugin (one transaction; kept in $TMPDIR/calrelay-bench-fills per N and
@@ -16,7 +17,8 @@ day), whose rows are copied as they are into PostgreSQL. Servers:
 - plain Radicale 3.9 (``python -m radicale``, multifilesystem), started by this script.
 
 Every calendar-query answer is checked against an independent expansion (recurring-ical-events over the
-objects the script wrote): a fast wrong answer stops the benchmark.
+objects the script wrote): its hrefs and, with ``expand``, the start of every instance it returns; a fast
+wrong answer stops the benchmark.
 
     python bench/storage.py [--n 1000] [--repeat 20] [--postgres URL] [--only NAME]
 """
@@ -38,7 +40,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import bcrypt
@@ -97,6 +99,19 @@ def expected_in(texts: dict[str, str], start: datetime, end: datetime) -> set[st
     """Independent answer: the hrefs with an instance overlapping [start, end)."""
     return {href for href, text in texts.items()
             if recurring_ical_events.of(icalendar.Calendar.from_ical(text)).between(start, end)}
+
+
+def _instant(value: date | datetime) -> str:
+    """An instance's start as a comparable string: a date as it is, a time in UTC (floating read as UTC)."""
+    if not isinstance(value, datetime):
+        return value.isoformat()
+    return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
+
+
+def expected_instances(texts: dict[str, str], start: datetime, end: datetime) -> set[tuple[str, str]]:
+    """Independent answer of an expanding query: (href, start) of every instance overlapping [start, end)."""
+    return {(href, _instant(event["DTSTART"].dt)) for href, text in texts.items()
+            for event in recurring_ical_events.of(icalendar.Calendar.from_ical(text)).between(start, end)}
 
 
 def free_port() -> int:
@@ -305,6 +320,17 @@ def hrefs(response: requests.Response) -> set[str]:
     return {(e.text or "").rsplit("/", 1)[-1] for e in ET.fromstring(response.content).iter(f"{DAV}href")}
 
 
+def instances(response: requests.Response) -> set[tuple[str, str]]:
+    """(href, start) of every VEVENT in the calendar-data of a REPORT answer."""
+    found = set()
+    for answer in ET.fromstring(response.content).iter(f"{DAV}response"):
+        href = (answer.findtext(f"{DAV}href") or "").rsplit("/", 1)[-1]
+        for data in answer.iter("{urn:ietf:params:xml:ns:caldav}calendar-data"):
+            for event in icalendar.Calendar.from_ical(data.text or "").walk("VEVENT"):
+                found.add((href, _instant(event["DTSTART"].dt)))
+    return found
+
+
 def sync_token(s: requests.Session, url: str, token: str = "") -> tuple[str, set[str]]:
     response = s.request("REPORT", url, headers={"Content-Type": "application/xml", "Depth": "1"}, data=(
         '<?xml version="1.0"?><D:sync-collection xmlns:D="DAV:">'
@@ -317,7 +343,8 @@ def sync_token(s: requests.Session, url: str, token: str = "") -> tuple[str, set
 WRONG: list[tuple[str, str]] = []  # (server, what) of the wrong answers seen
 
 
-def run(name: str, url: str, n: int, repeat: int, want: set[str]) -> dict[str, list[float]]:
+def run(name: str, url: str, n: int, repeat: int, want: set[str], want_instances: set[tuple[str, str]]
+        ) -> dict[str, list[float]]:
     s = session()
     texts = {f"bench-{i}.ics": obj(i) for i in range(n + PUTS)}
     put_samples: list[float] = []
@@ -340,9 +367,15 @@ def run(name: str, url: str, n: int, repeat: int, want: set[str]) -> dict[str, l
     checked: dict[bool, float] = {}
     for expand in (False, True):
         begin = time.perf_counter()
-        got = hrefs(s.request("REPORT", url, headers={"Depth": "1"}, data=query_body(*WEEK, expand)))
+        response = s.request("REPORT", url, headers={"Depth": "1"}, data=query_body(*WEEK, expand))
         checked[expand] = (time.perf_counter() - begin) * 1000
-        if got != want:
+        got = hrefs(response)
+        if expand and got == want and (expanded := instances(response)) != want_instances:
+            WRONG.append((name, f"calendar-query (expand): {len(expanded)} instances, expected {len(want_instances)}; "
+                                f"extra {sorted(expanded - want_instances)[:3]}, "
+                                f"missing {sorted(want_instances - expanded)[:3]}"))
+            print(WRONG[-1], flush=True)
+        elif got != want:
             # Recorded, not fatal: plain Radicale's expand keeps an instance whose override moved it out of
             # the range (its answer is wrong too); calrelay's must be right (main fails otherwise).
             WRONG.append((name, f"calendar-query (expand={expand}): {len(got)} items, expected {len(want)}; "
@@ -355,6 +388,9 @@ def run(name: str, url: str, n: int, repeat: int, want: set[str]) -> dict[str, l
     results["calendar-query 1 week expand"] = timed(
         lambda: s.request("REPORT", url, headers={"Depth": "1"}, data=query_body(*WEEK, True)), repeat,
         checked[True])
+    # The first requests alone: calrelay's caches of parsed and expanded objects are empty then.
+    results["calendar-query 1 week, first"] = [checked[False]]
+    results["the same with expand, first"] = [checked[True]]
     some = list(texts)[: min(100, n)]
     multiget = ('<?xml version="1.0"?><C:calendar-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
                 "<D:prop><D:getetag/><C:calendar-data/></D:prop>"
@@ -403,24 +439,26 @@ def main() -> None:
     figures: dict[str, dict[str, list[float]]] = {}
     texts = {f"bench-{i}.ics": obj(i) for i in range(args.n + PUTS)}
     want = expected_in(texts, *WEEK)
+    want_instances = expected_instances(texts, *WEEK)
     with tempfile.TemporaryDirectory(prefix="calrelay-bench-") as folder:
         root = Path(folder)
         fill(root / "filled", args.n)
         filled = filled_database(args.n) if only & {"sqlite", "postgres"} else root
         if "sqlite" in only:
             with calrelay(root / "sqlite", None, filled) as url:
-                figures["calrelay SQLite"] = run("calrelay SQLite", url, args.n, args.repeat, want)
+                figures["calrelay SQLite"] = run("calrelay SQLite", url, args.n, args.repeat, want, want_instances)
         with contextlib.ExitStack() as stack:
             pg = "postgres" in only and (args.postgres or stack.enter_context(throwaway_postgres()))
             if pg:
                 with calrelay(root / "postgres", pg, filled) as url:
-                    figures["calrelay PostgreSQL"] = run("calrelay PostgreSQL", url, args.n, args.repeat, want)
+                    figures["calrelay PostgreSQL"] = run("calrelay PostgreSQL", url, args.n, args.repeat, want,
+                                                         want_instances)
             elif "postgres" in only:
                 print("PostgreSQL: skipped (no --postgres URL and no local PostgreSQL to start as root)")
         if "radicale" in only:
             (root / "radicale").mkdir()
             with radicale(root / "radicale", root / "filled") as url:
-                figures["plain Radicale"] = run("plain Radicale", url, args.n, args.repeat, want)
+                figures["plain Radicale"] = run("plain Radicale", url, args.n, args.repeat, want, want_instances)
     names = list(figures)
     print(f"\nN = {args.n} events; p50 / p95 in ms; ratio = plain Radicale p50 / this p50 (higher is faster)")
     print(f"{'measurement':32}" + "".join(f"{name:>28}" for name in names))

@@ -4,8 +4,6 @@
   every VEVENT that is PUT, the write-time limits of :mod:`proxy.validation`, and the mirror properties, which
   only the relay may set. A refusal raises ``ValueError`` (Radicale answers 400) after recording a message for
   the client in the request's scope.
-- ``expanding``: set by the engine around a REPORT that expands, so that a stored runaway rule is refused
-  before Radicale tries to expand it.
 """
 
 from __future__ import annotations
@@ -47,10 +45,6 @@ def creating() -> Iterator[None]:
         yield
     finally:
         _inside_create.reset(token)
-
-
-#: Set by the engine around a REPORT that asks for ``expand``: items read then are about to be expanded.
-expanding: ContextVar[bool] = ContextVar("calrelay_expanding", default=False)
 
 
 def reject(message: str) -> ValueError:

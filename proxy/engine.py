@@ -26,10 +26,8 @@ from radicale import pathutils
 
 from plugins import scope as request_scope
 from plugins.rights import Rights
-from plugins.rules import expanding
 from plugins.scope import Change
 from plugins.sqlstore import Collection, Stamp, Storage, busy
-from plugins.sqlstore.hint import expand_hint
 from proxy import stopping
 from proxy.auth import Users
 from proxy.availability.index import IndexRead
@@ -188,12 +186,7 @@ class Engine:
     async def handle(self, request: web.Request, body: bytes, user: str) -> web.Response:
         """Answer a CalDAV request as ``user`` (the authenticated name, or "" for anonymous paths)."""
         environ = _environ(request, body, user)
-        # Tells the storage plugin that the items this REPORT reads will be expanded (see plugins.rules).
-        token = expanding.set(request.method == "REPORT" and b"expand" in body)
-        try:
-            status, headers, payload, scope = await self.call(self._run_wsgi, environ)
-        finally:
-            expanding.reset(token)
+        status, headers, payload, scope = await self.call(self._run_wsgi, environ)
         if status == 500 and database_unavailable(scope.failure):
             raise scope.failure  # an outage, not a bug: the front door answers 503 (proxy.outage)
         if self._bus is not None:
@@ -216,8 +209,7 @@ class Engine:
         def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
             captured["status"], captured["headers"] = status, headers
 
-        body = environ["wsgi.input"].getvalue()
-        with request_scope.request_scope() as scope, expand_hint(environ["REQUEST_METHOD"], body):
+        with request_scope.request_scope() as scope:
             payload = b"".join(self.application(environ, start_response))
         if self.outbox is not None and scope.changes:
             self.outbox(scope.changes)

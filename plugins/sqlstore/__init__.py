@@ -22,12 +22,12 @@ from radicale import item as radicale_item
 from radicale import pathutils
 
 from plugins import scope
-from plugins.rules import _inside_create, creating, expanding, validate_item, validate_props
+from plugins.rules import _inside_create, creating, validate_item, validate_props
 from plugins.rules import reject as validation_refusal
 from plugins.scope import Change, ChangeAction
 from plugins.sqlstore import collection as _collection
+from plugins.sqlstore import expansion, hint, parsed, tables
 from plugins.sqlstore import storage as _storage
-from plugins.sqlstore import tables
 from proxy import stopping, validation
 from proxy.config import LimitsSettings
 from proxy.model import MIRROR_ROLE_PROP, MirrorRole
@@ -72,7 +72,7 @@ class Collection(_collection.Collection):
         # A calendar-multiget with expand reads its items here; the same refusal as for a calendar-query.
         for href, item in super().get_multi(hrefs):
             stopping.check()
-            if item is not None and expanding.get():
+            if item is not None and hint.current().expanding:
                 problem = self._storage.runaway_problem(self.path, item)
                 if problem:
                     raise validation_refusal(problem)
@@ -104,6 +104,8 @@ class Storage(_storage.Storage):
 
     def __init__(self, configuration) -> None:
         super().__init__(configuration)
+        hint.install()
+        expansion.install()
         self._runaway: dict[tuple[str, str, str], str | None] = {}
         self._runaway_lock = threading.Lock()
 
@@ -114,9 +116,9 @@ class Storage(_storage.Storage):
             if key in self._runaway:
                 return self._runaway[key]
         text = item.serialize()
-        # Parsed apart from ``item``: Radicale's expand works on shallow copies of the item, which would share
-        # (and each rewrite) a component parsed here. Only a rule can run away.
-        problem = validation.runaway_problem(radicale_item.read_components(text)[0], self.limits) \
+        # A copy of its own from the parse cache, apart from ``item``: Radicale's expand works on shallow copies
+        # of the item, which would share (and each rewrite) a component parsed here. Only a rule can run away.
+        problem = validation.runaway_problem(parsed.CACHE.parse(item.etag, text), self.limits) \
             if "RRULE" in text else None
         with self._runaway_lock:
             if len(self._runaway) > 100_000:

@@ -48,6 +48,19 @@ def _meets(start: int, end: int) -> sa.ColumnElement[bool]:
     return sa.or_(exact, floating)
 
 
+def _instance_hits(collection_id: int, start: int, end: int) -> sa.Subquery:
+    """The hrefs with an indexed instance in [start, end) (floating ones widened), each with ``proven``: one
+    of them meets the range as Radicale's test would (:func:`_meets`).
+
+    One scan of the range index for the whole query: a correlated EXISTS per candidate made SQLite walk the
+    index from the collection's first instance for every recurring candidate (2 s at 10,000 events).
+    """
+    n = tables.instances.c
+    return (sa.select(n.href, sa.func.max(sa.case((_meets(start, end), 1), else_=0)).label("proven"))
+            .where(n.collection_id == collection_id, n.start < end, n.end > start)
+            .group_by(n.href).subquery("hits"))
+
+
 class Collection(radicale_storage.BaseCollection):
     """A row of ``dav_collections``, as read at discovery (inside the request's transaction)."""
 
@@ -142,7 +155,7 @@ class Collection(radicale_storage.BaseCollection):
             return
         tag, start, end, simple = radicale_filter.simplify_prefilters(filters, self.tag)
         unbounded = start <= radicale_filter.TIMESTAMP_MIN and end >= radicale_filter.TIMESTAMP_MAX
-        hinted = hint.current() if unbounded else None
+        hinted = hint.current().expand_range if unbounded else None
         if hinted is not None:
             # An expanding query: Radicale applies this range itself after expanding, so it narrows the
             # candidates only; what the filters ask (the component) is matched as Radicale's would be.
@@ -152,15 +165,12 @@ class Collection(radicale_storage.BaseCollection):
             query = query.where(tables.items.c.component == tag)
         prove = simple and hinted is None and tag == "VEVENT"
         if start > radicale_filter.TIMESTAMP_MIN or end < radicale_filter.TIMESTAMP_MAX:
-            i, n = tables.items.c, tables.instances.c
-            own = sa.and_(n.collection_id == self.id, n.href == i.href)
-            in_index = sa.exists().where(own, n.start < end, n.end > start)
-            query = query.where(
+            i = tables.items.c
+            hits = _instance_hits(self.id, start, end)
+            query = query.add_columns(hits.c.proven).outerjoin(hits, hits.c.href == i.href).where(
                 i.first_start < end, i.last_end > start,
-                sa.or_(sa.not_(i.recurring), i.indexed_until < end, in_index),
+                sa.or_(sa.not_(i.recurring), i.indexed_until < end, hits.c.href.is_not(None)),
             )
-            if prove:
-                query = query.add_columns(sa.exists().where(own, _meets(start, end)).label("proven"))
         with self._storage.transaction("r") as connection:
             rows = connection.execute(query).all()
         for row in rows:
