@@ -139,6 +139,37 @@ def in_range(item: radicale_item.Item, text: str, count: int, start: datetime, e
     return text, count
 
 
+#: Properties whose floating values :func:`floating_as_utc` reads as UTC.
+_TIMES = ("dtstart", "dtend", "recurrence_id", "exdate", "rdate")
+
+
+def _floating(value: object) -> bool:
+    return isinstance(value, datetime) and value.tzinfo is None
+
+
+def floating_as_utc(item: radicale_item.Item) -> radicale_item.Item | None:
+    """A copy of ``item`` whose floating times are UTC, when it has any; else None.
+
+    Radicale's expansion compares the rule's instances with the range, and a floating series (local time
+    without a zone, RFC 5545 §3.3.5) gives naive instances it cannot compare (a TypeError, answered 500).
+    Read as UTC, as Radicale's time-range test reads floating times (and as the instance index does), the
+    series expands; the instances are written in UTC like every expanded instance."""
+    component = vobject.readOne(item.serialize())  # a copy: the item's parse is shared by the parse cache
+    changed = False
+    for vevent in component.contents.get("vevent", []):
+        for name in _TIMES:
+            for line in vevent.contents.get(name.replace("_", "-"), []):
+                values = line.value if isinstance(line.value, list) else [line.value]
+                if not any(_floating(value) for value in values):
+                    continue
+                fixed = [value.replace(tzinfo=UTC) if _floating(value) else value for value in values]
+                line.value = fixed if isinstance(line.value, list) else fixed[0]
+                changed = True
+    if not changed:
+        return None
+    return radicale_item.Item(collection=item.collection, href=item.href, vobject_item=component)
+
+
 def expand(element: ET.Element, item: radicale_item.Item, start: datetime, end: datetime,
            time_range_start: datetime | None = None, time_range_end: datetime | None = None,
            max_occurrence: int = 0) -> tuple[ET.Element, int]:
@@ -150,7 +181,8 @@ def expand(element: ET.Element, item: radicale_item.Item, start: datetime, end: 
     key = (item.etag, start, end, time_range_start, time_range_end, max_occurrence)
     found = CACHE.get(key)
     if found is None:
-        element, count = radicale_expand(element, item, start, end, time_range_start, time_range_end,
+        zoned = floating_as_utc(item) if "RRULE" in item.serialize() else None
+        element, count = radicale_expand(element, zoned or item, start, end, time_range_start, time_range_end,
                                          max_occurrence)
         found = (element.text or "", count)
         if time_range_start is not None and time_range_end is not None:

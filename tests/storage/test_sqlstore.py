@@ -211,6 +211,22 @@ def test_time_range_queries_answer_as_an_independent_expansion(calrelay, calenda
             assert expanded_starts(response) == expected_starts(start, end), (start, end)
 
 
+def test_a_floating_series_is_expanded_not_a_500(calrelay, calendar) -> None:
+    """Radicale's own expansion raises on a series in floating time; calrelay reads its times as UTC."""
+    auth = calrelay.auth("alice")
+    text = vcalendar(vevent("floating-daily", "DTSTART:20261207T090000\r\nDTEND:20261207T093000\r\n"
+                            "RRULE:FREQ=DAILY;COUNT=20\r\n"))
+    assert put(f"{calendar}floating-daily.ics", auth, text).status_code == 201
+    response = report(calendar, auth, (
+        '<?xml version="1.0"?><C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+        '<D:prop><C:calendar-data><C:expand start="20261207T000000Z" end="20261210T000000Z"/></C:calendar-data>'
+        '</D:prop><C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">'
+        '<C:time-range start="20261207T000000Z" end="20261210T000000Z"/>'
+        "</C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"))
+    assert response.status_code == 207, response.text
+    assert expanded_starts(response) == {("floating-daily", f"2026-12-0{day}T09:00:00+00:00") for day in (7, 8, 9)}
+
+
 def test_the_instance_index_holds_only_the_capped_instances(calrelay, calendar) -> None:
     auth = calrelay.auth("alice")
     assert put(f"{calendar}hourly.ics", auth, OBJECTS["hourly"]).status_code == 201
