@@ -210,7 +210,28 @@ def calrelay(root: Path, database: str | None, filled: Path) -> Iterator[str]:
     print(f"{root.name}: filled in {time.perf_counter() - begin:.0f} s", flush=True)
     with _process([sys.executable, "-m", "proxy", "serve", "--config", str(config), "--port", str(port)], port,
                   root / "server.log"):
+        begin = time.perf_counter()
+        wait_idle(_server[0])
+        print("{}: start-up work done after {:.0f} s, RSS {:.0f} MB (peak {:.0f} MB)".format(
+            root.name, time.perf_counter() - begin, *rss_mb(_server[0])), flush=True)
         yield f"http://127.0.0.1:{port}/crm/bench/"
+
+
+def wait_idle(process: subprocess.Popen, timeout: float = 900) -> None:
+    """Wait until the server has done its start-up work (the availability warm-up parses every event, the
+    index horizon is extended): measured while it runs, a request shares the interpreter with it."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> float:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    deadline, quiet, last = time.monotonic() + timeout, 0, cpu()
+    while quiet < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu()
+        quiet = quiet + 1 if now - last < 0.05 else 0
+        last = now
 
 
 @contextlib.contextmanager
