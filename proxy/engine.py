@@ -30,7 +30,7 @@ from plugins.rules import expanding
 from plugins.scope import Change
 from plugins.sqlstore import Collection, Stamp, Storage
 from plugins.sqlstore.hint import expand_hint
-from proxy import stopping
+from proxy import malloc, stopping
 from proxy.auth import Users
 from proxy.config import Settings
 from proxy.outage import database_unavailable
@@ -201,6 +201,7 @@ class Engine:
         body = environ["wsgi.input"].getvalue()
         with request_scope.request_scope() as scope, expand_hint(environ["REQUEST_METHOD"], body):
             payload = b"".join(self.application(environ, start_response))
+        malloc.after_answer(len(payload))  # what building a large answer took goes back to the system
         if self.outbox is not None and scope.changes:
             self.outbox(scope.changes)
         return int(captured["status"].split(" ", 1)[0]), captured["headers"], payload, scope
