@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -219,19 +220,15 @@ def calrelay(root: Path, database: str | None, filled: Path) -> Iterator[str]:
 
 def wait_idle(process: subprocess.Popen, timeout: float = 900) -> None:
     """Wait until the server has done its start-up work (the availability warm-up parses every event, the
-    index horizon is extended): measured while it runs, a request shares the interpreter with it."""
-    ticks = os.sysconf("SC_CLK_TCK")
-
-    def cpu() -> float:
-        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-
-    deadline, quiet, last = time.monotonic() + timeout, 0, cpu()
-    while quiet < 3 and time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = cpu()
-        quiet = quiet + 1 if now - last < 0.05 else 0
-        last = now
+    index horizon is extended): measured while it runs, a request shares the interpreter with it. Idle: no
+    thread of it running or waiting for a CPU in 2 s of samples (its CPU time alone misleads on a loaded
+    machine, where a busy server gets little of it)."""
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        states = [Path(stat).read_text().rsplit(")", 1)[1].split()[0]
+                  for stat in glob.glob(f"/proc/{process.pid}/task/*/stat")]
+        quiet = 0 if "R" in states else quiet + 1
 
 
 @contextlib.contextmanager
@@ -260,7 +257,11 @@ def _process(command: list[str], port: int, log: Path) -> Iterator[None]:
         yield
     finally:
         process.terminate()
-        process.wait(30)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:  # still busy: do not hide what ended the run
+            process.kill()
+            process.wait()
         lines = log.read_text(errors="replace").splitlines()
         warnings = [line for line in lines if "WARNING" in line or "ERROR" in line]
         if warnings:
