@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -225,7 +226,24 @@ def calrelay(root: Path, database: str | None, filled: Path) -> Iterator[str]:
     print(f"{root.name}: filled in {time.perf_counter() - begin:.0f} s", flush=True)
     with _process([sys.executable, "-m", "proxy", "serve", "--config", str(config), "--port", str(port)], port,
                   root / "server.log"):
+        begin = time.perf_counter()
+        wait_idle(_server[0])
+        print("{}: start-up work done after {:.0f} s, RSS {:.0f} MB (peak {:.0f} MB)".format(
+            root.name, time.perf_counter() - begin, *rss_mb(_server[0])), flush=True)
         yield f"http://127.0.0.1:{port}/crm/bench/"
+
+
+def wait_idle(process: subprocess.Popen, timeout: float = 900) -> None:
+    """Wait until the server has done its start-up work (the index horizon is extended): measured while it
+    runs, a request shares the interpreter with it. Idle: no
+    thread of it running or waiting for a CPU in 2 s of samples (its CPU time alone misleads on a loaded
+    machine, where a busy server gets little of it)."""
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        states = [Path(stat).read_text().rsplit(")", 1)[1].split()[0]
+                  for stat in glob.glob(f"/proc/{process.pid}/task/*/stat")]
+        quiet = 0 if "R" in states else quiet + 1
 
 
 @contextlib.contextmanager
@@ -254,7 +272,11 @@ def _process(command: list[str], port: int, log: Path) -> Iterator[None]:
         yield
     finally:
         process.terminate()
-        process.wait(30)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:  # still busy: do not hide what ended the run
+            process.kill()
+            process.wait()
         lines = log.read_text(errors="replace").splitlines()
         warnings = [line for line in lines if "WARNING" in line or "ERROR" in line]
         if warnings:

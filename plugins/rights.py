@@ -25,6 +25,16 @@ class Rights(BaseRights):
     is_service: Callable[[str], bool] = staticmethod(lambda user: False)
 
     def authorization(self, user: str, user_groups: set, path: str) -> str:
+        # A PROPFIND asks for every item's collection: decided once per request (and a refusal recorded once).
+        scope = current()
+        if scope is None:
+            return self._authorization(user, path)
+        key = (user, path)
+        if key not in scope.authorizations:
+            scope.authorizations[key] = self._authorization(user, path)
+        return scope.authorizations[key]
+
+    def _authorization(self, user: str, path: str) -> str:
         if not user:
             return ""
         sane_path = pathutils.strip_path(path)
@@ -37,20 +47,10 @@ class Rights(BaseRights):
             return "RW"  # the principal: may create and delete calendars under it
         if "/" in rest:
             return ""  # calendars hold objects, not nested collections
-        if self._mirror_role("/" + sane_path + "/") is MirrorRole.CONFLICT:
+        if self.mirror_role("/" + sane_path + "/") is MirrorRole.CONFLICT:
             refuse(
                 f"/{sane_path}/ mirrors an iCloud conflict calendar and is read only; "
                 "write to a booking calendar instead"
             )
             return "r"
         return "rw"
-
-    def _mirror_role(self, path: str) -> MirrorRole | None:
-        """The collection's mirror role, read once per request: a PROPFIND asks for every item's collection."""
-        scope = current()
-        if scope is None:
-            return self.mirror_role(path)
-        if path not in scope.mirror_roles:
-            scope.mirror_roles[path] = self.mirror_role(path)
-        role = scope.mirror_roles[path]
-        return role if isinstance(role, MirrorRole) else None

@@ -45,8 +45,8 @@ class RequestScope:
     refusal: str | None = None  # a message for the client when a plugin refused the request
     warnings: list[str] = field(default_factory=list)  # what Radicale logged about this request
     failure: BaseException | None = None  # the exception Radicale turned into a 500, if any
-    #: collection path -> its mirror role, looked up once per request (Radicale checks rights per item)
-    mirror_roles: dict[str, object] = field(default_factory=dict)
+    #: (user, path) -> the user's permissions there, decided once per request (Radicale asks per item)
+    authorizations: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 _current: ContextVar[RequestScope | None] = ContextVar("calrelay_request_scope", default=None)

@@ -28,7 +28,7 @@ from plugins import scope as request_scope
 from plugins.rights import Rights
 from plugins.scope import Change
 from plugins.sqlstore import Collection, Stamp, Storage, busy
-from proxy import stopping
+from proxy import malloc, stopping
 from proxy.auth import Users
 from proxy.availability.index import IndexRead
 from proxy.config import Settings
@@ -211,6 +211,7 @@ class Engine:
 
         with request_scope.request_scope() as scope:
             payload = b"".join(self.application(environ, start_response))
+        malloc.after_answer(len(payload))  # what building a large answer took goes back to the system
         if self.outbox is not None and scope.changes:
             self.outbox(scope.changes)
         return int(captured["status"].split(" ", 1)[0]), captured["headers"], payload, scope
