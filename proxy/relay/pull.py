@@ -44,6 +44,7 @@ from proxy.relay.plan import (
     RefreshMirror,
     RemoteDeleted,
     RemoteItem,
+    deleted_by_calrelay,
     plan_pull,
 )
 from proxy.relay.progress import import_report
@@ -321,6 +322,8 @@ class PullExecutor:
                 w.context.audit.record(Decision.KEPT_DELETION, w.user, status.uid, kept_reason(status), calendar=status.local_path, icloud_calendar=calendar.remote_name)  # noqa: E501
         elif isinstance(action, Forget):
             await w.state.call(db.delete_item, w.user, action.status.calendar_url, action.status.uid)
+            if deleted_by_calrelay(action.status):
+                return  # the tombstone of calrelay's own deletion (audited then as deleted): nothing to say
             w.context.audit.record(Decision.FORGOTTEN, w.user, action.status.uid, "deleted in iCloud after its blocked slot was removed in calrelay: nothing left to do", icloud_calendar=calendar.remote_name)  # noqa: E501
 
     async def _apply_to_crm_checked(self, action: ApplyToCrm) -> None:
