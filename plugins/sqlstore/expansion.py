@@ -18,6 +18,7 @@ Radicale returns any other single event. Otherwise the answer is Radicale's, byt
 
 from __future__ import annotations
 
+import re
 import threading
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
@@ -143,6 +144,10 @@ def in_range(item: radicale_item.Item, text: str, count: int, start: datetime, e
 _TIMES = ("dtstart", "dtend", "recurrence_id", "exdate", "rdate")
 
 
+#: A DTSTART in floating time (no zone, no Z, not a date): only such objects are parsed again.
+_FLOATING_START = re.compile(r"^DTSTART(?:;VALUE=DATE-TIME)?:\d{8}T\d{6}\r?$", re.MULTILINE)
+
+
 def _floating(value: object) -> bool:
     return isinstance(value, datetime) and value.tzinfo is None
 
@@ -181,7 +186,8 @@ def expand(element: ET.Element, item: radicale_item.Item, start: datetime, end: 
     key = (item.etag, start, end, time_range_start, time_range_end, max_occurrence)
     found = CACHE.get(key)
     if found is None:
-        zoned = floating_as_utc(item) if "RRULE" in item.serialize() else None
+        text = item.serialize()
+        zoned = floating_as_utc(item) if "RRULE" in text and _FLOATING_START.search(text) else None
         element, count = radicale_expand(element, zoned or item, start, end, time_range_start, time_range_end,
                                          max_occurrence)
         found = (element.text or "", count)
