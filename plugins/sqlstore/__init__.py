@@ -28,9 +28,12 @@ from plugins.scope import Change, ChangeAction
 from plugins.sqlstore import collection as _collection
 from plugins.sqlstore import expansion, hint, parsed, tables
 from plugins.sqlstore import storage as _storage
-from proxy import stopping, validation
+from proxy import stopping, validation, vobject_zones
 from proxy.config import LimitsSettings
 from proxy.model import MIRROR_ROLE_PROP, MirrorRole
+
+# Before anything here parses: one user's VTIMEZONE must not decide how another user's times are read.
+vobject_zones.install()
 
 #: What the relay compares to see that an item changed: its ETag.
 Stamp = str

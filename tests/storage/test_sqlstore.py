@@ -356,3 +356,25 @@ def test_a_match_the_index_proves_is_one_radicale_would_find(calrelay, calendar)
         kept = {item.href for item, matched in candidates if matched or radicale_keeps(item)}
         assert kept == {item.href for item in everything if radicale_keeps(item)}, (start, end)
     assert proven > len(edge_windows())  # the proof is used, not only the fallback
+
+
+def test_one_users_vtimezone_does_not_change_how_anothers_times_are_read(calrelay, calendar) -> None:
+    """vobject would read every later "Europe/Berlin" by the first one it parsed (here bob's, without summer
+    time); alice's own VTIMEZONE decides her times."""
+    bob = calrelay.auth("bob")
+    bobs = f"{calrelay.url.rstrip('/')}/bob/sales/"
+    assert mkcalendar(bobs, bob, "Sales").status_code == 201
+    winter_only = ("BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\nBEGIN:STANDARD\r\nDTSTART:19701025T030000\r\n"
+                   "TZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n")
+    times = "DTSTART;TZID=Europe/Berlin:20310602T090000\r\nDTEND;TZID=Europe/Berlin:20310602T100000\r\n"
+    assert put(f"{bobs}winter.ics", bob, vcalendar(winter_only + vevent("winter", times))).status_code == 201
+    alice = calrelay.auth("alice")
+    assert put(f"{calendar}june.ics", alice, vcalendar(BERLIN + vevent("june", times))).status_code == 201
+    window = '<C:time-range start="20310602T064500Z" end="20310602T071500Z"/>'
+    body = ('<?xml version="1.0"?><C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+            '<D:prop><C:calendar-data><C:expand start="20310601T000000Z" end="20310603T000000Z"/>'
+            '</C:calendar-data></D:prop><C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">'
+            f"{window}</C:comp-filter></C:comp-filter></C:filter></C:calendar-query>")
+    response = report(calendar, alice, body)
+    assert response.status_code == 207, response.text
+    assert expanded_starts(response) == {("june", "2031-06-02T07:00:00+00:00")}
