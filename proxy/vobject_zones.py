@@ -21,7 +21,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 
 import vobject
@@ -41,6 +41,9 @@ _TZID = re.compile(r"^TZID[;:](?:[^:\r\n]*:)?([^\r\n]*)", re.MULTILINE | re.IGNO
 _lock = threading.RLock()
 _known: OrderedDict[tuple[str, str], tzinfo] = OrderedDict()
 _original_read_components = vobject.base.readComponents
+_original_serialize = vobject.base.VBase.serialize
+#: Set while this thread serialises: vobject serialises a component's children through the same method.
+_serialising = threading.local()
 
 
 def definitions(text: str) -> dict[str, tuple[str, str]]:
@@ -79,7 +82,45 @@ def _read_components(stream: Any, *args: Any, **kwargs: Any) -> Iterator[vobject
     yield from components
 
 
+def own_zones(root: vobject.base.VBase) -> dict[str, tzinfo]:
+    """TZID -> zone of every time value in ``root`` (by the TZID vobject would register the zone under)."""
+    zones: dict[str, tzinfo] = {}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, vobject.base.Component):
+            stack.extend(node.getChildren())
+            continue
+        value = getattr(node, "value", None)
+        for instant in value if isinstance(value, list) else (value,):
+            if isinstance(instant, datetime) and instant.tzinfo is not None:
+                try:
+                    tzid = vobject.icalendar.TimezoneComponent.pickTzid(instant.tzinfo)
+                except vobject.base.VObjectError:
+                    continue
+                if tzid:
+                    zones.setdefault(tzid, instant.tzinfo)
+    return zones
+
+
+def _serialize(self: vobject.base.VBase, *args: Any, **kwargs: Any) -> Any:
+    if getattr(_serialising, "active", False):
+        return _original_serialize(self, *args, **kwargs)
+    with _lock:
+        module = vobject.icalendar.__dict__
+        saved = module[_MAP_NAME]
+        module[_MAP_NAME] = own_zones(self)
+        _serialising.active = True
+        try:
+            return _original_serialize(self, *args, **kwargs)
+        finally:
+            _serialising.active = False
+            module[_MAP_NAME] = saved
+
+
 def install() -> None:
-    """Make every vobject parse in this process read its TZIDs by its own VTIMEZONEs (idempotent)."""
+    """Make every vobject parse and serialisation in this process read TZIDs by the object's own zones
+    (idempotent)."""
     vobject.base.readComponents = _read_components
     vobject.readComponents = _read_components
+    vobject.base.VBase.serialize = _serialize

@@ -52,3 +52,16 @@ def test_definitions_names_each_vtimezone_by_its_text() -> None:
     found = vobject_zones.definitions(vcalendar(BERLIN + WINTER_ONLY.replace("Europe/Berlin", "Office Time")))
     assert set(found) == {"Europe/Berlin", "Office Time"}
     assert vobject_zones.definitions(vcalendar(WINTER_ONLY))["Europe/Berlin"] != found["Europe/Berlin"]
+
+
+def test_serialising_keeps_the_objects_own_zone() -> None:
+    """vobject reads the values back by TZID after writing them out: Radicale serialises an item before it
+    works out its time range."""
+    winter = vobject.readOne(vcalendar(WINTER_ONLY + JUNE))
+    winter.serialize()
+    berlin = vobject.readOne(vcalendar(BERLIN + JUNE))
+    assert "TZID=Europe/Berlin:20310602T090000" in berlin.serialize()
+    assert berlin.vevent.dtstart.value.astimezone(UTC) == datetime(2031, 6, 2, 7, tzinfo=UTC)
+    item = radicale_item.Item(collection_path="u/c", vobject_item=vobject.readOne(vcalendar(BERLIN + JUNE)))
+    item.prepare()
+    assert item.time_range[0] == int(datetime(2031, 6, 2, 7, tzinfo=UTC).timestamp())
